@@ -1,0 +1,116 @@
+// The socket API between the CNI plugin (and the CLI) and the daemon: HTTP/1.1 + JSON over a
+// root-only Unix socket (default /run/vpc-ipam/ipamd.sock), so operators can use
+// `curl --unix-socket`. This file is the contract: both sides import these types.
+//
+//   POST /v1/allocate       AllocateRequest  -> 200 Allocation | 503 ApiError (code NO_IP, retryable)
+//   POST /v1/release        ReleaseRequest   -> 200 ReleaseResponse (released: null when unknown)
+//   GET  /v1/allocation?containerId=..&ifName=..  -> 200 Allocation | 404 ApiError
+//   GET  /v1/allocations                      -> 200 { allocations: AllocationRecord[] }
+//   POST /v1/gc             GcRequest        -> 200 GcResponse (releases what is not listed)
+//   GET  /v1/pool                             -> 200 PoolStatus
+//   GET  /healthz, /readyz                    -> 200 { ok: true } | 503 { ok: false, reason }
+
+export const DEFAULT_SOCKET_PATH = '/run/vpc-ipam/ipamd.sock';
+
+/** Identifies one pod attachment, as the CNI spec does: (container id, interface name). */
+export interface AttachmentKey {
+  containerId: string;
+  ifName: string;
+}
+
+export interface AllocateRequest extends AttachmentKey {
+  /** Network namespace path the runtime gave (recorded for diagnostics and GC). */
+  netns?: string;
+  podNamespace?: string;
+  podName?: string;
+}
+
+/** What the plugin needs to wire a pod. */
+export interface Allocation extends AttachmentKey {
+  ip: string;
+  /** Interface (ENI / NIC) that owns the IP. */
+  interfaceId: string;
+  /** MAC of that interface on the node; the node-side link is found by it. */
+  interfaceMac: string;
+  deviceIndex: number;
+  /** CIDR of the interface's subnet, and its gateway (first host address). */
+  subnetCidr: string;
+  gateway: string;
+  /**
+   * Policy-routing table for pods on a secondary interface (`from <ip> lookup <table>`);
+   * 0 for IPs on the primary interface, which use the main table.
+   */
+  routeTable: number;
+  /** VPC CIDRs: traffic to these keeps the pod's source IP. */
+  vpcCidrs: string[];
+  podNamespace?: string;
+  podName?: string;
+}
+
+export type ReleaseRequest = AttachmentKey;
+
+export interface ReleaseResponse {
+  /** The IP returned to the pool, or null when the key held nothing (DEL is idempotent). */
+  released: string | null;
+}
+
+export interface AllocationRecord extends Allocation {
+  netns?: string;
+  /** ISO time of assignment. */
+  assignedAt: string;
+}
+
+export interface GcRequest {
+  /** Attachments the runtime still knows about; every other allocation is released. */
+  validAttachments: AttachmentKey[];
+}
+
+export interface GcResponse {
+  released: AttachmentKey[];
+}
+
+export interface PoolInterfaceStatus {
+  interfaceId: string;
+  mac: string;
+  deviceIndex: number;
+  subnetId: string;
+  total: number;
+  assigned: number;
+  cooling: number;
+  free: number;
+}
+
+export interface PoolStatus {
+  instanceId: string;
+  instanceType: string;
+  maxPods: number;
+  total: number;
+  assigned: number;
+  cooling: number;
+  free: number;
+  /** What the engine wants next, and why (human words). */
+  plan: string;
+  /** Why no IP can be had right now, when that is the case. */
+  noIpReason: string | null;
+  interfaces: PoolInterfaceStatus[];
+}
+
+/** Machine-readable error codes returned by the socket API. */
+export type ApiErrorCode =
+  | 'BAD_REQUEST'
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'NO_IP'
+  | 'NOT_READY'
+  | 'INTERNAL';
+
+export interface ApiError {
+  code: ApiErrorCode;
+  message: string;
+  /** True when the same request may succeed later (CNI error 11, "try again later"). */
+  retryable: boolean;
+  /** For NO_IP: subnet-full, instance-limit, max-eni, throttled, cloud-error, pool-growing. */
+  reason?: string;
+}
