@@ -1,5 +1,5 @@
 // One pino logger factory so every component logs JSON the same way (level from LOG_LEVEL).
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { type DestinationStream, type Logger, pino } from 'pino';
 
 export type { Logger };
 
