@@ -1,0 +1,530 @@
+// Every environment variable the daemon accepts: one catalogue (DAEMON_ENV_VARS) that documents
+// and parses them, and loadConfig(env), a pure function from an env object to a typed config.
+// Warm-pool and SNAT knobs keep the AWS VPC CNI's names so users switch without relearning.
+//
+// To add a variable: append a spec to DAEMON_ENV_VARS (name, default, accepted, description,
+// group, parse) and read it in loadConfig via `get(...)`. The Helm chart is tested against this
+// catalogue, so every entry here must be settable from values.yaml.
+
+import { DEFAULT_SOCKET_PATH } from './api-types.ts';
+
+export type EnvGroup = 'cloud' | 'warm-pool' | 'daemon' | 'snat' | 'kubernetes' | 'observability';
+
+export interface EnvVarSpec<T = unknown> {
+  name: string;
+  /** Older / alternative names read when `name` is unset. */
+  aliases?: readonly string[];
+  /** The value used when unset, as a string; null when unset means "not set" (feature off/derived). */
+  default: string | null;
+  /** Human description of the accepted values, quoted in errors. */
+  accepted: string;
+  description: string;
+  group: EnvGroup;
+  /** Throws a plain Error with a short reason; loadConfig wraps it into a ConfigError. */
+  parse(raw: string): T;
+}
+
+export interface ConfigIssue {
+  variable: string;
+  value: string;
+  accepted: string;
+  reason: string;
+}
+
+/** A bad environment: names every offending variable and what it accepts. */
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[];
+  /** The first offending variable (convenience for callers and tests). */
+  readonly variable: string;
+  readonly accepted: string;
+  constructor(issues: ConfigIssue[]) {
+    const lines = issues.map(
+      (i) => `${i.variable}=${JSON.stringify(i.value)} is invalid (${i.reason}); accepted: ${i.accepted}`,
+    );
+    super(lines.length === 1 ? lines[0] : `invalid configuration:\n  ${lines.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+    this.variable = issues[0]?.variable ?? '';
+    this.accepted = issues[0]?.accepted ?? '';
+  }
+}
+
+// ---- parsers (each throws Error(reason)) ----
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
+  return (raw) => {
+    if (!/^\d+$/.test(raw.trim())) throw new Error('not a whole number');
+    const n = Number(raw.trim());
+    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
+    return n;
+  };
+}
+
+function seconds(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    const t = raw.trim();
+    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
+    const n = Number(t);
+    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
+    return n;
+  };
+}
+
+function bool(raw: string): boolean {
+  const t = raw.trim().toLowerCase();
+  if (t === 'true' || t === '1' || t === 'yes') return true;
+  if (t === 'false' || t === '0' || t === 'no' || t === '') return false;
+  throw new Error('not a boolean');
+}
+
+function oneOf<T extends string>(values: readonly T[]): (raw: string) => T {
+  return (raw) => {
+    const t = raw.trim().toLowerCase();
+    const hit = values.find((v) => v === t);
+    if (hit === undefined) throw new Error('unknown value');
+    return hit;
+  };
+}
+
+function list(itemPattern: RegExp, what: string): (raw: string) => string[] {
+  return (raw) => {
+    const items = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    for (const item of items)
+      if (!itemPattern.test(item)) throw new Error(`${JSON.stringify(item)} is not ${what}`);
+    return [...new Set(items)];
+  };
+}
+
+function url(raw: string): string {
+  const t = raw.trim();
+  let u: URL;
+  try {
+    u = new URL(t);
+  } catch {
+    throw new Error('not a URL');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme must be http or https');
+  return t.replace(/\/+$/, '');
+}
+
+function absPath(raw: string): string {
+  const t = raw.trim();
+  if (!t.startsWith('/') || t.includes('\0') || t.split('/').includes('..') || t.endsWith('/')) {
+    throw new Error('not an absolute file path without ".."');
+  }
+  return t;
+}
+
+function text(pattern: RegExp, what: string): (raw: string) => string {
+  return (raw) => {
+    const t = raw.trim();
+    if (!pattern.test(t)) throw new Error(`not ${what}`);
+    return t;
+  };
+}
+
+/** IPv4 CIDR, normalised (host bits must be zero). */
+export function parseIpv4Cidr(raw: string): string {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw.trim());
+  if (!m) throw new Error(`${JSON.stringify(raw)} is not an IPv4 CIDR`);
+  const octets = m.slice(1, 5).map(Number);
+  const bits = Number(m[5]);
+  if (octets.some((o) => o > 255) || bits > 32) throw new Error(`${JSON.stringify(raw)} is not an IPv4 CIDR`);
+  const addr = octets.reduce((a, o) => a * 256 + o, 0);
+  const size = 2 ** (32 - bits);
+  if (addr % size !== 0) throw new Error(`${JSON.stringify(raw)} has host bits set`);
+  return `${octets.join('.')}/${bits}`;
+}
+
+function cidrList(raw: string): string[] {
+  return [
+    ...new Set(
+      raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map(parseIpv4Cidr),
+    ),
+  ];
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const CLOUDS = ['aws', 'azure'] as const;
+const RANDOMIZE_SNAT = ['none', 'hashrandom', 'prng'] as const;
+export type RandomizeSnat = (typeof RANDOMIZE_SNAT)[number];
+
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const HOST = /^[A-Za-z0-9.:[\]-]{1,253}$/;
+
+/** The catalogue. Order is the documentation order. */
+export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
+  // --- cloud ---
+  {
+    name: 'CLOUD_PROVIDER',
+    default: 'aws',
+    accepted: 'aws | azure',
+    description: 'Which cloud the node runs on.',
+    group: 'cloud',
+    parse: oneOf(CLOUDS),
+  },
+  {
+    name: 'CLUSTER_NAME',
+    default: 'kubernetes',
+    accepted: 'a DNS-1123 label-ish name: letters, digits, "-", "_", "." (1-128 chars)',
+    description: 'Cluster name written on every interface we create, so leaked ones can be attributed.',
+    group: 'cloud',
+    parse: text(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a valid cluster name'),
+  },
+  {
+    name: 'AWS_REGION',
+    aliases: ['AWS_DEFAULT_REGION'],
+    default: null,
+    accepted: 'an AWS region such as us-east-1 (default: from instance metadata)',
+    description: 'AWS region for EC2 calls.',
+    group: 'cloud',
+    parse: text(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region'),
+  },
+  {
+    name: 'VPC_IPAM_EC2_ENDPOINT',
+    default: null,
+    accepted: 'an http(s) URL (default: the regional EC2 endpoint)',
+    description: 'EC2 API endpoint override (LocalStack, VPC endpoints).',
+    group: 'cloud',
+    parse: url,
+  },
+  {
+    name: 'VPC_IPAM_IMDS_ENDPOINT',
+    default: null,
+    accepted: 'an http(s) URL (default: http://169.254.169.254)',
+    description: 'Instance metadata service endpoint override.',
+    group: 'cloud',
+    parse: url,
+  },
+  {
+    name: 'POD_SUBNET_IDS',
+    default: null,
+    accepted: 'comma-separated subnet ids, in order of preference (default: the primary interface subnet)',
+    description: 'Subnets pod interfaces are created in; the next one is used when one is full.',
+    group: 'cloud',
+    parse: list(/^[A-Za-z0-9][A-Za-z0-9_./-]{0,511}$/, 'a subnet id'),
+  },
+  {
+    name: 'POD_SECURITY_GROUP_IDS',
+    default: null,
+    accepted: 'comma-separated security group ids (default: those of the primary interface)',
+    description: 'Security groups put on interfaces created for pods.',
+    group: 'cloud',
+    parse: list(/^[A-Za-z0-9][A-Za-z0-9_./-]{0,511}$/, 'a security group id'),
+  },
+  // --- warm pool (AWS VPC CNI names) ---
+  {
+    name: 'WARM_ENI_TARGET',
+    default: '1',
+    accepted: 'a whole number >= 0',
+    description:
+      'Whole free interfaces (with all their IPs) to keep ready. Ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set.',
+    group: 'warm-pool',
+    parse: int(0, 64),
+  },
+  {
+    name: 'WARM_IP_TARGET',
+    default: null,
+    accepted: 'a whole number >= 0 (unset: use WARM_ENI_TARGET)',
+    description: 'Free IPs to keep ready. Takes precedence over WARM_ENI_TARGET.',
+    group: 'warm-pool',
+    parse: int(0, 100000),
+  },
+  {
+    name: 'MINIMUM_IP_TARGET',
+    default: null,
+    accepted: 'a whole number >= 0 (unset: no floor)',
+    description: 'Floor on the total IPs held by the node. Takes precedence over WARM_ENI_TARGET.',
+    group: 'warm-pool',
+    parse: int(0, 100000),
+  },
+  {
+    name: 'MAX_ENI',
+    default: null,
+    accepted: 'a whole number >= 1 (unset: the instance type limit)',
+    description: 'Cap on interfaces (the primary included), below the instance type limit.',
+    group: 'warm-pool',
+    parse: int(1, 1024),
+  },
+  {
+    name: 'IP_COOLDOWN_PERIOD',
+    default: '30',
+    accepted: 'whole seconds >= 0',
+    description: 'A released IP waits this long before it is handed out again or returned to the cloud.',
+    group: 'warm-pool',
+    parse: int(0, 86400),
+  },
+  {
+    name: 'MAX_PODS',
+    default: null,
+    accepted: "a whole number >= 1 (the kubelet's --max-pods; unset: the instance formula)",
+    description: 'Never hold more pod IPs than this (the lower of it and ENIs x (IPs per ENI - 1) + 2).',
+    group: 'warm-pool',
+    parse: int(1, 100000),
+  },
+  {
+    name: 'VPC_IPAM_MIN_GROW_STEP',
+    default: '4',
+    accepted: 'a whole number >= 1',
+    description:
+      'In IP-target mode, grow by at least this many IPs per cloud call, so churn with a small WARM_IP_TARGET does not cost one API call per pod.',
+    group: 'warm-pool',
+    parse: int(1, 1024),
+  },
+  {
+    name: 'VPC_IPAM_SHRINK_DELAY',
+    default: '60',
+    accepted: 'seconds >= 0 (decimals allowed)',
+    description: 'The pool must exceed its target this long before IPs or interfaces are given back.',
+    group: 'warm-pool',
+    parse: seconds(0, 86400),
+  },
+  {
+    name: 'VPC_IPAM_RECONCILE_INTERVAL',
+    default: '10',
+    accepted: 'seconds > 0 (decimals allowed)',
+    description: 'How often the pool is re-planned when nothing else triggers it.',
+    group: 'warm-pool',
+    parse: seconds(0.01, 3600),
+  },
+  {
+    name: 'VPC_IPAM_ALLOCATE_WAIT',
+    default: '5',
+    accepted: 'seconds >= 0 (decimals allowed)',
+    description:
+      'How long an allocation on an empty pool waits for the pool to grow before "try again later".',
+    group: 'warm-pool',
+    parse: seconds(0, 300),
+  },
+  {
+    name: 'VPC_IPAM_SUBNET_BACKOFF',
+    default: '300',
+    accepted: 'seconds >= 0 (decimals allowed)',
+    description: 'How long a subnet that reported itself full is skipped.',
+    group: 'warm-pool',
+    parse: seconds(0, 86400),
+  },
+  // --- daemon ---
+  {
+    name: 'VPC_IPAM_SOCKET',
+    default: DEFAULT_SOCKET_PATH,
+    accepted: 'an absolute path; its directory is created with mode 0700',
+    description: 'Unix socket the CNI plugin and the CLI talk to.',
+    group: 'daemon',
+    parse: absPath,
+  },
+  {
+    name: 'VPC_IPAM_CHECKPOINT',
+    default: '/var/lib/vpc-ipam/checkpoint.json',
+    accepted: 'an absolute path on a persistent host directory',
+    description: 'Allocation checkpoint, rewritten atomically on every change.',
+    group: 'daemon',
+    parse: absPath,
+  },
+  {
+    name: 'VPC_IPAM_SHUTDOWN_TIMEOUT',
+    default: '10',
+    accepted: 'seconds >= 0 (decimals allowed)',
+    description: 'On SIGTERM, how long in-flight requests may take to finish.',
+    group: 'daemon',
+    parse: seconds(0, 600),
+  },
+  // --- observability ---
+  {
+    name: 'LOG_LEVEL',
+    default: 'info',
+    accepted: LOG_LEVELS.join(' | '),
+    description: 'pino log level (JSON logs on stdout).',
+    group: 'observability',
+    parse: oneOf(LOG_LEVELS),
+  },
+  {
+    name: 'METRICS_ADDRESS',
+    default: '127.0.0.1',
+    accepted: 'an IP address or host name to bind',
+    description: 'Prometheus /metrics listen address (localhost by default).',
+    group: 'observability',
+    parse: text(HOST, 'an address'),
+  },
+  {
+    name: 'METRICS_PORT',
+    default: '61678',
+    accepted: 'a port 0-65535 (0 disables metrics)',
+    description: 'Prometheus /metrics listen port.',
+    group: 'observability',
+    parse: int(0, 65535),
+  },
+  // --- SNAT (consumed by node-setup) ---
+  {
+    name: 'AWS_VPC_K8S_CNI_EXTERNALSNAT',
+    aliases: ['EXTERNAL_SNAT'],
+    default: 'false',
+    accepted: 'true | false',
+    description: 'true: an external NAT (NAT gateway) handles egress, so the node installs no SNAT rules.',
+    group: 'snat',
+    parse: bool,
+  },
+  {
+    name: 'AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS',
+    default: '',
+    accepted: 'comma-separated IPv4 CIDRs',
+    description: 'Destinations outside the VPC that keep the pod source IP (not SNATed).',
+    group: 'snat',
+    parse: cidrList,
+  },
+  {
+    name: 'AWS_VPC_K8S_CNI_RANDOMIZESNAT',
+    default: 'prng',
+    accepted: RANDOMIZE_SNAT.join(' | '),
+    description: 'SNAT port selection: prng = --random-fully, hashrandom = --random, none = neither.',
+    group: 'snat',
+    parse: oneOf(RANDOMIZE_SNAT),
+  },
+  // --- kubernetes ---
+  {
+    name: 'NODE_NAME',
+    default: null,
+    accepted: 'the Kubernetes node name (downward API spec.nodeName)',
+    description: 'This node in the Kubernetes API; enables the Kubernetes features when set.',
+    group: 'kubernetes',
+    parse: text(DNS_SUBDOMAIN, 'a DNS-1123 subdomain'),
+  },
+  {
+    name: 'ENABLE_POD_WATCH',
+    default: 'true',
+    accepted: 'true | false',
+    description: 'Watch pods on this node and release allocations of pods that are gone (needs NODE_NAME).',
+    group: 'kubernetes',
+    parse: bool,
+  },
+];
+
+export type CloudChoice = (typeof CLOUDS)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface WarmPoolConfig {
+  warmEniTarget: number;
+  warmIpTarget: number | null;
+  minimumIpTarget: number | null;
+  maxEni: number | null;
+  cooldownMs: number;
+  maxPods: number | null;
+  minGrowStep: number;
+  shrinkDelayMs: number;
+  reconcileIntervalMs: number;
+  allocateWaitMs: number;
+  subnetBackoffMs: number;
+}
+
+export interface SnatConfig {
+  externalSnat: boolean;
+  excludeCidrs: string[];
+  randomize: RandomizeSnat;
+}
+
+export interface DaemonConfig {
+  cloud: CloudChoice;
+  clusterName: string;
+  aws: { region: string | null; ec2Endpoint: string | null; imdsEndpoint: string | null };
+  podSubnetIds: string[] | null;
+  podSecurityGroupIds: string[] | null;
+  pool: WarmPoolConfig;
+  socketPath: string;
+  checkpointPath: string;
+  shutdownTimeoutMs: number;
+  logLevel: LogLevel;
+  metrics: { address: string; port: number } | null;
+  snat: SnatConfig;
+  kubernetes: { nodeName: string | null; enablePodWatch: boolean };
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Parse and validate the whole environment. Throws ConfigError listing every bad variable. */
+export function loadConfig(env: Env): DaemonConfig {
+  const issues: ConfigIssue[] = [];
+  const specs = new Map(DAEMON_ENV_VARS.map((s) => [s.name, s]));
+
+  function get<T>(name: string): T | null {
+    const spec = specs.get(name);
+    if (!spec) throw new Error(`config.ts bug: ${name} is not in DAEMON_ENV_VARS`);
+    let source = name;
+    let raw = env[name];
+    for (const alias of spec.aliases ?? []) {
+      if (raw !== undefined) break;
+      raw = env[alias];
+      source = alias;
+    }
+    // An empty string means unset for optional values, as Helm often renders "".
+    if (raw === undefined || (raw.trim() === '' && spec.default === null)) {
+      raw = spec.default ?? undefined;
+      source = name;
+      if (raw === undefined) return null;
+    }
+    try {
+      return spec.parse(raw) as T;
+    } catch (err) {
+      issues.push({ variable: source, value: raw, accepted: spec.accepted, reason: (err as Error).message });
+      return null;
+    }
+  }
+
+  const metricsPort = get<number>('METRICS_PORT');
+  const metricsAddress = get<string>('METRICS_ADDRESS');
+  const config: DaemonConfig = {
+    cloud: get<CloudChoice>('CLOUD_PROVIDER') ?? 'aws',
+    clusterName: get<string>('CLUSTER_NAME') ?? 'kubernetes',
+    aws: {
+      region: get<string>('AWS_REGION'),
+      ec2Endpoint: get<string>('VPC_IPAM_EC2_ENDPOINT'),
+      imdsEndpoint: get<string>('VPC_IPAM_IMDS_ENDPOINT'),
+    },
+    podSubnetIds: emptyToNull(get<string[]>('POD_SUBNET_IDS')),
+    podSecurityGroupIds: emptyToNull(get<string[]>('POD_SECURITY_GROUP_IDS')),
+    pool: {
+      warmEniTarget: get<number>('WARM_ENI_TARGET') ?? 1,
+      warmIpTarget: get<number>('WARM_IP_TARGET'),
+      minimumIpTarget: get<number>('MINIMUM_IP_TARGET'),
+      maxEni: get<number>('MAX_ENI'),
+      cooldownMs: (get<number>('IP_COOLDOWN_PERIOD') ?? 30) * 1000,
+      maxPods: get<number>('MAX_PODS'),
+      minGrowStep: get<number>('VPC_IPAM_MIN_GROW_STEP') ?? 4,
+      shrinkDelayMs: Math.round((get<number>('VPC_IPAM_SHRINK_DELAY') ?? 60) * 1000),
+      reconcileIntervalMs: Math.round((get<number>('VPC_IPAM_RECONCILE_INTERVAL') ?? 10) * 1000),
+      allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
+      subnetBackoffMs: Math.round((get<number>('VPC_IPAM_SUBNET_BACKOFF') ?? 300) * 1000),
+    },
+    socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
+    checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',
+    shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
+    logLevel: get<LogLevel>('LOG_LEVEL') ?? 'info',
+    metrics: metricsPort ? { address: metricsAddress ?? '127.0.0.1', port: metricsPort } : null,
+    snat: {
+      externalSnat: get<boolean>('AWS_VPC_K8S_CNI_EXTERNALSNAT') ?? false,
+      excludeCidrs: get<string[]>('AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS') ?? [],
+      randomize: get<RandomizeSnat>('AWS_VPC_K8S_CNI_RANDOMIZESNAT') ?? 'prng',
+    },
+    kubernetes: {
+      nodeName: get<string>('NODE_NAME'),
+      enablePodWatch: get<boolean>('ENABLE_POD_WATCH') ?? true,
+    },
+  };
+  if (issues.length > 0) throw new ConfigError(issues);
+  return config;
+}
+
+function emptyToNull(v: string[] | null): string[] | null {
+  return v && v.length > 0 ? v : null;
+}
+
+/** Names the daemon reads (primary names and aliases), e.g. for the Helm chart test. */
+export function daemonEnvVarNames(includeAliases = false): string[] {
+  return DAEMON_ENV_VARS.flatMap((s) => (includeAliases ? [s.name, ...(s.aliases ?? [])] : [s.name]));
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  ConfigError,
+  DAEMON_ENV_VARS,
+  daemonEnvVarNames,
+  loadConfig,
+} from '../../../src/ipam-daemon/config.ts';
+
+describe('loadConfig', () => {
+  test('defaults match the AWS VPC CNI where names are shared', () => {
+    const c = loadConfig({});
+    assert.equal(c.cloud, 'aws');
+    assert.equal(c.pool.warmEniTarget, 1);
+    assert.equal(c.pool.warmIpTarget, null);
+    assert.equal(c.pool.minimumIpTarget, null);
+    assert.equal(c.pool.maxEni, null);
+    assert.equal(c.pool.cooldownMs, 30_000);
+    assert.equal(c.socketPath, '/run/vpc-ipam/ipamd.sock');
+    assert.deepEqual(c.metrics, { address: '127.0.0.1', port: 61678 });
+    assert.equal(c.snat.externalSnat, false);
+    assert.equal(c.snat.randomize, 'prng');
+    assert.deepEqual(c.snat.excludeCidrs, []);
+    assert.equal(c.podSubnetIds, null);
+  });
+
+  test('parses every kind of value', () => {
+    const c = loadConfig({
+      CLOUD_PROVIDER: 'Azure',
+      WARM_IP_TARGET: '0',
+      MINIMUM_IP_TARGET: '10',
+      MAX_ENI: '2',
+      IP_COOLDOWN_PERIOD: '0',
+      VPC_IPAM_SHRINK_DELAY: '0.5',
+      POD_SUBNET_IDS: 'subnet-a, subnet-b,,subnet-a',
+      AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS: '192.168.0.0/16,10.0.0.0/8',
+      EXTERNAL_SNAT: 'true',
+      METRICS_PORT: '0',
+      VPC_IPAM_EC2_ENDPOINT: 'http://127.0.0.1:4566/',
+      NODE_NAME: 'ip-10-0-0-1.ec2.internal',
+    });
+    assert.equal(c.cloud, 'azure');
+    assert.equal(c.pool.warmIpTarget, 0);
+    assert.equal(c.pool.minimumIpTarget, 10);
+    assert.equal(c.pool.maxEni, 2);
+    assert.equal(c.pool.cooldownMs, 0);
+    assert.equal(c.pool.shrinkDelayMs, 500);
+    assert.deepEqual(c.podSubnetIds, ['subnet-a', 'subnet-b']);
+    assert.deepEqual(c.snat.excludeCidrs, ['192.168.0.0/16', '10.0.0.0/8']);
+    assert.equal(c.snat.externalSnat, true, 'EXTERNAL_SNAT alias is honoured');
+    assert.equal(c.metrics, null, 'METRICS_PORT=0 disables metrics');
+    assert.equal(c.aws.ec2Endpoint, 'http://127.0.0.1:4566');
+    assert.equal(c.kubernetes.nodeName, 'ip-10-0-0-1.ec2.internal');
+  });
+
+  test('the primary name wins over its alias', () => {
+    const c = loadConfig({ AWS_VPC_K8S_CNI_EXTERNALSNAT: 'false', EXTERNAL_SNAT: 'true' });
+    assert.equal(c.snat.externalSnat, false);
+  });
+
+  const bad: Array<[string, string]> = [
+    ['CLOUD_PROVIDER', 'gcp'],
+    ['WARM_ENI_TARGET', '-1'],
+    ['WARM_IP_TARGET', 'lots'],
+    ['MINIMUM_IP_TARGET', '1.5'],
+    ['MAX_ENI', '0'],
+    ['IP_COOLDOWN_PERIOD', '30s'],
+    ['MAX_PODS', '0'],
+    ['VPC_IPAM_SOCKET', 'relative/ipamd.sock'],
+    ['VPC_IPAM_CHECKPOINT', '/var/lib/../etc/passwd'],
+    ['LOG_LEVEL', 'verbose'],
+    ['METRICS_PORT', '70000'],
+    ['VPC_IPAM_EC2_ENDPOINT', 'ftp://x'],
+    ['AWS_VPC_K8S_CNI_EXTERNALSNAT', 'maybe'],
+    ['EXTERNAL_SNAT', 'maybe'],
+    ['AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS', '10.0.0.1/8'],
+    ['AWS_VPC_K8S_CNI_RANDOMIZESNAT', 'random'],
+    ['NODE_NAME', 'Not_A_Node'],
+    ['CLUSTER_NAME', 'bad name'],
+    ['VPC_IPAM_RECONCILE_INTERVAL', '0'],
+  ];
+  for (const [name, value] of bad) {
+    test(`${name}=${value} is refused, naming the variable and the accepted values`, () => {
+      const err = captureConfigError({ [name]: value });
+      assert.equal(err.variable, name);
+      const spec = DAEMON_ENV_VARS.find((s) => s.name === name || s.aliases?.includes(name));
+      assert.ok(spec);
+      assert.match(err.message, new RegExp(`^${name}=`));
+      assert.ok(err.message.includes(spec.accepted), err.message);
+    });
+  }
+
+  test('every bad variable is reported at once', () => {
+    const err = captureConfigError({ WARM_ENI_TARGET: 'x', LOG_LEVEL: 'loud' });
+    assert.deepEqual(err.issues.map((i) => i.variable).sort(), ['LOG_LEVEL', 'WARM_ENI_TARGET']);
+  });
+
+  test('the catalogue is complete and unique', () => {
+    const names = daemonEnvVarNames(true);
+    assert.equal(new Set(names).size, names.length);
+    for (const s of DAEMON_ENV_VARS) {
+      assert.ok(s.description.length > 10, s.name);
+      assert.ok(s.accepted.length > 0, s.name);
+      if (s.default !== null) assert.doesNotThrow(() => s.parse(s.default as string), s.name);
+    }
+    for (const required of [
+      'WARM_ENI_TARGET',
+      'WARM_IP_TARGET',
+      'MINIMUM_IP_TARGET',
+      'MAX_ENI',
+      'IP_COOLDOWN_PERIOD',
+      'CLOUD_PROVIDER',
+      'CLUSTER_NAME',
+      'VPC_IPAM_SOCKET',
+      'VPC_IPAM_CHECKPOINT',
+      'METRICS_ADDRESS',
+      'METRICS_PORT',
+      'LOG_LEVEL',
+      'VPC_IPAM_EC2_ENDPOINT',
+      'VPC_IPAM_IMDS_ENDPOINT',
+      'AWS_REGION',
+      'MAX_PODS',
+      'POD_SUBNET_IDS',
+      'POD_SECURITY_GROUP_IDS',
+      'AWS_VPC_K8S_CNI_EXTERNALSNAT',
+      'AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS',
+      'AWS_VPC_K8S_CNI_RANDOMIZESNAT',
+      'NODE_NAME',
+      'ENABLE_POD_WATCH',
+    ]) {
+      assert.ok(names.includes(required), required);
+    }
+  });
+});
+
+function captureConfigError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err;
+  }
+  assert.fail(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
