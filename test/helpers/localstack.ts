@@ -1,0 +1,63 @@
+// Test helpers for suites that need LocalStack's EC2.
+//
+//   ec2Endpoint()          VPC_IPAM_EC2_ENDPOINT, default http://127.0.0.1:4566
+//   requireLocalStack()    throws a loud error with the reason when LocalStack is not usable:
+//                          suites call it in before() so they FAIL (never skip) without it
+//   uniqueClusterName(p)   a fresh cluster name per test run (isolates runs in a shared LocalStack)
+//   seedCluster({...})     seeds (or reads back) a cluster VPC, see localstack/seed.ts
+//   deleteCluster({...})   best-effort cleanup of a seeded cluster
+
+import { randomBytes } from 'node:crypto';
+import {
+  DEFAULT_REGION,
+  deleteCluster as deleteSeededCluster,
+  type SeedOptions,
+  type SeedResult,
+  seedCluster as seed,
+} from '../../localstack/seed.ts';
+
+export type { SeedResult };
+
+export function ec2Endpoint(): string {
+  return process.env.VPC_IPAM_EC2_ENDPOINT ?? 'http://127.0.0.1:4566';
+}
+
+export function region(): string {
+  return process.env.AWS_REGION ?? DEFAULT_REGION;
+}
+
+const HOW_TO_START = 'start it with `bash localstack/start.sh` (or set VPC_IPAM_EC2_ENDPOINT)';
+
+/** Resolves when LocalStack's EC2 is up; otherwise throws an error naming the reason. */
+export async function requireLocalStack(endpoint = ec2Endpoint()): Promise<void> {
+  let body: unknown;
+  try {
+    const res = await fetch(new URL('/_localstack/health', endpoint), { signal: AbortSignal.timeout(5000) });
+    if (!res.ok) throw new Error(`HTTP ${res.status} from /_localstack/health`);
+    body = await res.json();
+  } catch (err) {
+    const reason =
+      err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    throw new Error(`LocalStack is not reachable at ${endpoint} (${reason}): ${HOW_TO_START}`);
+  }
+  const ec2 = (body as { services?: Record<string, string> }).services?.ec2;
+  if (ec2 !== 'available' && ec2 !== 'running') {
+    throw new Error(
+      `LocalStack at ${endpoint} is up but EC2 is ${ec2 ?? 'not listed'} (needs SERVICES=ec2,sts): ${HOW_TO_START}`,
+    );
+  }
+}
+
+export function uniqueClusterName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+type ClusterOptions = Omit<SeedOptions, 'endpoint' | 'region'> & { endpoint?: string; region?: string };
+
+export async function seedCluster(options: ClusterOptions): Promise<SeedResult> {
+  return seed({ endpoint: ec2Endpoint(), region: region(), ...options });
+}
+
+export async function deleteCluster(options: ClusterOptions): Promise<string[]> {
+  return deleteSeededCluster({ endpoint: ec2Endpoint(), region: region(), ...options });
+}
