@@ -1,0 +1,108 @@
+// The daemon's Kubernetes-side environment variables. They are appended to DAEMON_ENV_VARS (so the
+// chart test and the docs see one catalogue) and parsed here, next to the code that uses them.
+import type { EnvVarSpec } from '../config.ts';
+
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+function seconds(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    const t = raw.trim();
+    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
+    const n = Number(t);
+    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
+    return n;
+  };
+}
+
+function bool(raw: string): boolean {
+  const t = raw.trim().toLowerCase();
+  if (t === 'true' || t === '1' || t === 'yes') return true;
+  if (t === 'false' || t === '0' || t === 'no' || t === '') return false;
+  throw new Error('not a boolean');
+}
+
+function labelKey(raw: string): string {
+  const t = raw.trim();
+  if (!LABEL_KEY.test(t) || t.length > 317) throw new Error('not a Kubernetes label key');
+  return t;
+}
+
+export const KUBERNETES_ENV_VARS: readonly EnvVarSpec[] = [
+  {
+    name: 'VPC_IPAM_POD_GC_GRACE',
+    default: '60',
+    accepted: 'seconds >= 1 (decimals allowed)',
+    description:
+      'An allocation whose pod is gone from the API is released after this long (the runtime normally releases it first through CNI DEL).',
+    group: 'kubernetes',
+    parse: seconds(1, 86400),
+  },
+  {
+    name: 'VPC_IPAM_STATUS_INTERVAL',
+    default: '10',
+    accepted: 'seconds >= 1 (decimals allowed)',
+    description: 'Minimum time between two writes of the NodeIPAMStatus object (changes are coalesced).',
+    group: 'kubernetes',
+    parse: seconds(1, 3600),
+  },
+  {
+    name: 'VPC_IPAM_CUSTOM_NETWORKING',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      'true: pod interfaces use the subnets and security groups of the PodNetworkConfig selected for this node (by label, else by zone).',
+    group: 'kubernetes',
+    parse: bool,
+  },
+  {
+    name: 'VPC_IPAM_NETWORK_CONFIG_LABEL',
+    default: 'vpc-ipam.io/network-config',
+    accepted: 'a Kubernetes label key',
+    description:
+      'Node label whose value names the PodNetworkConfig for the node; nodes without it select by availability zone.',
+    group: 'kubernetes',
+    parse: labelKey,
+  },
+];
+
+export interface KubernetesSettings {
+  nodeName: string;
+  enablePodWatch: boolean;
+  podGcGraceMs: number;
+  statusIntervalMs: number;
+  customNetworking: boolean;
+  networkConfigLabel: string;
+}
+
+export class KubernetesEnvError extends Error {
+  readonly variable: string;
+  constructor(variable: string, value: string, accepted: string, reason: string) {
+    super(`${variable}=${JSON.stringify(value)} is invalid (${reason}); accepted: ${accepted}`);
+    this.name = 'KubernetesEnvError';
+    this.variable = variable;
+  }
+}
+
+/** Parse this module's variables; NODE_NAME and ENABLE_POD_WATCH come from the daemon config. */
+export function loadKubernetesSettings(
+  env: Readonly<Record<string, string | undefined>>,
+  base: { nodeName: string; enablePodWatch: boolean },
+): KubernetesSettings {
+  const get = <T>(name: string): T => {
+    const spec = KUBERNETES_ENV_VARS.find((s) => s.name === name)!;
+    const raw = env[name] === undefined || env[name] === '' ? spec.default! : env[name]!;
+    try {
+      return spec.parse(raw) as T;
+    } catch (err) {
+      throw new KubernetesEnvError(name, raw, spec.accepted, (err as Error).message);
+    }
+  };
+  return {
+    ...base,
+    podGcGraceMs: Math.round(get<number>('VPC_IPAM_POD_GC_GRACE') * 1000),
+    statusIntervalMs: Math.round(get<number>('VPC_IPAM_STATUS_INTERVAL') * 1000),
+    customNetworking: get<boolean>('VPC_IPAM_CUSTOM_NETWORKING'),
+    networkConfigLabel: get<string>('VPC_IPAM_NETWORK_CONFIG_LABEL'),
+  };
+}
