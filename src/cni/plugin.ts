@@ -1,0 +1,331 @@
+// The CNI commands. I/O comes in through PluginDeps so the logic runs against real tools in the
+// e2e suite and stays readable here; main.ts does stdin/stdout/env.
+import type { Allocation } from '../ipam-daemon/api-types.ts';
+import type { IpTool } from '../netutils/ip.ts';
+import {
+  HOST_VETH_PREFIX,
+  hostVethName,
+  POD_GATEWAY,
+  PRIO_FROM_POD,
+  PRIO_TO_POD,
+  vethMacs,
+} from '../netutils/names.ts';
+import { validateIpv4 } from '../netutils/validate.ts';
+import type { CniEnv, PluginConfig } from './config.ts';
+import { type DaemonClient, DaemonUnreachableError } from './daemon-client.ts';
+import type { PluginLog } from './file-log.ts';
+import {
+  CniError,
+  type CniResult,
+  compareVersions,
+  ErrorCode,
+  formatResult,
+  mergeResult,
+  SUPPORTED_VERSIONS,
+} from './spec.ts';
+import { applyIpvlanAdd, discoverParent, planIpvlanAdd } from './wiring/ipvlan.ts';
+import {
+  applyVethAdd,
+  cleanupHost,
+  diagnoseVeth,
+  observeHost,
+  observePod,
+  planVethAdd,
+  podIpFromHost,
+} from './wiring/veth.ts';
+
+export interface PluginDeps {
+  ip: IpTool;
+  daemon: DaemonClient;
+  netnsExists(path: string): Promise<boolean>;
+  log: PluginLog;
+}
+
+export function versionInfo(requested: string | undefined): Record<string, unknown> {
+  return { cniVersion: requested ?? '1.1.0', supportedVersions: [...SUPPORTED_VERSIONS] };
+}
+
+function checkAllocation(a: Allocation): void {
+  try {
+    validateIpv4(a.ip, 'allocated IP');
+  } catch (e) {
+    throw new CniError(
+      ErrorCode.DAEMON_ERROR,
+      `vpc-ipamd returned a bad allocation: ${(e as Error).message}`,
+    );
+  }
+  if (!Number.isInteger(a.routeTable) || a.routeTable < 0 || a.routeTable > 0xfffffff) {
+    throw new CniError(ErrorCode.DAEMON_ERROR, `vpc-ipamd returned a bad route table ${a.routeTable}`);
+  }
+}
+
+/** Our pod IP in a prevResult: the ip bound to the sandbox interface named ifName. */
+export function ipFromPrevResult(prev: CniResult | undefined, ifName: string): string | null {
+  if (!prev?.ips) return null;
+  const idx = prev.interfaces?.findIndex((i) => i.name === ifName && i.sandbox !== undefined) ?? -1;
+  if (idx < 0) return null;
+  const match = prev.ips.find((ip) => ip.interface === idx);
+  const address = match?.address.split('/')[0];
+  return address && /^\d+\.\d+\.\d+\.\d+$/.test(address) ? address : null;
+}
+
+export async function cmdAdd(
+  env: CniEnv,
+  conf: PluginConfig,
+  deps: PluginDeps,
+): Promise<Record<string, unknown>> {
+  if (!(await deps.netnsExists(env.netns))) {
+    throw new CniError(ErrorCode.INVALID_ENV, `CNI_NETNS ${env.netns} does not exist`);
+  }
+  const req = { containerId: env.containerId, ifName: env.ifName, netns: env.netns } as Parameters<
+    DaemonClient['allocate']
+  >[0];
+  if (env.podNamespace) req.podNamespace = env.podNamespace;
+  if (env.podName) req.podName = env.podName;
+  const started = performance.now();
+  const alloc = await deps.daemon.allocate(req);
+  checkAllocation(alloc);
+  deps.log.info('allocated', {
+    ip: alloc.ip,
+    eni: alloc.interfaceId,
+    table: alloc.routeTable,
+    ms: ms(started),
+  });
+  const hostName = hostVethName(env.containerId, env.ifName);
+  const macs = vethMacs(env.containerId, env.ifName);
+  let podIfMac: string | undefined = macs.pod;
+  const wire = async () => {
+    if (conf.mode === 'veth') {
+      const plan = planVethAdd({ ...base(env, alloc), mtu: conf.mtu });
+      await applyVethAdd(deps.ip, plan, env.netns);
+      return;
+    }
+    const { parent, nodeIps } = await discoverParent(deps.ip, alloc.interfaceMac);
+    const plan = planIpvlanAdd({
+      ...base(env, alloc),
+      subnetCidr: alloc.subnetCidr,
+      gateway: alloc.gateway,
+      mtu: conf.mtu,
+      parent,
+      hostDestinations: [...nodeIps, ...conf.hostCidrs],
+    });
+    podIfMac = undefined; // an ipvlan slave shares its parent's MAC
+    await applyIpvlanAdd(deps.ip, plan, env.netns);
+  };
+  try {
+    try {
+      await wire();
+    } catch (e) {
+      // Leftovers of an earlier attempt for the same attachment: clean and try once more.
+      if (!/File exists/.test(String((e as Error).message))) throw e;
+      deps.log.warn('stale state for this attachment; cleaning and retrying', {
+        error: (e as Error).message,
+      });
+      await rollback(env, conf, deps, hostName, alloc.ip);
+      await wire();
+    }
+  } catch (e) {
+    const msg = (e as Error).message;
+    deps.log.error('wiring failed; rolling back', { error: msg });
+    await rollback(env, conf, deps, hostName, alloc.ip);
+    try {
+      await deps.daemon.release({ containerId: env.containerId, ifName: env.ifName });
+    } catch (re) {
+      deps.log.warn('release after failed ADD did not succeed', { error: (re as Error).message });
+    }
+    throw new CniError(ErrorCode.WIRING_FAILED, `failed to wire pod interface ${env.ifName}: ${msg}`);
+  }
+  deps.log.info('ADD done', { ip: alloc.ip, hostVeth: hostName, ms: ms(started) });
+  const withMtu = compareVersions(conf.cniVersion, '1.1.0') >= 0;
+  const ours: CniResult = {
+    cniVersion: conf.cniVersion,
+    interfaces: [
+      { name: hostName, mac: macs.host, ...(withMtu ? { mtu: conf.mtu } : {}) },
+      {
+        name: env.ifName,
+        ...(podIfMac ? { mac: podIfMac } : {}),
+        ...(withMtu ? { mtu: conf.mtu } : {}),
+        sandbox: env.netns,
+      },
+    ],
+    ips: [
+      conf.mode === 'veth'
+        ? { address: `${alloc.ip}/32`, gateway: POD_GATEWAY, interface: 1 }
+        : { address: `${alloc.ip}/${alloc.subnetCidr.split('/')[1]}`, gateway: alloc.gateway, interface: 1 },
+    ],
+    routes: [{ dst: '0.0.0.0/0', gw: conf.mode === 'veth' ? POD_GATEWAY : alloc.gateway }],
+    dns: conf.dns ?? {},
+  };
+  return formatResult(mergeResult(conf.prevResult, ours), conf.cniVersion);
+}
+
+function base(env: CniEnv, alloc: Allocation) {
+  return {
+    containerId: env.containerId,
+    ifName: env.ifName,
+    netns: env.netns,
+    ip: alloc.ip,
+    routeTable: alloc.routeTable,
+  };
+}
+
+function ms(since: number): number {
+  return Math.round((performance.now() - since) * 10) / 10;
+}
+
+async function rollback(
+  env: CniEnv,
+  conf: PluginConfig,
+  deps: PluginDeps,
+  hostName: string,
+  ip: string | null,
+) {
+  const problems = await cleanupHost(deps.ip, hostName, ip);
+  if (conf.mode === 'ipvlan' && env.netns && (await deps.netnsExists(env.netns))) {
+    problems.push(
+      ...(await deps.ip.batchBestEffort([['link', 'del', 'dev', env.ifName]], { netns: env.netns })),
+    );
+  }
+  return problems;
+}
+
+export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
+  const key = { containerId: env.containerId, ifName: env.ifName };
+  const hostName = hostVethName(env.containerId, env.ifName);
+  let daemonUp = true;
+  let ip = ipFromPrevResult(conf.prevResult, env.ifName);
+  if (!ip) {
+    try {
+      ip = (await deps.daemon.getAllocation(key))?.ip ?? null;
+    } catch (e) {
+      if (!(e instanceof DaemonUnreachableError)) throw e;
+      daemonUp = false;
+    }
+  }
+  ip ??= await podIpFromHost(deps.ip, hostName);
+  const problems = await rollback(env, conf, deps, hostName, ip);
+  if (problems.length > 0) {
+    throw new CniError(ErrorCode.WIRING_FAILED, `cleanup of ${hostName} failed: ${problems.join('; ')}`);
+  }
+  if (daemonUp) {
+    try {
+      const r = await deps.daemon.release(key);
+      deps.log.info('DEL done', { released: r.released, ip });
+      return null;
+    } catch (e) {
+      if (!(e instanceof DaemonUnreachableError)) throw e;
+    }
+  }
+  // The host side is clean; the daemon frees the IP on its next GC / pod-watch pass.
+  deps.log.warn('DEL: vpc-ipamd unreachable; host side cleaned, IP release deferred to daemon GC', { ip });
+  return null;
+}
+
+export async function cmdCheck(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
+  const key = { containerId: env.containerId, ifName: env.ifName };
+  const alloc = await deps.daemon.getAllocation(key);
+  if (!alloc) {
+    throw new CniError(ErrorCode.CHECK_FAILED, `vpc-ipamd holds no IP for ${env.containerId}/${env.ifName}`);
+  }
+  const prevIp = ipFromPrevResult(conf.prevResult, env.ifName);
+  if (prevIp && prevIp !== alloc.ip) {
+    throw new CniError(ErrorCode.CHECK_FAILED, `prevResult says ${prevIp} but vpc-ipamd holds ${alloc.ip}`);
+  }
+  if (conf.mode !== 'veth') return null; // ipvlan CHECK: allocation only (see docs/cni.md)
+  const spec = { ...base(env, alloc), mtu: conf.mtu };
+  const hostName = hostVethName(env.containerId, env.ifName);
+  const [host, pod] = await Promise.all([
+    observeHost(deps.ip, hostName, alloc.ip),
+    (async () => ((await deps.netnsExists(env.netns)) ? observePod(deps.ip, env.netns, env.ifName) : null))(),
+  ]);
+  const problems = diagnoseVeth(spec, host, pod);
+  if (problems.length > 0) {
+    throw new CniError(ErrorCode.CHECK_FAILED, `pod network is damaged: ${problems.join('; ')}`);
+  }
+  return null;
+}
+
+interface LinkRow {
+  ifname?: string;
+}
+interface RouteRow {
+  dst?: string;
+  dev?: string;
+}
+interface RuleRow {
+  priority?: number;
+  src?: string;
+  dst?: string;
+  protocol?: string;
+}
+
+const OUR_VETH = new RegExp(`^${HOST_VETH_PREFIX}[0-9a-f]{11}$`);
+
+/** Host-side GC plan (pure): delete our veths and pod rules that no valid attachment owns. */
+export function planGc(
+  valid: { containerId: string; ifName: string }[],
+  links: LinkRow[],
+  routes: RouteRow[],
+  rules: RuleRow[],
+): { staleLinks: string[]; lines: string[][] } {
+  const validNames = new Set(valid.map((a) => hostVethName(a.containerId, a.ifName)));
+  const staleLinks = links.map((l) => l.ifname ?? '').filter((n) => OUR_VETH.test(n) && !validNames.has(n));
+  // IPs still routed to a valid veth are in use; every other pod rule of ours is stale.
+  const liveIps = new Set(routes.filter((r) => r.dev && validNames.has(r.dev)).map((r) => r.dst));
+  const lines: string[][] = [];
+  for (const r of rules) {
+    if (r.protocol !== '118' && r.protocol !== String(118)) continue;
+    if (r.priority === PRIO_TO_POD && r.dst && !liveIps.has(r.dst)) {
+      lines.push(['rule', 'del', 'to', `${r.dst}/32`, 'lookup', 'main', 'priority', String(PRIO_TO_POD)]);
+    }
+    if (r.priority === PRIO_FROM_POD && r.src && !liveIps.has(r.src)) {
+      lines.push(['rule', 'del', 'from', `${r.src}/32`, 'priority', String(PRIO_FROM_POD)]);
+    }
+  }
+  for (const l of staleLinks) lines.push(['link', 'del', 'dev', l]);
+  return { staleLinks, lines };
+}
+
+export async function cmdGc(conf: PluginConfig, deps: PluginDeps): Promise<null> {
+  if (compareVersions(conf.cniVersion, '1.1.0') < 0) {
+    throw new CniError(
+      ErrorCode.INCOMPATIBLE_VERSION,
+      `GC needs cniVersion 1.1.0, config has ${conf.cniVersion}`,
+    );
+  }
+  if (!conf.validAttachments) {
+    throw new CniError(
+      ErrorCode.INVALID_CONFIG,
+      'GC needs "cni.dev/valid-attachments" in the network config',
+    );
+  }
+  const gc = await deps.daemon.gc(conf.validAttachments);
+  const [links, routes, rules] = await Promise.all([
+    deps.ip.json<LinkRow>(['link', 'show', 'type', 'veth']),
+    deps.ip.json<RouteRow>(['route', 'show', 'table', 'main', 'proto', '118']),
+    deps.ip.json<RuleRow>(['rule', 'show']),
+  ]);
+  const plan = planGc(conf.validAttachments, links, routes, rules);
+  const problems = await deps.ip.batchBestEffort(plan.lines);
+  deps.log.info('GC done', { daemonReleased: gc.released.length, staleLinks: plan.staleLinks });
+  if (problems.length > 0)
+    throw new CniError(ErrorCode.WIRING_FAILED, `GC cleanup failed: ${problems.join('; ')}`);
+  return null;
+}
+
+export async function cmdStatus(conf: PluginConfig, deps: PluginDeps): Promise<null> {
+  if (compareVersions(conf.cniVersion, '1.1.0') < 0) {
+    throw new CniError(
+      ErrorCode.INCOMPATIBLE_VERSION,
+      `STATUS needs cniVersion 1.1.0, config has ${conf.cniVersion}`,
+    );
+  }
+  let reason: string | null;
+  try {
+    reason = await deps.daemon.readiness();
+  } catch (e) {
+    reason = (e as Error).message;
+  }
+  if (reason !== null) throw new CniError(ErrorCode.NOT_AVAILABLE, `vpc-ipamd is not ready: ${reason}`);
+  return null;
+}

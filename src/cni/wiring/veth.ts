@@ -1,0 +1,207 @@
+// Routed veth wiring (the default mode). Planning is pure (argv lines for `ip -batch`); applying
+// costs two processes on ADD (host batch, pod batch via nsenter) and one on DEL.
+//
+// Pod:  <ip>/32 on <ifName>; 169.254.1.1 scope link; default via 169.254.1.1; a permanent
+//       neighbour 169.254.1.1 -> host veth MAC (so the pod never ARPs for its gateway).
+// Host: <ip>/32 dev <hostVeth>; rule `to <ip> lookup main` (prio 512) for every pod so traffic
+//       to pods never follows a pod's ENI table; rule `from <ip> lookup <table>` (prio 1536) for IPs
+//       on a secondary ENI so their traffic leaves through that ENI.
+import type { IpTool } from '../../netutils/ip.ts';
+import {
+  hostVethName,
+  POD_GATEWAY,
+  PRIO_FROM_POD,
+  PRIO_TO_POD,
+  ROUTE_PROTO,
+  vethMacs,
+} from '../../netutils/names.ts';
+
+export interface VethPodSpec {
+  containerId: string;
+  ifName: string;
+  netns: string;
+  ip: string;
+  /** 0: primary interface (main table); else the ENI's table. */
+  routeTable: number;
+  mtu: number;
+}
+
+export interface VethPlan {
+  hostName: string;
+  hostMac: string;
+  podMac: string;
+  hostLines: string[][];
+  podLines: string[][];
+}
+
+export function planVethAdd(spec: VethPodSpec): VethPlan {
+  const hostName = hostVethName(spec.containerId, spec.ifName);
+  const { host: hostMac, pod: podMac } = vethMacs(spec.containerId, spec.ifName);
+  const mtu = String(spec.mtu);
+  const ip32 = `${spec.ip}/32`;
+  const proto = String(ROUTE_PROTO);
+  const hostLines: string[][] = [
+    // The peer is created directly inside the pod netns: no rename, no name clash with host eth0.
+    ['link', 'add', 'name', hostName, 'address', hostMac, 'mtu', mtu, 'type', 'veth'].concat([
+      'peer',
+      'name',
+      spec.ifName,
+      'address',
+      podMac,
+      'mtu',
+      mtu,
+      'netns',
+      spec.netns,
+    ]),
+    ['link', 'set', 'dev', hostName, 'up'],
+    ['route', 'replace', ip32, 'dev', hostName, 'scope', 'link', 'proto', proto],
+    ['rule', 'add', 'to', ip32, 'lookup', 'main', 'priority', String(PRIO_TO_POD), 'protocol', proto],
+  ];
+  if (spec.routeTable > 0) {
+    hostLines.push(
+      [
+        'rule',
+        'add',
+        'from',
+        ip32,
+        'lookup',
+        String(spec.routeTable),
+        'priority',
+        String(PRIO_FROM_POD),
+      ].concat(['protocol', proto]),
+    );
+  }
+  const podLines: string[][] = [
+    ['addr', 'add', ip32, 'dev', spec.ifName],
+    ['link', 'set', 'dev', spec.ifName, 'up'],
+    ['route', 'add', `${POD_GATEWAY}/32`, 'dev', spec.ifName, 'scope', 'link'],
+    ['route', 'add', 'default', 'via', POD_GATEWAY, 'dev', spec.ifName],
+    ['neigh', 'add', POD_GATEWAY, 'lladdr', hostMac, 'dev', spec.ifName, 'nud', 'permanent'],
+  ];
+  return { hostName, hostMac, podMac, hostLines, podLines };
+}
+
+/**
+ * Host-side cleanup for one attachment: the rules (when the IP is known) and the host veth (which
+ * takes its peer, the /32 route and the pod-side state with it). Safe to run when parts are gone.
+ */
+export function planHostCleanup(hostName: string, ip: string | null): string[][] {
+  const lines: string[][] = [];
+  if (ip) {
+    const ip32 = `${ip}/32`;
+    lines.push(['rule', 'del', 'to', ip32, 'lookup', 'main', 'priority', String(PRIO_TO_POD)]);
+    lines.push(['rule', 'del', 'from', ip32, 'priority', String(PRIO_FROM_POD)]);
+  }
+  lines.push(['link', 'del', 'dev', hostName]);
+  return lines;
+}
+
+export async function applyVethAdd(ip: IpTool, plan: VethPlan, netns: string): Promise<void> {
+  await ip.batch(plan.hostLines);
+  await ip.batch(plan.podLines, { netns });
+}
+
+/** Best-effort host cleanup; returns unexpected errors (not "already gone"). */
+export function cleanupHost(ipTool: IpTool, hostName: string, ip: string | null): Promise<string[]> {
+  return ipTool.batchBestEffort(planHostCleanup(hostName, ip));
+}
+
+/** Finds a pod IP from the host side (the /32 route on its veth), for DEL without prevResult. */
+export async function podIpFromHost(ipTool: IpTool, hostName: string): Promise<string | null> {
+  const routes = await ipTool.json<{ dst?: string }>(['route', 'show', 'table', 'main', 'dev', hostName]);
+  for (const r of routes) {
+    if (r.dst && /^\d+\.\d+\.\d+\.\d+$/.test(r.dst)) return r.dst;
+  }
+  return null;
+}
+
+// --- CHECK ---
+
+export interface ObservedHost {
+  link: { address?: string; flags?: string[]; mtu?: number } | undefined;
+  routes: { dst?: string; dev?: string }[];
+  rules: { priority?: number; src?: string; dst?: string; table?: string }[];
+}
+
+export interface ObservedPod {
+  link:
+    | {
+        address?: string;
+        flags?: string[];
+        addr_info?: { family?: string; local?: string; prefixlen?: number }[];
+      }
+    | undefined;
+  routes: { dst?: string; gateway?: string; dev?: string }[];
+  neigh: { dst?: string; lladdr?: string; state?: string[] }[];
+}
+
+/** Compares what the kernel has with what ADD made; returns human problems (empty: healthy). */
+export function diagnoseVeth(spec: VethPodSpec, host: ObservedHost, pod: ObservedPod | null): string[] {
+  const plan = planVethAdd(spec);
+  const problems: string[] = [];
+  if (!host.link) problems.push(`host veth ${plan.hostName} is missing`);
+  else {
+    if (host.link.address !== plan.hostMac)
+      problems.push(`host veth ${plan.hostName} has MAC ${host.link.address}`);
+    if (!host.link.flags?.includes('UP')) problems.push(`host veth ${plan.hostName} is down`);
+  }
+  if (!host.routes.some((r) => r.dst === spec.ip && r.dev === plan.hostName)) {
+    problems.push(`host route ${spec.ip}/32 dev ${plan.hostName} is missing`);
+  }
+  if (!host.rules.some((r) => r.priority === PRIO_TO_POD && r.dst === spec.ip && r.table === 'main')) {
+    problems.push(`rule "to ${spec.ip} lookup main" (priority ${PRIO_TO_POD}) is missing`);
+  }
+  if (
+    spec.routeTable > 0 &&
+    !host.rules.some(
+      (r) => r.priority === PRIO_FROM_POD && r.src === spec.ip && r.table === String(spec.routeTable),
+    )
+  ) {
+    problems.push(`rule "from ${spec.ip} lookup ${spec.routeTable}" (priority ${PRIO_FROM_POD}) is missing`);
+  }
+  if (!pod) {
+    problems.push(`network namespace ${spec.netns} is not usable`);
+    return problems;
+  }
+  if (!pod.link) problems.push(`pod interface ${spec.ifName} is missing`);
+  else {
+    if (!pod.link.flags?.includes('UP')) problems.push(`pod interface ${spec.ifName} is down`);
+    const has = pod.link.addr_info?.some(
+      (a) => a.family === 'inet' && a.local === spec.ip && a.prefixlen === 32,
+    );
+    if (!has) problems.push(`pod interface ${spec.ifName} lacks ${spec.ip}/32`);
+  }
+  if (!pod.routes.some((r) => r.dst === 'default' && r.gateway === POD_GATEWAY)) {
+    problems.push(`pod default route via ${POD_GATEWAY} is missing`);
+  }
+  if (
+    !pod.neigh.some(
+      (n) => n.dst === POD_GATEWAY && n.lladdr === plan.hostMac && n.state?.includes('PERMANENT'),
+    )
+  ) {
+    problems.push(`pod neighbour ${POD_GATEWAY} -> ${plan.hostMac} (permanent) is missing`);
+  }
+  return problems;
+}
+
+export async function observeHost(ipTool: IpTool, hostName: string, ip: string): Promise<ObservedHost> {
+  const [links, routes, rules] = await Promise.all([
+    ipTool.json<NonNullable<ObservedHost['link']>>(['link', 'show', 'dev', hostName]),
+    ipTool.json<ObservedHost['routes'][number]>(['route', 'show', 'table', 'main', `${ip}/32`]),
+    ipTool.json<ObservedHost['rules'][number]>(['rule', 'show']),
+  ]);
+  return { link: links[0], routes, rules };
+}
+
+export async function observePod(ipTool: IpTool, netns: string, ifName: string): Promise<ObservedPod | null> {
+  try {
+    const [links, routes, neigh] = await Promise.all([
+      ipTool.json<NonNullable<ObservedPod['link']>>(['addr', 'show', 'dev', ifName], { netns }),
+      ipTool.json<ObservedPod['routes'][number]>(['route', 'show'], { netns }),
+      ipTool.json<ObservedPod['neigh'][number]>(['neigh', 'show', 'dev', ifName], { netns }),
+    ]);
+    return { link: links[0], routes, neigh };
+  } catch {
+    return null;
+  }
+}
