@@ -148,6 +148,7 @@ export class FakeArmServer {
   private readonly vms = new Map<string, Vm>();
   private readonly operations = new Map<string, Operation>();
   private faults: (Fault & { left: number })[] = [];
+  private beforeWriteHooks: ((method: string, path: string) => void)[] = [];
   private macCounter = 0x100;
   private baseUrl = '';
 
@@ -299,6 +300,15 @@ export class FakeArmServer {
 
   clearFaults(): void {
     this.faults = [];
+    this.beforeWriteHooks = [];
+  }
+
+  /**
+   * Run `hook` just before the next PUT/DELETE is processed (after the client read the resource):
+   * how a test makes another writer change a NIC between our GET and our PUT.
+   */
+  onceBeforeWrite(hook: (method: string, path: string) => void): void {
+    this.beforeWriteHooks.push(hook);
   }
 
   /** What Azure IMDS would answer for this VM right now (see test/fakes/imds-azure.ts). */
@@ -488,6 +498,7 @@ export class FakeArmServer {
         }
         record.body = body;
       }
+      if (method === 'PUT' || method === 'DELETE') this.beforeWriteHooks.shift()?.(method, url.pathname);
       await this.route(method, url, body, req, res);
     } catch (err) {
       if (err instanceof ArmError) this.sendError(res, req, err);
