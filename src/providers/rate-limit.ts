@@ -63,7 +63,8 @@ export interface RateLimitedCallerOptions<B extends string> {
   buckets: Record<B, BucketConfig>;
   retry?: Partial<RetryPolicy>;
   classify(err: unknown): ErrorClassification;
-  toProviderError(err: unknown): ProviderError;
+  /** Maps the final failure; `api` is the call's name, for the message. */
+  toProviderError(err: unknown, api: string): ProviderError;
   observer?: ApiCallObserver;
   /** Milliseconds, monotonic enough for durations (default performance.now). */
   now?: () => number;
@@ -181,7 +182,7 @@ export function createRateLimitedCaller<B extends string>(
             policy.maxRetryAfterMs !== undefined &&
             c.retryAfterMs > policy.maxRetryAfterMs;
           if (!c.retryable || attempt >= policy.maxAttempts || tooLong) {
-            throw options.toProviderError(err);
+            throw options.toProviderError(err, api);
           }
           await sleep(backoffDelayMs(attempt, policy, random, c.retryAfterMs));
         }

@@ -1,0 +1,93 @@
+// Node identity from the EC2 instance metadata service (IMDSv2 token flow, via the AWS SDK's
+// MetadataService). The endpoint comes from config so the same code reads real IMDS on EC2 and
+// our fake in tests.
+
+import { MetadataService } from '@aws-sdk/ec2-metadata-service';
+import { OtherProviderError } from '../errors.ts';
+
+export const DEFAULT_IMDS_ENDPOINT = 'http://169.254.169.254';
+
+export interface ImdsIdentity {
+  instanceId: string;
+  instanceType: string;
+  availabilityZone: string;
+  region: string;
+  primaryMac: string;
+  primaryInterfaceId: string;
+  primaryIp: string;
+  subnetId: string;
+  subnetCidr: string;
+  vpcId: string;
+  vpcCidrs: string[];
+  securityGroupIds: string[];
+}
+
+export interface ImdsReaderOptions {
+  endpoint?: string;
+  /** Per-request timeout (ms); default 2000. */
+  timeoutMs?: number;
+  /** Retries per request after the first try; default 2. */
+  retries?: number;
+}
+
+const lines = (s: string) =>
+  s
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+
+export async function readImdsIdentity(options: ImdsReaderOptions = {}): Promise<ImdsIdentity> {
+  const endpoint = options.endpoint ?? DEFAULT_IMDS_ENDPOINT;
+  const service = new MetadataService({
+    endpoint,
+    httpOptions: { timeout: options.timeoutMs ?? 2000 },
+    retries: options.retries ?? 2,
+    backoff: (n) => 0.1 * 2 ** n,
+    // v2 only: a token failure must not silently fall back to unauthenticated GETs.
+    ec2MetadataV1Disabled: true,
+  });
+  // No leading slash: the SDK prefixes the endpoint's path ("/").
+  const get = async (path: string): Promise<string> => {
+    try {
+      return (await service.request(`latest/meta-data/${path}`, {})).trim();
+    } catch (err) {
+      throw new OtherProviderError(
+        `IMDS ${endpoint} GET ${path} failed: ${err instanceof Error ? err.message : String(err)}`,
+        { cloudCode: 'IMDS', cause: err },
+      );
+    }
+  };
+  const [instanceId, instanceType, availabilityZone, region, mac] = await Promise.all([
+    get('instance-id'),
+    get('instance-type'),
+    get('placement/availability-zone'),
+    get('placement/region'),
+    get('mac'),
+  ]);
+  const m = `network/interfaces/macs/${mac}`;
+  const [primaryInterfaceId, localIps, subnetId, subnetCidr, vpcId, vpcCidrs, sgs] = await Promise.all([
+    get(`${m}/interface-id`),
+    get(`${m}/local-ipv4s`),
+    get(`${m}/subnet-id`),
+    get(`${m}/subnet-ipv4-cidr-block`),
+    get(`${m}/vpc-id`),
+    get(`${m}/vpc-ipv4-cidr-blocks`),
+    get(`${m}/security-group-ids`),
+  ]);
+  const primaryIp = lines(localIps)[0];
+  if (!primaryIp) throw new OtherProviderError(`IMDS ${endpoint}: no local-ipv4s for ${mac}`);
+  return {
+    instanceId,
+    instanceType,
+    availabilityZone,
+    region,
+    primaryMac: mac.toLowerCase(),
+    primaryInterfaceId,
+    primaryIp,
+    subnetId,
+    subnetCidr,
+    vpcId,
+    vpcCidrs: lines(vpcCidrs),
+    securityGroupIds: lines(sgs),
+  };
+}

@@ -1,0 +1,550 @@
+// The AWS implementation of CloudProvider: EC2 (ENIs and their secondary IPs) + IMDSv2.
+//
+// Every EC2 call goes through createRateLimitedCaller with buckets shaped like EC2's own (see
+// DEFAULT_EC2_BUCKETS); the SDK's own retries are off so our attempt bound is the real one.
+// Limits (ENIs per instance, IPs per ENI, device index, subnet capacity) are checked here before
+// calling EC2, because emulators accept anything. Mutations run one at a time per provider so two
+// concurrent requests cannot both take the last device index or the last IP slot.
+
+import {
+  type _InstanceType,
+  AssignPrivateIpAddressesCommand,
+  AttachNetworkInterfaceCommand,
+  CreateNetworkInterfaceCommand,
+  DeleteNetworkInterfaceCommand,
+  DescribeInstanceTypesCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
+  DetachNetworkInterfaceCommand,
+  EC2Client,
+  type Filter,
+  ModifyNetworkInterfaceAttributeCommand,
+  type NetworkInterface,
+  UnassignPrivateIpAddressesCommand,
+} from '@aws-sdk/client-ec2';
+import { NotFoundError, OtherProviderError, SubnetExhaustedError } from '../errors.ts';
+import { type BucketConfig, createRateLimitedCaller, type RetryPolicy } from '../rate-limit.ts';
+import {
+  type ApiCallObserver,
+  type AssignRequest,
+  type CloudProvider,
+  type CreateInterfaceRequest,
+  type InterfaceInfo,
+  type LeakedInterface,
+  type LeakQuery,
+  type NodeInfo,
+  OWNER_TAGS,
+  type SubnetInfo,
+} from '../types.ts';
+import { classifyEc2Error, toProviderError } from './error-mapping.ts';
+import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity } from './imds.ts';
+import { cidrContains, isIpv4, isReservedInSubnet, pickFreeAddresses } from './ipv4.ts';
+import { checkInterfaceLimit, checkIpLimit, chooseDeviceIndex, type InstanceLimits } from './limits.ts';
+import { normalizeMac } from './mac.ts';
+
+export type Ec2Bucket = 'mutate' | 'attach' | 'describe';
+
+/** EC2's published token buckets for these APIs (per account and region). */
+export const DEFAULT_EC2_BUCKETS: Record<Ec2Bucket, BucketConfig> = {
+  mutate: { burst: 100, refillPerSecond: 5 },
+  attach: { burst: 50, refillPerSecond: 5 },
+  describe: { burst: 100, refillPerSecond: 20 },
+};
+
+export interface AwsProviderOptions {
+  region: string;
+  /** EC2 endpoint, e.g. http://127.0.0.1:4566 for LocalStack; default: the region's real endpoint. */
+  ec2Endpoint?: string;
+  /** IMDS endpoint; default http://169.254.169.254. */
+  imdsEndpoint?: string;
+  clusterName: string;
+  /** Static credentials; default: the SDK's credential chain (env, web identity, instance role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  limiter?: { buckets?: Partial<Record<Ec2Bucket, BucketConfig>>; retry?: Partial<RetryPolicy> };
+  observer?: ApiCallObserver;
+  /**
+   * Pick free subnet addresses ourselves and assign them by address, instead of letting EC2 pick
+   * by count. Needed on LocalStack, which picks random addresses without checking the rest of the
+   * subnet (duplicates, reserved addresses); on EC2 leave it off.
+   */
+  pickAddresses?: boolean;
+  /** How long deleteInterface waits for a detach to complete (default 30 s). */
+  detachTimeoutMs?: number;
+  /** Wall clock (ms since epoch), for creation tags and leak age. */
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const ENI_ID = /^eni-[0-9a-f]{8,17}$/;
+const SUBNET_ID = /^subnet-[0-9a-f]{8,17}$/;
+const SG_ID = /^sg-[0-9a-f]{8,17}$/;
+
+function validateId(kind: string, re: RegExp, id: string): void {
+  if (typeof id !== 'string' || !re.test(id)) {
+    throw new OtherProviderError(`invalid ${kind} id ${JSON.stringify(id)}`, {
+      cloudCode: 'InvalidParameterValue',
+    });
+  }
+}
+
+function tagsOf(eni: NetworkInterface): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const t of eni.TagSet ?? []) if (t.Key !== undefined) out[t.Key] = t.Value ?? '';
+  return out;
+}
+
+function ipsOf(eni: NetworkInterface): { primary: string; secondary: string[] } {
+  const all = eni.PrivateIpAddresses ?? [];
+  return {
+    primary: eni.PrivateIpAddress ?? all.find((p) => p.Primary)?.PrivateIpAddress ?? '',
+    secondary: all.filter((p) => !p.Primary && p.PrivateIpAddress).map((p) => p.PrivateIpAddress!),
+  };
+}
+
+export function createAwsProvider(options: AwsProviderOptions): CloudProvider & { close(): Promise<void> } {
+  if (!options.region) throw new Error('AWS provider: region is required');
+  if (!options.clusterName) throw new Error('AWS provider: clusterName is required');
+  const now = options.now ?? Date.now;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const ec2 = new EC2Client({
+    region: options.region,
+    ...(options.ec2Endpoint ? { endpoint: options.ec2Endpoint } : {}),
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    maxAttempts: 1, // our limiter does the retrying, within its bound
+  });
+  const caller = createRateLimitedCaller<Ec2Bucket>({
+    cloud: 'aws',
+    buckets: { ...DEFAULT_EC2_BUCKETS, ...options.limiter?.buckets },
+    retry: options.limiter?.retry,
+    classify: classifyEc2Error,
+    toProviderError,
+    observer: options.observer,
+  });
+  const describe = <T>(api: string, fn: () => Promise<T>) => caller.call(api, 'describe', fn);
+  const mutate = <T>(api: string, fn: () => Promise<T>) => caller.call(api, 'mutate', fn);
+
+  // One mutation at a time: limit checks and the call that relies on them must not interleave.
+  let mutex: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = mutex.then(fn, fn);
+    mutex = run.catch(() => {});
+    return run;
+  };
+
+  let nodePromise: Promise<NodeInfo> | undefined;
+  const limitsCache = new Map<string, InstanceLimits>();
+  const subnetCidrCache = new Map<string, string>();
+
+  async function instanceLimits(instanceType: string): Promise<InstanceLimits> {
+    const cached = limitsCache.get(instanceType);
+    if (cached) return cached;
+    const out = await describe('DescribeInstanceTypes', () =>
+      ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: [instanceType as _InstanceType] })));
+    const info = out.InstanceTypes?.[0]?.NetworkInfo;
+    if (!info?.MaximumNetworkInterfaces || !info.Ipv4AddressesPerInterface) {
+      throw new NotFoundError(`DescribeInstanceTypes has no network limits for ${instanceType}`);
+    }
+    const limits = {
+      maxInterfaces: info.MaximumNetworkInterfaces,
+      ipsPerInterface: info.Ipv4AddressesPerInterface,
+    };
+    limitsCache.set(instanceType, limits);
+    return limits;
+  }
+
+  async function discover(): Promise<NodeInfo> {
+    const id = await readImdsIdentity({ endpoint: options.imdsEndpoint ?? DEFAULT_IMDS_ENDPOINT });
+    const [limits, vpcs] = await Promise.all([
+      instanceLimits(id.instanceType),
+      describe('DescribeVpcs', () => ec2.send(new DescribeVpcsCommand({ VpcIds: [id.vpcId] }))),
+    ]);
+    const vpc = vpcs.Vpcs?.[0];
+    const cidrs = new Set(id.vpcCidrs);
+    if (vpc?.CidrBlock) cidrs.add(vpc.CidrBlock);
+    for (const a of vpc?.CidrBlockAssociationSet ?? []) {
+      if (a.CidrBlock && a.CidrBlockState?.State === 'associated') cidrs.add(a.CidrBlock);
+    }
+    subnetCidrCache.set(id.subnetId, id.subnetCidr);
+    return {
+      cloud: 'aws',
+      instanceId: id.instanceId,
+      instanceType: id.instanceType,
+      region: id.region,
+      availabilityZone: id.availabilityZone,
+      vpcId: id.vpcId,
+      vpcCidrs: [...cidrs],
+      primarySubnetId: id.subnetId,
+      primaryIp: id.primaryIp,
+      primaryMac: id.primaryMac,
+      securityGroupIds: id.securityGroupIds,
+      maxInterfaces: limits.maxInterfaces,
+      ipsPerInterface: limits.ipsPerInterface,
+    };
+  }
+
+  function describeNode(): Promise<NodeInfo> {
+    if (!nodePromise) {
+      nodePromise = discover();
+      nodePromise.catch(() => {
+        nodePromise = undefined; // retry discovery on the next call
+      });
+    }
+    return nodePromise;
+  }
+
+  async function describeEnis(filters: Filter[], ids?: string[]): Promise<NetworkInterface[]> {
+    const out: NetworkInterface[] = [];
+    let token: string | undefined;
+    do {
+      const page = await describe('DescribeNetworkInterfaces', () =>
+        ec2.send(
+          new DescribeNetworkInterfacesCommand({
+            ...(ids ? { NetworkInterfaceIds: ids } : { Filters: filters, MaxResults: 1000 }),
+            NextToken: token,
+          }),
+        ));
+      out.push(...(page.NetworkInterfaces ?? []));
+      token = page.NextToken;
+    } while (token);
+    return out;
+  }
+
+  async function getEni(id: string): Promise<NetworkInterface> {
+    validateId('network interface', ENI_ID, id);
+    const [eni] = await describeEnis([], [id]);
+    if (!eni)
+      throw new NotFoundError(`network interface ${id} not found`, {
+        cloudCode: 'InvalidNetworkInterfaceID.NotFound',
+      });
+    return eni;
+  }
+
+  async function describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
+    if (subnetIds.length === 0) return [];
+    for (const id of subnetIds) validateId('subnet', SUBNET_ID, id);
+    const out = await describe('DescribeSubnets', () =>
+      ec2.send(new DescribeSubnetsCommand({ SubnetIds: [...new Set(subnetIds)] })));
+    return (out.Subnets ?? []).map((s) => {
+      if (s.SubnetId && s.CidrBlock) subnetCidrCache.set(s.SubnetId, s.CidrBlock);
+      const tags: Record<string, string> = {};
+      for (const t of s.Tags ?? []) if (t.Key !== undefined) tags[t.Key] = t.Value ?? '';
+      return {
+        id: s.SubnetId ?? '',
+        cidr: s.CidrBlock ?? '',
+        availabilityZone: s.AvailabilityZone ?? '',
+        availableIps: s.AvailableIpAddressCount ?? 0,
+        tags,
+      };
+    });
+  }
+
+  async function subnet(id: string): Promise<SubnetInfo> {
+    const [s] = await describeSubnets([id]);
+    if (!s) throw new NotFoundError(`subnet ${id} not found`, { cloudCode: 'InvalidSubnetID.NotFound' });
+    return s;
+  }
+
+  async function subnetCidrs(ids: string[]): Promise<Map<string, string>> {
+    const missing = [...new Set(ids)].filter((id) => !subnetCidrCache.has(id));
+    if (missing.length > 0) await describeSubnets(missing);
+    return subnetCidrCache; // subnet CIDRs never change, so the cache is the truth
+  }
+
+  function toInterfaceInfo(eni: NetworkInterface, cidrs: Map<string, string>): InterfaceInfo {
+    const { primary, secondary } = ipsOf(eni);
+    return {
+      id: eni.NetworkInterfaceId ?? '',
+      mac: normalizeMac(eni.MacAddress, eni.NetworkInterfaceId ?? ''),
+      deviceIndex: eni.Attachment?.DeviceIndex ?? -1,
+      subnetId: eni.SubnetId ?? '',
+      subnetCidr: cidrs.get(eni.SubnetId ?? '') ?? '',
+      primaryIp: primary,
+      secondaryIps: secondary,
+      tags: tagsOf(eni),
+    };
+  }
+
+  async function listInterfaces(): Promise<InterfaceInfo[]> {
+    const node = await describeNode();
+    const enis = (await describeEnis([{ Name: 'attachment.instance-id', Values: [node.instanceId] }])).filter(
+      (e) => e.Attachment?.InstanceId === node.instanceId,
+    );
+    const cidrs = await subnetCidrs(enis.map((e) => e.SubnetId ?? '').filter((s) => s));
+    return enis.map((e) => toInterfaceInfo(e, cidrs)).sort((a, b) => a.deviceIndex - b.deviceIndex);
+  }
+
+  /** Every address in use in the subnet, by any interface (for pickAddresses). */
+  async function takenInSubnet(subnetId: string): Promise<Set<string>> {
+    const enis = await describeEnis([{ Name: 'subnet-id', Values: [subnetId] }]);
+    return new Set(enis.flatMap((e) => (e.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress ?? '')));
+  }
+
+  /** Throws SubnetExhausted when the subnet cannot supply `count` more addresses. */
+  async function ensureSubnetCapacity(s: SubnetInfo, count: number): Promise<string[] | undefined> {
+    if (options.pickAddresses) {
+      const free = pickFreeAddresses(s.cidr, await takenInSubnet(s.id), count);
+      if (free.length < count) {
+        throw new SubnetExhaustedError(
+          `subnet ${s.id} (${s.cidr}) has ${free.length} free addresses, ${count} needed`,
+          {
+            subnetId: s.id,
+            cloudCode: 'InsufficientFreeAddressesInSubnet',
+          },
+        );
+      }
+      return free;
+    }
+    if (s.availableIps < count) {
+      throw new SubnetExhaustedError(
+        `subnet ${s.id} (${s.cidr}) has ${s.availableIps} free addresses, ${count} needed`,
+        {
+          subnetId: s.id,
+          cloudCode: 'InsufficientFreeAddressesInSubnet',
+        },
+      );
+    }
+    return undefined;
+  }
+
+  async function createInterface(req: CreateInterfaceRequest): Promise<InterfaceInfo> {
+    validateId('subnet', SUBNET_ID, req.subnetId);
+    for (const sg of req.securityGroupIds) validateId('security group', SG_ID, sg);
+    const secondary = req.secondaryIpCount ?? 0;
+    if (!Number.isInteger(secondary) || secondary < 0) {
+      throw new OtherProviderError(`secondaryIpCount must be an integer >= 0, got ${req.secondaryIpCount}`);
+    }
+    const node = await describeNode();
+    const limits = { maxInterfaces: node.maxInterfaces, ipsPerInterface: node.ipsPerInterface };
+    return exclusive(async () => {
+      const attached = await listInterfaces();
+      checkInterfaceLimit(attached.length, limits, node.instanceType);
+      const deviceIndex = chooseDeviceIndex(
+        attached.map((i) => i.deviceIndex),
+        node.maxInterfaces,
+      );
+      checkIpLimit(0, 1 + secondary, limits, 'a new interface', node.instanceType);
+      const s = await subnet(req.subnetId);
+      if (s.availabilityZone !== node.availabilityZone) {
+        throw new OtherProviderError(
+          `subnet ${s.id} is in ${s.availabilityZone}, the instance in ${node.availabilityZone}: ENIs attach only within one AZ`,
+          { cloudCode: 'InvalidParameterCombination' },
+        );
+      }
+      const picked = await ensureSubnetCapacity(s, 1 + secondary);
+      const createdAt = new Date(now()).toISOString();
+      const tags = {
+        ...req.tags,
+        [OWNER_TAGS.instanceId]: node.instanceId,
+        [OWNER_TAGS.clusterName]: options.clusterName,
+        [OWNER_TAGS.createdAt]: createdAt,
+        [OWNER_TAGS.managedBy]: 'vpc-ipam',
+      };
+      const created = await mutate('CreateNetworkInterface', () =>
+        ec2.send(
+          new CreateNetworkInterfaceCommand({
+            SubnetId: req.subnetId,
+            Groups: req.securityGroupIds,
+            Description: `vpc-ipam: pod IPs of ${node.instanceId} in cluster ${options.clusterName}`,
+            ...(picked
+              ? {
+                  PrivateIpAddresses: picked.map((ip, i) => ({ PrivateIpAddress: ip, Primary: i === 0 })),
+                }
+              : secondary > 0
+                ? { SecondaryPrivateIpAddressCount: secondary }
+                : {}),
+            TagSpecifications: [
+              {
+                ResourceType: 'network-interface',
+                Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+              },
+            ],
+          }),
+        ),
+      );
+      const eniId = created.NetworkInterface?.NetworkInterfaceId;
+      if (!eniId) throw new OtherProviderError('CreateNetworkInterface returned no interface id');
+      try {
+        const att = await caller.call('AttachNetworkInterface', 'attach', () =>
+          ec2.send(
+            new AttachNetworkInterfaceCommand({
+              NetworkInterfaceId: eniId,
+              InstanceId: node.instanceId,
+              DeviceIndex: deviceIndex,
+            }),
+          ),
+        );
+        // Delete with the instance, so a terminated node does not leak its ENIs.
+        if (att.AttachmentId) {
+          await mutate('ModifyNetworkInterfaceAttribute', () =>
+            ec2.send(
+              new ModifyNetworkInterfaceAttributeCommand({
+                NetworkInterfaceId: eniId,
+                Attachment: { AttachmentId: att.AttachmentId, DeleteOnTermination: true },
+              }),
+            ),
+          );
+        }
+      } catch (err) {
+        // An unattached ENI we just made is a leak: take it back before reporting the failure.
+        await mutate('DeleteNetworkInterface', () =>
+          ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: eniId })),
+        ).catch(() => {});
+        throw err;
+      }
+      const eni = await getEni(eniId);
+      return toInterfaceInfo(eni, await subnetCidrs([req.subnetId]));
+    });
+  }
+
+  async function assignIps(interfaceId: string, req: AssignRequest): Promise<string[]> {
+    validateId('network interface', ENI_ID, interfaceId);
+    const node = await describeNode();
+    const limits = { maxInterfaces: node.maxInterfaces, ipsPerInterface: node.ipsPerInterface };
+    return exclusive(async () => {
+      const eni = await getEni(interfaceId);
+      if (eni.Attachment?.InstanceId !== node.instanceId) {
+        throw new NotFoundError(`network interface ${interfaceId} is not attached to ${node.instanceId}`);
+      }
+      const before = new Set((eni.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress ?? ''));
+      const s = await subnet(eni.SubnetId ?? '');
+      let wanted: string[] | undefined;
+      if ('ips' in req) {
+        for (const ip of req.ips) {
+          if (!isIpv4(ip) || !cidrContains(s.cidr, ip) || isReservedInSubnet(s.cidr, ip)) {
+            throw new OtherProviderError(
+              `${JSON.stringify(ip)} is not a usable address of subnet ${s.id} (${s.cidr})`,
+              {
+                cloudCode: 'InvalidParameterValue',
+              },
+            );
+          }
+        }
+        wanted = [...new Set(req.ips)].filter((ip) => !before.has(ip));
+        if (wanted.length === 0) return [];
+        checkIpLimit(before.size, wanted.length, limits, interfaceId, node.instanceType);
+      } else {
+        if (!Number.isInteger(req.count) || req.count < 1) {
+          throw new OtherProviderError(`count must be an integer >= 1, got ${req.count}`);
+        }
+        checkIpLimit(before.size, req.count, limits, interfaceId, node.instanceType);
+        wanted = await ensureSubnetCapacity(s, req.count);
+      }
+      const out = await mutate('AssignPrivateIpAddresses', () =>
+        ec2.send(
+          new AssignPrivateIpAddressesCommand({
+            NetworkInterfaceId: interfaceId,
+            ...(wanted
+              ? { PrivateIpAddresses: wanted }
+              : { SecondaryPrivateIpAddressCount: (req as { count: number }).count }),
+          }),
+        ),
+      );
+      // EC2 lists only the new addresses; LocalStack lists all of them. The difference is right for both.
+      return (out.AssignedPrivateIpAddresses ?? [])
+        .map((a) => a.PrivateIpAddress ?? '')
+        .filter((ip) => ip !== '' && !before.has(ip));
+    });
+  }
+
+  async function unassignIps(interfaceId: string, ips: string[]): Promise<void> {
+    validateId('network interface', ENI_ID, interfaceId);
+    for (const ip of ips) {
+      if (!isIpv4(ip)) throw new OtherProviderError(`not an IPv4 address: ${JSON.stringify(ip)}`);
+    }
+    return exclusive(async () => {
+      const eni = await getEni(interfaceId);
+      const { primary, secondary } = ipsOf(eni);
+      if (ips.includes(primary)) {
+        throw new OtherProviderError(
+          `refusing to unassign ${primary}: it is the primary IP of ${interfaceId}`,
+        );
+      }
+      // Already gone is fine: the caller's intent holds (EC2 itself would refuse the whole call).
+      const present = [...new Set(ips)].filter((ip) => secondary.includes(ip));
+      if (present.length === 0) return;
+      await mutate('UnassignPrivateIpAddresses', () =>
+        ec2.send(
+          new UnassignPrivateIpAddressesCommand({
+            NetworkInterfaceId: interfaceId,
+            PrivateIpAddresses: present,
+          }),
+        ),
+      );
+    });
+  }
+
+  async function deleteInterface(interfaceId: string): Promise<void> {
+    validateId('network interface', ENI_ID, interfaceId);
+    return exclusive(async () => {
+      let eni = await getEni(interfaceId);
+      if (eni.Attachment?.DeviceIndex === 0) {
+        throw new OtherProviderError(
+          `refusing to delete ${interfaceId}: it is an instance's primary interface`,
+        );
+      }
+      if (eni.Attachment?.AttachmentId && eni.Attachment.Status !== 'detached') {
+        const attachmentId = eni.Attachment.AttachmentId;
+        await caller.call('DetachNetworkInterface', 'attach', () =>
+          ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: attachmentId })),
+        );
+        // Detaching takes seconds on EC2; deleting before it completes fails with InUse.
+        const deadline = now() + (options.detachTimeoutMs ?? 30_000);
+        for (let wait = 250; eni.Status !== 'available'; wait = Math.min(wait * 2, 2000)) {
+          if (now() > deadline) {
+            throw new OtherProviderError(`${interfaceId} still ${eni.Status} after detaching; not deleted`);
+          }
+          await sleep(wait);
+          eni = await getEni(interfaceId);
+        }
+      }
+      await mutate('DeleteNetworkInterface', () =>
+        ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: interfaceId })),
+      );
+    });
+  }
+
+  async function findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]> {
+    const enis = await describeEnis([
+      { Name: `tag:${OWNER_TAGS.clusterName}`, Values: [query.clusterName] },
+      { Name: 'status', Values: ['available'] },
+    ]);
+    const cutoff = query.olderThanMs === undefined ? undefined : now() - query.olderThanMs;
+    const out: LeakedInterface[] = [];
+    for (const eni of enis) {
+      const tags = tagsOf(eni);
+      // Filters again client-side: the tag is ours only if the value matches exactly.
+      if (tags[OWNER_TAGS.clusterName] !== query.clusterName) continue;
+      if (eni.Status !== 'available' || eni.Attachment?.AttachmentId) continue;
+      const created = tags[OWNER_TAGS.createdAt] ? new Date(tags[OWNER_TAGS.createdAt]!) : undefined;
+      const createdAt = created && !Number.isNaN(created.getTime()) ? created : undefined;
+      // Without a creation time we cannot prove it is old enough: leave it for a human.
+      if (cutoff !== undefined && (createdAt === undefined || createdAt.getTime() > cutoff)) continue;
+      out.push({
+        id: eni.NetworkInterfaceId ?? '',
+        subnetId: eni.SubnetId ?? '',
+        createdAt,
+        instanceId: tags[OWNER_TAGS.instanceId],
+        clusterName: tags[OWNER_TAGS.clusterName],
+        status: eni.Status ?? '',
+      });
+    }
+    return out;
+  }
+
+  return {
+    cloud: 'aws',
+    describeNode,
+    listInterfaces,
+    describeSubnets,
+    createInterface,
+    assignIps,
+    unassignIps,
+    deleteInterface,
+    findLeakedInterfaces,
+    async close() {
+      await caller.stop();
+      ec2.destroy();
+    },
+  };
+}
