@@ -1,0 +1,85 @@
+// Node setup as the daemon runs it: observe the kernel (3 `ip -j` reads, 2 iptables-save), plan
+// (pure, plan.ts), apply (one `ip -batch`, sysctl writes, one iptables-restore). Runs are serialised;
+// an interface the cloud attached but the kernel does not show yet makes the run fail after
+// everything else is applied, so the daemon keeps that interface's IPs back and retries.
+import type { Logger } from '../../lib/log.ts';
+import { type Runner, spawnRunner } from '../../netutils/exec.ts';
+import { createIpTool, type IpTool } from '../../netutils/ip.ts';
+import { createIptablesTool, type IptablesTool } from '../../netutils/iptables.ts';
+import { createSysctlTool, type SysctlTool } from '../../netutils/sysctl.ts';
+import type { InterfaceInfo, NodeInfo } from '../../providers/types.ts';
+import type { SnatConfig } from '../config.ts';
+import type { NodeSetupHook } from '../daemon.ts';
+import { type NodeSetupPlan, type ObservedNode, planNodeSetup } from './plan.ts';
+
+export interface NodeSetupOptions {
+  snat: SnatConfig;
+  logger: Logger;
+  runner?: Runner;
+  ip?: IpTool;
+  iptables?: IptablesTool;
+  sysctl?: SysctlTool;
+}
+
+export class InterfaceNotVisibleError extends Error {
+  override name = 'InterfaceNotVisibleError';
+}
+
+export interface NodeSetup extends NodeSetupHook {
+  /** The last plan applied (for tests and diagnostics). */
+  readonly lastPlan: NodeSetupPlan | null;
+}
+
+export function createNodeSetup(options: NodeSetupOptions): NodeSetup {
+  const runner = options.runner ?? spawnRunner;
+  const ip = options.ip ?? createIpTool(runner);
+  const iptables = options.iptables ?? createIptablesTool(runner);
+  const sysctl = options.sysctl ?? createSysctlTool();
+  const log = options.logger;
+  let chain: Promise<void> = Promise.resolve();
+  let lastPlan: NodeSetupPlan | null = null;
+
+  const observe = async (): Promise<ObservedNode> => {
+    const [links, routes, rules, nat, mangle] = await Promise.all([
+      ip.json<ObservedNode['links'][number]>(['addr', 'show']),
+      ip.json<ObservedNode['routes'][number]>(['route', 'show', 'table', 'all', 'proto', '118']),
+      ip.json<ObservedNode['rules'][number]>(['rule', 'show']),
+      iptables.save('nat'),
+      iptables.save('mangle'),
+    ]);
+    return { links, routes, rules, nat, mangle };
+  };
+
+  const run = async (node: NodeInfo, interfaces: InterfaceInfo[]): Promise<void> => {
+    const plan = planNodeSetup(node, interfaces, options.snat, await observe());
+    lastPlan = plan;
+    if (plan.ipLines.length > 0) {
+      log.info({ changes: plan.ipLines.map((l) => l.join(' ')) }, 'node setup: applying routes/rules/links');
+      await ip.batch(plan.ipLines);
+    }
+    const changed: string[] = [];
+    for (const s of plan.sysctls) {
+      if (await sysctl.ensure(s.key, s.value)) changed.push(`${s.key.join('.')}=${s.value}`);
+    }
+    if (changed.length > 0) log.info({ changed }, 'node setup: sysctls');
+    if (plan.iptables) {
+      log.info({ script: plan.iptables }, 'node setup: applying iptables');
+      await iptables.restore(plan.iptables);
+    }
+    if (plan.missing.length > 0) {
+      const list = plan.missing.map((m) => `${m.interfaceId} (${m.mac})`).join(', ');
+      throw new InterfaceNotVisibleError(`attached interface(s) not visible on the node yet: ${list}`);
+    }
+  };
+
+  return {
+    get lastPlan() {
+      return lastPlan;
+    },
+    reconcile(node, interfaces) {
+      const next = chain.then(() => run(node, interfaces));
+      chain = next.catch(() => {});
+      return next;
+    },
+  };
+}
