@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need, idempotently, on a fresh Debian machine:
+# Debian packages (iproute2, iptables, nftables, reference CNI plugins), npm packages (Node 24
+# comes in as the node@24 devDependency), the LocalStack venv, helm (Go module proxy) and
+# kubernetes-validate (PyPI). Re-running skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools="${VPC_IPAM_TOOLS:-$HOME/.cache/vpc-ipam/tools}"
+mkdir -p "$tools/bin"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------------------
+need_apt=()
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
+[ -x /usr/lib/cni/ptp ] || need_apt+=(containernetworking-plugins)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${need_apt[*]} (run as root, or apt-get install them)"; exit 1
+  fi
+  say "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- npm packages (Node 24 arrives as node_modules/.bin/node) --------------------------------
+stamp=node_modules/.vpc-ipam-lock
+if [ ! -x node_modules/.bin/node ] || ! cmp -s package-lock.json "$stamp"; then
+  say "installing npm packages"
+  npm ci --no-fund --no-audit --loglevel=error
+  cp package-lock.json "$stamp"
+fi
+node24=$root/node_modules/.bin/node
+"$node24" -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("node_modules/.bin/node is not Node 24"); process.exit(1) }'
+
+# --- LocalStack venv ---------------------------------------------------------------------------
+bash localstack/setup-venv.sh
+
+# --- helm (built from the Go module proxy) ----------------------------------------------------
+if [ ! -x "$tools/bin/helm" ]; then
+  command -v go >/dev/null || { say "go is needed to install helm (golang-go)"; exit 1; }
+  say "building helm v4.2.4 with go install (a few minutes on a fresh machine)"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install helm.sh/helm/v4/cmd/helm@v4.2.4
+fi
+
+# --- kubernetes-validate (PyPI) ----------------------------------------------------------------
+if [ ! -x "$tools/kv/bin/kubernetes-validate" ]; then
+  say "installing kubernetes-validate"
+  python3 -m venv "$tools/kv"
+  "$tools/kv/bin/pip" install -q kubernetes-validate
+fi
+
+say "ready: node $("$node24" --version), helm $("$tools/bin/helm" version --short 2>/dev/null || echo '?')"
