@@ -106,6 +106,7 @@ interface InjectedFailure {
   status: number;
   reason: string;
   remaining: number;
+  when: ((req: RecordedRequest) => boolean) | undefined;
 }
 
 class HttpError extends Error {
@@ -257,9 +258,19 @@ export class FakeKubeApiServer {
     return this.watchers.size;
   }
 
-  /** The next `times` requests matching method and path answer `status` with a Status body. */
-  failNext(method: string, pathPattern: RegExp, status: number, reason = 'InternalError', times = 1): void {
-    this.failures.push({ method: method.toUpperCase(), pathPattern, status, reason, remaining: times });
+  /**
+   * The next `times` requests matching method, path (and `when`, e.g. on the body) answer `status`
+   * with a Status body.
+   */
+  failNext(
+    method: string,
+    pathPattern: RegExp,
+    status: number,
+    reason = 'InternalError',
+    times = 1,
+    when?: (req: RecordedRequest) => boolean,
+  ): void {
+    this.failures.push({ method: method.toUpperCase(), pathPattern, status, reason, remaining: times, when });
   }
 
   // ---- HTTP ----
@@ -298,7 +309,11 @@ export class FakeKubeApiServer {
     if (this.token !== undefined && req.headers.authorization !== `Bearer ${this.token}`) {
       return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
     }
-    const failure = this.failures.find((f) => f.method === method && f.pathPattern.test(url.pathname));
+    const recorded = this.requests[this.requests.length - 1]!;
+    const failure = this.failures.find(
+      (f) =>
+        f.method === method && f.pathPattern.test(url.pathname) && (f.when === undefined || f.when(recorded)),
+    );
     if (failure) {
       failure.remaining -= 1;
       if (failure.remaining <= 0) this.failures.splice(this.failures.indexOf(failure), 1);

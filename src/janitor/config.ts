@@ -1,0 +1,267 @@
+// Every environment variable the janitor accepts (JANITOR_ENV_VARS; the Helm chart is tested
+// against it) and loadJanitorConfig(env), a pure parse that names the bad variable and what it accepts.
+import type { EnvVarSpec } from '../ipam-daemon/config.ts';
+
+const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function seconds(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    const t = raw.trim();
+    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
+    const n = Number(t);
+    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
+    return n;
+  };
+}
+
+function bool(raw: string): boolean {
+  const t = raw.trim().toLowerCase();
+  if (t === 'true' || t === '1' || t === 'yes') return true;
+  if (t === 'false' || t === '0' || t === 'no') return false;
+  throw new Error('not a boolean');
+}
+
+function pattern(re: RegExp, what: string): (raw: string) => string {
+  return (raw) => {
+    const t = raw.trim();
+    if (!re.test(t)) throw new Error(`not ${what}`);
+    return t;
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]): (raw: string) => T {
+  return (raw) => {
+    const hit = values.find((v) => v === raw.trim().toLowerCase());
+    if (hit === undefined) throw new Error('unknown value');
+    return hit;
+  };
+}
+
+function url(raw: string): string {
+  const t = raw.trim();
+  let u: URL;
+  try {
+    u = new URL(t);
+  } catch {
+    throw new Error('not a URL');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme must be http or https');
+  return t.replace(/\/+$/, '');
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
+  {
+    name: 'CLOUD_PROVIDER',
+    default: 'aws',
+    accepted: 'aws | azure',
+    description: 'Which cloud holds the interfaces.',
+    group: 'cloud',
+    parse: oneOf(['aws', 'azure'] as const),
+  },
+  {
+    name: 'CLUSTER_NAME',
+    default: null,
+    accepted: 'the cluster name the daemons tag interfaces with (required)',
+    description: 'Only interfaces tagged with this cluster name are considered.',
+    group: 'cloud',
+    parse: pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a valid cluster name'),
+  },
+  {
+    name: 'AWS_REGION',
+    aliases: ['AWS_DEFAULT_REGION'],
+    default: null,
+    accepted: 'an AWS region such as us-east-1 (required on AWS)',
+    description: 'AWS region of the cluster.',
+    group: 'cloud',
+    parse: pattern(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region'),
+  },
+  {
+    name: 'VPC_IPAM_EC2_ENDPOINT',
+    default: null,
+    accepted: 'an http(s) URL (default: the regional EC2 endpoint)',
+    description: 'EC2 API endpoint override (LocalStack, VPC endpoints).',
+    group: 'cloud',
+    parse: url,
+  },
+  {
+    name: 'JANITOR_GRACE_PERIOD',
+    default: '3600',
+    accepted: 'seconds >= 60',
+    description: 'An unattached interface must be at least this old before it is deleted.',
+    group: 'daemon',
+    parse: seconds(60, 30 * 86400),
+  },
+  {
+    name: 'JANITOR_INTERVAL',
+    default: '300',
+    accepted: 'seconds >= 1',
+    description: 'Time between two sweeps.',
+    group: 'daemon',
+    parse: seconds(1, 86400),
+  },
+  {
+    name: 'JANITOR_DRY_RUN',
+    default: 'false',
+    accepted: 'true | false',
+    description: 'true: log what would be deleted, delete nothing.',
+    group: 'daemon',
+    parse: bool,
+  },
+  {
+    name: 'LEASE_NAME',
+    default: 'vpc-ipam-janitor',
+    accepted: 'a DNS-1123 name',
+    description: 'The coordination.k8s.io Lease that elects the one active janitor.',
+    group: 'kubernetes',
+    parse: pattern(NAME, 'a DNS-1123 name'),
+  },
+  {
+    name: 'POD_NAMESPACE',
+    default: 'kube-system',
+    accepted: 'a namespace name (downward API metadata.namespace)',
+    description: 'Namespace of the Lease.',
+    group: 'kubernetes',
+    parse: pattern(NAME, 'a namespace name'),
+  },
+  {
+    name: 'POD_NAME',
+    default: null,
+    accepted: 'this pod name (downward API metadata.name; default: the host name)',
+    description: 'Identity written into the Lease.',
+    group: 'kubernetes',
+    parse: pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'a pod name'),
+  },
+  {
+    name: 'LEASE_DURATION',
+    default: '30',
+    accepted: 'seconds >= 2',
+    description: 'How long followers wait after the last renewal before taking over.',
+    group: 'kubernetes',
+    parse: seconds(2, 3600),
+  },
+  {
+    name: 'LEASE_RENEW_DEADLINE',
+    default: '20',
+    accepted: 'seconds >= 1, below LEASE_DURATION',
+    description: 'A leader that could not renew for this long stops deleting.',
+    group: 'kubernetes',
+    parse: seconds(1, 3600),
+  },
+  {
+    name: 'LEASE_RETRY_PERIOD',
+    default: '5',
+    accepted: 'seconds > 0, below LEASE_RENEW_DEADLINE',
+    description: 'Time between two lease attempts.',
+    group: 'kubernetes',
+    parse: seconds(0.01, 3600),
+  },
+  {
+    name: 'LOG_LEVEL',
+    default: 'info',
+    accepted: LOG_LEVELS.join(' | '),
+    description: 'pino log level (JSON logs on stdout).',
+    group: 'observability',
+    parse: oneOf(LOG_LEVELS),
+  },
+];
+
+export interface JanitorConfig {
+  cloud: 'aws' | 'azure';
+  clusterName: string;
+  awsRegion: string | null;
+  ec2Endpoint: string | null;
+  graceMs: number;
+  intervalMs: number;
+  dryRun: boolean;
+  lease: {
+    name: string;
+    namespace: string;
+    identity: string;
+    durationSeconds: number;
+    renewDeadlineMs: number;
+    retryPeriodMs: number;
+  };
+  logLevel: string;
+}
+
+export class JanitorConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, value: string | undefined, accepted: string, reason: string) {
+    super(`${variable}=${JSON.stringify(value ?? '')} is invalid (${reason}); accepted: ${accepted}`);
+    this.name = 'JanitorConfigError';
+    this.variable = variable;
+  }
+}
+
+export function loadJanitorConfig(
+  env: Readonly<Record<string, string | undefined>>,
+  hostname: string,
+): JanitorConfig {
+  const get = <T>(name: string): T | null => {
+    const spec = JANITOR_ENV_VARS.find((s) => s.name === name)!;
+    let raw = env[name];
+    let source = name;
+    for (const alias of spec.aliases ?? []) {
+      if (raw !== undefined && raw !== '') break;
+      raw = env[alias];
+      source = alias;
+    }
+    if (raw === undefined || raw.trim() === '') {
+      if (spec.default === null) return null;
+      raw = spec.default;
+      source = name;
+    }
+    try {
+      return spec.parse(raw) as T;
+    } catch (err) {
+      throw new JanitorConfigError(source, raw, spec.accepted, (err as Error).message);
+    }
+  };
+  const required = <T>(name: string): T => {
+    const v = get<T>(name);
+    if (v === null) {
+      const spec = JANITOR_ENV_VARS.find((s) => s.name === name)!;
+      throw new JanitorConfigError(name, undefined, spec.accepted, 'required');
+    }
+    return v;
+  };
+  const cloud = required<'aws' | 'azure'>('CLOUD_PROVIDER');
+  const config: JanitorConfig = {
+    cloud,
+    clusterName: required<string>('CLUSTER_NAME'),
+    awsRegion: cloud === 'aws' ? required<string>('AWS_REGION') : get<string>('AWS_REGION'),
+    ec2Endpoint: get<string>('VPC_IPAM_EC2_ENDPOINT'),
+    graceMs: required<number>('JANITOR_GRACE_PERIOD') * 1000,
+    intervalMs: required<number>('JANITOR_INTERVAL') * 1000,
+    dryRun: required<boolean>('JANITOR_DRY_RUN'),
+    lease: {
+      name: required<string>('LEASE_NAME'),
+      namespace: required<string>('POD_NAMESPACE'),
+      identity: get<string>('POD_NAME') ?? hostname,
+      durationSeconds: Math.ceil(required<number>('LEASE_DURATION')),
+      renewDeadlineMs: required<number>('LEASE_RENEW_DEADLINE') * 1000,
+      retryPeriodMs: required<number>('LEASE_RETRY_PERIOD') * 1000,
+    },
+    logLevel: required<string>('LOG_LEVEL'),
+  };
+  const spec = (n: string) => JANITOR_ENV_VARS.find((s) => s.name === n)!.accepted;
+  if (config.lease.renewDeadlineMs >= config.lease.durationSeconds * 1000) {
+    throw new JanitorConfigError(
+      'LEASE_RENEW_DEADLINE',
+      env.LEASE_RENEW_DEADLINE,
+      spec('LEASE_RENEW_DEADLINE'),
+      'not below LEASE_DURATION',
+    );
+  }
+  if (config.lease.retryPeriodMs >= config.lease.renewDeadlineMs) {
+    throw new JanitorConfigError(
+      'LEASE_RETRY_PERIOD',
+      env.LEASE_RETRY_PERIOD,
+      spec('LEASE_RETRY_PERIOD'),
+      'not below LEASE_RENEW_DEADLINE',
+    );
+  }
+  return config;
+}

@@ -1,0 +1,174 @@
+// Two (and more) janitors racing for the Lease through the real client against the fake API
+// server: exactly one leads, the others follow; a follower takes over only after expiry; a
+// leader that steps down hands over at once.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
+import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
+
+const logger = pino({ level: 'silent' });
+
+describe('janitor lease election against the fake API server', () => {
+  const server = new FakeKubeApiServer();
+  let api: CoordinationV1Api;
+  let n = 0;
+
+  before(async () => {
+    await server.start();
+    const kc = new KubeConfig();
+    kc.loadFromOptions(server.kubeConfigOptions());
+    api = kc.makeApiClient(CoordinationV1Api);
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  function elector(
+    identity: string,
+    leaseName: string,
+    now: () => number,
+    durationSeconds = 10,
+  ): LeaseElector {
+    return new LeaseElector({
+      api,
+      namespace: 'kube-system',
+      name: leaseName,
+      identity,
+      leaseDurationSeconds: durationSeconds,
+      renewDeadlineMs: durationSeconds * 700,
+      retryPeriodMs: 50,
+      logger,
+      now,
+    });
+  }
+
+  test('five replicas starting together: exactly one wins, via optimistic concurrency', async () => {
+    const lease = `race-${n++}`;
+    const clock = { t: 1_000_000 };
+    const replicas = ['a', 'b', 'c', 'd', 'e'].map((id) => elector(id, lease, () => clock.t));
+    const results = await Promise.all(replicas.map((r) => r.tryOnce()));
+    assert.equal(results.filter(Boolean).length, 1, `leaders: ${results}`);
+    const winner = replicas[results.indexOf(true)]!;
+    const stored = server.get('leases.coordination.k8s.io', lease, 'kube-system');
+    const spec = stored?.spec as { holderIdentity: string; renewTime: string; leaseTransitions: number };
+    assert.equal(spec.holderIdentity, ['a', 'b', 'c', 'd', 'e'][results.indexOf(true)]);
+    // The real API server only parses MicroTime with six fractional digits; the fake enforces it.
+    assert.match(spec.renewTime, /\.\d{6}Z$/);
+    // The losers got 409 AlreadyExists from create; a second round keeps them followers.
+    const again = await Promise.all(replicas.map((r) => r.tryOnce()));
+    assert.deepEqual(again, results);
+    assert.ok(winner.isLeader());
+    const conflicts = server.requests.filter((q) => q.method === 'POST' && q.path.endsWith('/leases')).length;
+    assert.ok(conflicts >= 5);
+  });
+
+  test('concurrent takeover of an expired lease: one replace wins, the other gets 409', async () => {
+    const lease = `takeover-${n++}`;
+    const clock = { t: 2_000_000 };
+    const old = elector('old', lease, () => clock.t, 2);
+    assert.equal(await old.tryOnce(), true);
+    const b = elector('b', lease, () => clock.t, 2);
+    const c = elector('c', lease, () => clock.t, 2);
+    // Both observe the lease held by "old" and wait.
+    assert.deepEqual(await Promise.all([b.tryOnce(), c.tryOnce()]), [false, false]);
+    // "old" dies; by the followers' own clock the lease expires.
+    clock.t += 2_001;
+    const before = server.requests.length;
+    const results = await Promise.all([b.tryOnce(), c.tryOnce()]);
+    assert.equal(results.filter(Boolean).length, 1, `takeover results ${results}`);
+    const puts = server.requests.slice(before).filter((q) => q.method === 'PUT');
+    assert.equal(puts.length, 2, 'both tried to replace');
+    const spec = server.get('leases.coordination.k8s.io', lease, 'kube-system')?.spec as {
+      holderIdentity: string;
+      leaseTransitions: number;
+    };
+    assert.equal(spec.leaseTransitions, 1);
+    assert.equal(spec.holderIdentity, results[0] ? 'b' : 'c');
+    // The old leader, back from a pause, finds it lost the lease (renew deadline long passed).
+    assert.equal(old.isLeader(), false);
+    assert.equal(await old.tryOnce(), false);
+  });
+
+  test('a follower waits while the leader renews, and takes over only after expiry', async () => {
+    const lease = `expiry-${n++}`;
+    const clock = { t: 3_000_000 };
+    const leader = elector('leader', lease, () => clock.t, 10);
+    const follower = elector('follower', lease, () => clock.t, 10);
+    assert.equal(await leader.tryOnce(), true);
+    for (let i = 0; i < 5; i++) {
+      clock.t += 6_000; // longer than half the lease, but the leader renews every round
+      assert.equal(await leader.tryOnce(), true);
+      assert.equal(await follower.tryOnce(), false);
+    }
+    // The leader stops renewing (crashed): the follower waits a full duration of its own clock.
+    clock.t += 1_000;
+    assert.equal(await follower.tryOnce(), false);
+    clock.t += 8_000;
+    assert.equal(await follower.tryOnce(), false, 'not expired yet: 9 s < 10 s since the last change');
+    clock.t += 1_001;
+    assert.equal(await follower.tryOnce(), true);
+    assert.equal(follower.isLeader(), true);
+    assert.equal(leader.isLeader(), false, 'the crashed leader stopped acting after its renew deadline');
+  });
+
+  test('a leader that stops releases the lease; a follower takes over without waiting', async () => {
+    const lease = `release-${n++}`;
+    const clock = { t: 4_000_000 };
+    const a = elector('a', lease, () => clock.t, 30);
+    const b = elector('b', lease, () => clock.t, 30);
+    assert.equal(await a.tryOnce(), true);
+    assert.equal(await b.tryOnce(), false);
+    await a.stop();
+    assert.equal(a.isLeader(), false);
+    assert.equal(await b.tryOnce(), true);
+  });
+
+  test('real timers: two running electors, leader crashes, the other takes over after expiry', async () => {
+    const lease = `live-${n++}`;
+    const make = (identity: string) =>
+      new LeaseElector({
+        api,
+        namespace: 'kube-system',
+        name: lease,
+        identity,
+        leaseDurationSeconds: 1,
+        renewDeadlineMs: 600,
+        retryPeriodMs: 100,
+        logger,
+      });
+    const a = make('a');
+    const b = make('b');
+    a.start();
+    await new Promise((r) => setTimeout(r, 150));
+    b.start();
+    let both = 0;
+    const watchOverlap = async (until: () => boolean, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!until() && Date.now() < deadline) {
+        if (a.isLeader() && b.isLeader()) both++;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    try {
+      await watchOverlap(() => false, 500);
+      assert.equal(a.isLeader(), true);
+      assert.equal(b.isLeader(), false);
+      // "a" crashes: from now on none of its lease writes get through (b's still do).
+      server.failNext('PUT', new RegExp(`/leases/${lease}$`), 500, 'InternalError', 10_000, (req) => {
+        return (req.body as { spec?: { holderIdentity?: string } }).spec?.holderIdentity === 'a';
+      });
+      const crashedAt = Date.now();
+      await watchOverlap(() => b.isLeader(), 5000);
+      const tookMs = Date.now() - crashedAt;
+      assert.equal(b.isLeader(), true, 'b took over');
+      assert.equal(a.isLeader(), false);
+      assert.equal(both, 0, 'never two leaders at once');
+      assert.ok(tookMs >= 850, `took over after ${tookMs} ms, before the 1 s lease could expire`);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
