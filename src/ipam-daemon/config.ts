@@ -204,6 +204,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: url,
   },
   {
+    name: 'VPC_IPAM_AWS_PICK_ADDRESSES',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      'Choose free subnet addresses ourselves and assign them by address (needed on LocalStack, which picks random, possibly duplicate addresses); leave false on EC2.',
+    group: 'cloud',
+    parse: bool,
+  },
+  {
     name: 'POD_SUBNET_IDS',
     default: null,
     accepted: 'comma-separated subnet ids, in order of preference (default: the primary interface subnet)',
@@ -336,6 +345,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'daemon',
     parse: seconds(0, 600),
   },
+  {
+    name: 'VPC_IPAM_NODE_SETUP',
+    default: 'true',
+    accepted: 'true | false',
+    description:
+      'Configure node networking (secondary interfaces, route tables, rules, SNAT). false only for tests or when another agent does it.',
+    group: 'daemon',
+    parse: bool,
+  },
   // --- observability ---
   {
     name: 'LOG_LEVEL',
@@ -432,13 +450,19 @@ export interface SnatConfig {
 export interface DaemonConfig {
   cloud: CloudChoice;
   clusterName: string;
-  aws: { region: string | null; ec2Endpoint: string | null; imdsEndpoint: string | null };
+  aws: {
+    region: string | null;
+    ec2Endpoint: string | null;
+    imdsEndpoint: string | null;
+    pickAddresses: boolean;
+  };
   podSubnetIds: string[] | null;
   podSecurityGroupIds: string[] | null;
   pool: WarmPoolConfig;
   socketPath: string;
   checkpointPath: string;
   shutdownTimeoutMs: number;
+  nodeSetup: boolean;
   logLevel: LogLevel;
   metrics: { address: string; port: number } | null;
   snat: SnatConfig;
@@ -485,6 +509,7 @@ export function loadConfig(env: Env): DaemonConfig {
       region: get<string>('AWS_REGION'),
       ec2Endpoint: get<string>('VPC_IPAM_EC2_ENDPOINT'),
       imdsEndpoint: get<string>('VPC_IPAM_IMDS_ENDPOINT'),
+      pickAddresses: get<boolean>('VPC_IPAM_AWS_PICK_ADDRESSES') ?? false,
     },
     podSubnetIds: emptyToNull(get<string[]>('POD_SUBNET_IDS')),
     podSecurityGroupIds: emptyToNull(get<string[]>('POD_SECURITY_GROUP_IDS')),
@@ -504,6 +529,7 @@ export function loadConfig(env: Env): DaemonConfig {
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',
     shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
+    nodeSetup: get<boolean>('VPC_IPAM_NODE_SETUP') ?? true,
     logLevel: get<LogLevel>('LOG_LEVEL') ?? 'info',
     metrics: metricsPort ? { address: metricsAddress ?? '127.0.0.1', port: metricsPort } : null,
     snat: {

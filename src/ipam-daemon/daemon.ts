@@ -1,0 +1,815 @@
+// The daemon's core: owns the datastore, runs the pool engine's plans against the cloud provider,
+// persists every change before answering, and tells listeners what happened.
+//
+// Events (for the Kubernetes side, metrics and tests):
+//   'allocated'    (AllocationRecord & { durationMs })
+//   'released'     (AllocationRecord)
+//   'no-ip'        ({ reason, message, containerId, ifName })
+//   'pool-changed' (PoolStatus)
+//   'error'        is never emitted: failures are logged and surface in status().
+
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../lib/log.ts';
+import {
+  isProviderError,
+  type ProviderError,
+  SubnetExhaustedError,
+  ThrottledError,
+} from '../providers/errors.ts';
+import type { CloudProvider, InterfaceInfo, NodeInfo } from '../providers/types.ts';
+import { OWNER_TAGS } from '../providers/types.ts';
+import type {
+  AllocateRequest,
+  Allocation,
+  AllocationRecord,
+  AttachmentKey,
+  GcResponse,
+  PoolStatus,
+  ReleaseResponse,
+} from './api-types.ts';
+import {
+  type BeforeRenameHook,
+  type CheckpointData,
+  loadCheckpoint,
+  removeStaleTemps,
+  writeCheckpoint,
+} from './checkpoint.ts';
+import type { WarmPoolConfig } from './config.ts';
+import { Datastore, type InterfaceRecord, keyOf, type StoredAllocation } from './datastore.ts';
+import { KeyedMutex } from './key-lock.ts';
+import {
+  type CloudBackoff,
+  type EngineSubnet,
+  type NoIpInfo,
+  type NoIpReason,
+  type Plan,
+  type PoolAction,
+  type PoolLimits,
+  type PoolTargets,
+  plan,
+} from './pool-engine.ts';
+
+/**
+ * Node-level networking the daemon keeps converged (implemented in node-setup/): called at start and
+ * whenever the set of interfaces changes; IPs of a new interface are handed out only after it succeeds.
+ */
+export interface NodeSetupHook {
+  reconcile(node: NodeInfo, interfaces: InterfaceInfo[]): Promise<void>;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export interface DaemonOptions {
+  provider: CloudProvider;
+  pool: WarmPoolConfig;
+  clusterName: string;
+  /** Pod subnets in preference order; null = the primary interface's subnet. */
+  podSubnetIds: string[] | null;
+  /** null = the primary interface's security groups. */
+  podSecurityGroupIds: string[] | null;
+  checkpointPath: string;
+  logger: Logger;
+  clock?: Clock;
+  nodeSetup?: NodeSetupHook;
+  /** Crash tests only. */
+  beforeCheckpointRename?: BeforeRenameHook;
+}
+
+/** An allocation could not be served: carries the no-IP reason (CNI "try again later"). */
+export class NoIpError extends Error {
+  override name = 'NoIpError';
+  readonly reason: NoIpReason | 'shutting-down';
+  constructor(info: { reason: NoIpReason | 'shutting-down'; message: string }) {
+    super(info.message);
+    this.reason = info.reason;
+  }
+}
+
+export class NotReadyError extends Error {
+  override name = 'NotReadyError';
+}
+
+interface Waiter {
+  req: AllocateRequest;
+  resolve(a: StoredAllocation): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const realClock: Clock = { now: () => Date.now() };
+
+export class Daemon extends EventEmitter {
+  private readonly provider: CloudProvider;
+  private readonly opts: DaemonOptions;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly locks = new KeyedMutex();
+  private ds: Datastore | null = null;
+  private node: NodeInfo | null = null;
+  private subnets: EngineSubnet[] = [];
+  private securityGroups: string[] = [];
+  private ifaceTags = new Map<string, Record<string, string>>();
+  private waiters: Waiter[] = [];
+  private excessSince: number | null = null;
+  private cloudBackoff: CloudBackoff | null = null;
+  private errorStreak = 0;
+  private lastPlan: Plan | null = null;
+  private setupPending = new Set<string>();
+  private loopRunning: Promise<void> | null = null;
+  private rerun = false;
+  private wakeTimer: NodeJS.Timeout | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private dirtyVersion = 0;
+  private writtenVersion = 0;
+  private writing: Promise<void> | null = null;
+  private state: 'new' | 'starting' | 'ready' | 'stopping' | 'stopped' = 'new';
+
+  constructor(opts: DaemonOptions) {
+    super();
+    this.opts = opts;
+    this.provider = opts.provider;
+    this.clock = opts.clock ?? realClock;
+    this.log = opts.logger;
+  }
+
+  get ready(): boolean {
+    return this.state === 'ready';
+  }
+
+  get notReadyReason(): string {
+    return this.state === 'ready' ? '' : `daemon is ${this.state}`;
+  }
+
+  /** Discover the node, rebuild from checkpoint + cloud, write a fresh checkpoint, start the loop. */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`cannot start a daemon that is ${this.state}`);
+    this.state = 'starting';
+    const node = await this.provider.describeNode();
+    this.node = node;
+    const interfaces = await this.provider.listInterfaces();
+    const podSubnetIds = this.opts.podSubnetIds ?? [node.primarySubnetId];
+    this.securityGroups = this.opts.podSecurityGroupIds ?? node.securityGroupIds;
+    this.subnets = await this.loadSubnets(podSubnetIds, interfaces);
+    const ds = new Datastore({ cooldownMs: this.opts.pool.cooldownMs, vpcCidrs: node.vpcCidrs });
+    this.ds = ds;
+    for (const i of interfaces) this.addInterface(i, true);
+    await this.runNodeSetup();
+    await this.restore(ds, interfaces);
+    ds.check();
+    await this.persist();
+    this.state = 'ready';
+    this.log.info(
+      {
+        instanceId: node.instanceId,
+        instanceType: node.instanceType,
+        interfaces: interfaces.length,
+        allocations: ds.size,
+      },
+      'daemon ready',
+    );
+    this.tickTimer = setInterval(() => this.kick(), this.opts.pool.reconcileIntervalMs);
+    this.tickTimer.unref();
+    this.kick();
+  }
+
+  private async loadSubnets(ids: string[], interfaces: InterfaceInfo[]): Promise<EngineSubnet[]> {
+    let infos: Awaited<ReturnType<CloudProvider['describeSubnets']>> = [];
+    try {
+      infos = await this.provider.describeSubnets(ids);
+    } catch (err) {
+      this.log.warn(
+        { err: errText(err), subnets: ids },
+        'describeSubnets failed; subnet free counts unknown',
+      );
+    }
+    return ids.map((id) => {
+      const info = infos.find((s) => s.id === id);
+      const cidr = info?.cidr ?? interfaces.find((i) => i.subnetId === id)?.subnetCidr;
+      const s: EngineSubnet = { id, availableIps: info ? info.availableIps : null, backoffUntil: null };
+      if (cidr) s.cidr = cidr;
+      return s;
+    });
+  }
+
+  private isOurs(i: InterfaceInfo): boolean {
+    return (
+      i.tags[OWNER_TAGS.managedBy] !== undefined || i.tags[OWNER_TAGS.instanceId] === this.node?.instanceId
+    );
+  }
+
+  /** Record an interface; `initial` ones were attached before we started (setup runs once for all). */
+  private addInterface(i: InterfaceInfo, initial: boolean): void {
+    const ds = this.mustDs();
+    const podSubnet = this.subnets.some((s) => s.id === i.subnetId);
+    const managed = i.deviceIndex === 0 || this.isOurs(i);
+    const needsSetup = this.opts.nodeSetup !== undefined && i.deviceIndex !== 0;
+    const rec: InterfaceRecord = {
+      id: i.id,
+      mac: i.mac,
+      deviceIndex: i.deviceIndex,
+      subnetId: i.subnetId,
+      subnetCidr: i.subnetCidr,
+      primaryIp: i.primaryIp,
+      usable: podSubnet && managed && !needsSetup,
+      deletable: i.deviceIndex !== 0 && this.isOurs(i),
+      draining: false,
+    };
+    ds.upsertInterface(rec);
+    this.ifaceTags.set(i.id, i.tags);
+    // Interfaces we do not manage take a slot but lend no IPs to the pool.
+    if (managed && podSubnet) ds.addIps(i.id, i.secondaryIps);
+    if (needsSetup && managed && podSubnet) this.setupPending.add(i.id);
+    if (!initial)
+      this.log.info(
+        { interfaceId: i.id, deviceIndex: i.deviceIndex, subnetId: i.subnetId },
+        'interface added',
+      );
+  }
+
+  /** Run node setup; on success the interfaces waiting for it become usable. */
+  private async runNodeSetup(): Promise<boolean> {
+    const hook = this.opts.nodeSetup;
+    if (!hook || !this.node) return true;
+    try {
+      await hook.reconcile(this.node, this.interfaceInfos());
+    } catch (err) {
+      this.log.error(
+        { err: errText(err) },
+        'node setup failed; IPs of new interfaces stay unused until it succeeds',
+      );
+      return false;
+    }
+    const ds = this.mustDs();
+    for (const id of this.setupPending) {
+      const rec = ds.interfaces.get(id);
+      if (rec) ds.upsertInterface({ ...rec, usable: true });
+    }
+    this.setupPending.clear();
+    return true;
+  }
+
+  /** The interfaces as the provider shapes them, with the IPs the pool holds. */
+  interfaceInfos(): InterfaceInfo[] {
+    const ds = this.mustDs();
+    return [...ds.interfaces.values()]
+      .sort((a, b) => a.deviceIndex - b.deviceIndex)
+      .map((r) => ({
+        id: r.id,
+        mac: r.mac,
+        deviceIndex: r.deviceIndex,
+        subnetId: r.subnetId,
+        subnetCidr: r.subnetCidr,
+        primaryIp: r.primaryIp,
+        secondaryIps: ds.ipsOf(r.id).map((s) => s.ip),
+        tags: this.ifaceTags.get(r.id) ?? {},
+      }));
+  }
+
+  private async restore(ds: Datastore, interfaces: InterfaceInfo[]): Promise<void> {
+    const path = this.opts.checkpointPath;
+    const stale = await removeStaleTemps(path);
+    if (stale.length > 0) this.log.warn({ files: stale }, 'removed temp checkpoint files left by a crash');
+    const loaded = await loadCheckpoint(path, () => this.clock.now());
+    if (loaded.kind === 'missing') {
+      this.log.info({ path }, 'no checkpoint: starting with every IP on the interfaces free');
+      return;
+    }
+    if (loaded.kind === 'corrupt') {
+      this.log.error(
+        {
+          path,
+          reason: loaded.reason,
+          movedTo: loaded.movedTo,
+          ipsOnInterfaces: interfaces.flatMap((i) => i.secondaryIps).length,
+        },
+        'CHECKPOINT CORRUPT: moved aside; rebuilding from cloud state with every IP free. Pods still running on this node may share an IP with new pods until they are restarted',
+      );
+      return;
+    }
+    const data = loaded.data;
+    if (this.node && data.instanceId !== this.node.instanceId) {
+      this.log.error(
+        {
+          checkpointInstance: data.instanceId,
+          instanceId: this.node.instanceId,
+          dropped: data.allocations.length,
+        },
+        'checkpoint belongs to another instance; ignoring its allocations',
+      );
+      return;
+    }
+    const repairs: string[] = [];
+    for (const a of data.allocations) {
+      const st = ds.ipState(a.ip);
+      if (!st) {
+        repairs.push(`dropped ${keyOf(a)} -> ${a.ip}: the IP is no longer on this node's interfaces`);
+        continue;
+      }
+      const moved = st.interfaceId !== a.interfaceId;
+      if (!ds.restoreAllocation({ ...a, interfaceId: st.interfaceId })) {
+        repairs.push(`dropped ${keyOf(a)} -> ${a.ip}: the IP or key is held twice in the checkpoint`);
+        continue;
+      }
+      if (moved) repairs.push(`${keyOf(a)} -> ${a.ip}: now on ${st.interfaceId} (was ${a.interfaceId})`);
+    }
+    for (const c of data.cooling) {
+      if (!ds.restoreCooling(c.ip, c.coolUntil) && ds.ipState(c.ip) === undefined) {
+        repairs.push(`forgot cooling ${c.ip}: no longer on this node`);
+      }
+    }
+    ds.tick(this.clock.now());
+    const known = new Set([...data.allocations.map((a) => a.ip), ...data.cooling.map((c) => c.ip)]);
+    const freed = interfaces
+      .flatMap((i) => i.secondaryIps)
+      .filter((ip) => !known.has(ip) && ds.ipState(ip) !== undefined);
+    this.log.info(
+      { restored: ds.size, repairs: repairs.length, newFree: freed.length },
+      'restored allocations from checkpoint + cloud state',
+    );
+    for (const r of repairs) this.log.warn({ repair: r }, 'checkpoint repair');
+  }
+
+  // ---- persistence ----
+
+  private snapshot(): CheckpointData {
+    const ds = this.mustDs();
+    return {
+      version: 1,
+      instanceId: this.node?.instanceId ?? '',
+      writtenAt: new Date(this.clock.now()).toISOString(),
+      allocations: ds.list(),
+      cooling: ds.coolingEntries(),
+    };
+  }
+
+  /** Resolves once a checkpoint containing every change made before the call is on disk. */
+  private async persist(): Promise<void> {
+    const target = ++this.dirtyVersion;
+    while (this.writtenVersion < target) {
+      if (this.writing) {
+        await this.writing.catch(() => {});
+        continue;
+      }
+      const version = this.dirtyVersion;
+      const write = writeCheckpoint(
+        this.opts.checkpointPath,
+        this.snapshot(),
+        this.opts.beforeCheckpointRename,
+      ).then(() => {
+        this.writtenVersion = Math.max(this.writtenVersion, version);
+      });
+      this.writing = write;
+      try {
+        await write;
+      } finally {
+        if (this.writing === write) this.writing = null;
+      }
+    }
+  }
+
+  // ---- API operations ----
+
+  async allocate(req: AllocateRequest): Promise<Allocation> {
+    this.assertReady();
+    const started = performance.now();
+    const k = keyOf(req);
+    return this.locks.run(k, async () => {
+      const ds = this.mustDs();
+      const existing = ds.get(req);
+      if (existing) return stripRecord(ds.toRecord(existing));
+      this.assertReady();
+      let a = ds.assign(req, this.clock.now());
+      if (!a) a = await this.waitForIp(req);
+      try {
+        await this.persist();
+      } catch (err) {
+        // Not on disk: not allocated. Put it back (no cooldown: nobody used it).
+        ds.release(req, this.clock.now() - this.opts.pool.cooldownMs);
+        ds.tick(this.clock.now());
+        this.log.error({ err: errText(err), key: k }, 'checkpoint write failed; allocation rolled back');
+        throw err;
+      }
+      const rec = ds.toRecord(a);
+      this.log.info({ key: k, ip: rec.ip, interfaceId: rec.interfaceId, pod: podOf(req) }, 'allocated');
+      this.emit('allocated', { ...rec, durationMs: performance.now() - started });
+      this.kickIfLow();
+      return stripRecord(rec);
+    });
+  }
+
+  async release(key: AttachmentKey): Promise<ReleaseResponse> {
+    this.assertNotStopped();
+    const k = keyOf(key);
+    return this.locks.run(k, async () => {
+      const ds = this.mustDs();
+      const stored = ds.get(key);
+      if (!stored) return { released: null };
+      const rec = ds.toRecord(stored);
+      ds.release(key, this.clock.now());
+      await this.persist();
+      this.log.info({ key: k, ip: rec.ip }, 'released');
+      this.emit('released', rec);
+      this.kick();
+      return { released: rec.ip };
+    });
+  }
+
+  get(key: AttachmentKey): Allocation | null {
+    const ds = this.mustDs();
+    const a = ds.get(key);
+    return a ? stripRecord(ds.toRecord(a)) : null;
+  }
+
+  list(): AllocationRecord[] {
+    const ds = this.mustDs();
+    return ds.list().map((a) => ds.toRecord(a));
+  }
+
+  /** Release every allocation whose key is not in `valid` (CNI GC). */
+  async gc(valid: AttachmentKey[]): Promise<GcResponse> {
+    this.assertNotStopped();
+    const keep = new Set(valid.map(keyOf));
+    const released: AttachmentKey[] = [];
+    for (const a of this.mustDs().list()) {
+      if (keep.has(keyOf(a))) continue;
+      const r = await this.release(a);
+      if (r.released) released.push({ containerId: a.containerId, ifName: a.ifName });
+    }
+    if (released.length > 0) this.log.info({ released: released.length }, 'gc released stale allocations');
+    return { released };
+  }
+
+  status(): PoolStatus {
+    const ds = this.mustDs();
+    const node = this.mustNode();
+    const p = this.currentPlan();
+    const interfaces = [...ds.interfaces.values()]
+      .sort((a, b) => a.deviceIndex - b.deviceIndex)
+      .map((i) => {
+        const states = ds.ipsOf(i.id);
+        const assigned = states.filter((s) => s.state === 'assigned').length;
+        const cooling = states.filter((s) => s.state === 'cooling').length;
+        const free = states.filter((s) => s.state === 'free').length;
+        return {
+          interfaceId: i.id,
+          mac: i.mac,
+          deviceIndex: i.deviceIndex,
+          subnetId: i.subnetId,
+          total: states.length,
+          assigned,
+          cooling,
+          free,
+        };
+      });
+    return {
+      instanceId: node.instanceId,
+      instanceType: node.instanceType,
+      maxPods: p.maxPods,
+      total: interfaces.reduce((n, i) => n + i.total, 0),
+      assigned: interfaces.reduce((n, i) => n + i.assigned, 0),
+      cooling: interfaces.reduce((n, i) => n + i.cooling, 0),
+      free: interfaces.reduce((n, i) => n + i.free, 0),
+      plan: p.why,
+      noIpReason: p.noIp ? `${p.noIp.reason}: ${p.noIp.message}` : null,
+      interfaces,
+    };
+  }
+
+  private assertReady(): void {
+    if (this.state === 'stopping' || this.state === 'stopped') {
+      throw new NoIpError({ reason: 'shutting-down', message: 'the daemon is shutting down; retry shortly' });
+    }
+    if (this.state !== 'ready') throw new NotReadyError(this.notReadyReason);
+  }
+
+  private assertNotStopped(): void {
+    if (this.state === 'stopped') throw new NotReadyError('daemon is stopped');
+    if (!this.ds) throw new NotReadyError(this.notReadyReason);
+  }
+
+  private waitForIp(req: AllocateRequest): Promise<StoredAllocation> {
+    const waitMs = this.opts.pool.allocateWaitMs;
+    return new Promise<StoredAllocation>((resolve, reject) => {
+      const w: Waiter = {
+        req,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          reject(this.noIpError(req));
+        }, waitMs),
+      };
+      this.waiters.push(w);
+      this.kick();
+    });
+  }
+
+  private noIpError(req: AttachmentKey): NoIpError {
+    const info: NoIpInfo = this.currentPlan().noIp ?? {
+      reason: 'pool-growing',
+      message: 'no free IP yet; the pool is growing, retry in a few seconds',
+    };
+    this.log.warn({ key: keyOf(req), reason: info.reason }, info.message);
+    this.emit('no-ip', { ...info, containerId: req.containerId, ifName: req.ifName });
+    return new NoIpError(info);
+  }
+
+  /** Hand free IPs to waiting requests, first come first served. */
+  private serveWaiters(): void {
+    const ds = this.mustDs();
+    while (this.waiters.length > 0) {
+      const w = this.waiters[0] as Waiter;
+      const a = ds.assign(w.req, this.clock.now());
+      if (!a) return;
+      this.waiters.shift();
+      clearTimeout(w.timer);
+      w.resolve(a);
+    }
+  }
+
+  // ---- the pool loop ----
+
+  private engineInputs(): { limits: PoolLimits; targets: PoolTargets } {
+    const node = this.mustNode();
+    const p = this.opts.pool;
+    return {
+      limits: {
+        instanceType: node.instanceType,
+        maxInterfaces: node.maxInterfaces,
+        ipsPerInterface: node.ipsPerInterface,
+        maxEni: p.maxEni,
+        maxPods: p.maxPods,
+      },
+      targets: {
+        warmEniTarget: p.warmEniTarget,
+        warmIpTarget: p.warmIpTarget,
+        minimumIpTarget: p.minimumIpTarget,
+        minGrowStep: p.minGrowStep,
+        shrinkDelayMs: p.shrinkDelayMs,
+      },
+    };
+  }
+
+  private currentPlan(): Plan {
+    const { limits, targets } = this.engineInputs();
+    return plan(
+      {
+        interfaces: this.mustDs().engineView(),
+        pending: this.waiters.length,
+        excessSince: this.excessSince,
+        subnets: this.subnets,
+        cloudBackoff: this.cloudBackoff,
+      },
+      limits,
+      targets,
+      this.clock.now(),
+    );
+  }
+
+  /** Ask the loop to run soon; coalesces. */
+  kick(): void {
+    if (this.state !== 'ready') return;
+    if (this.loopRunning) {
+      this.rerun = true;
+      return;
+    }
+    this.loopRunning = this.loop().finally(() => {
+      this.loopRunning = null;
+      this.scheduleWake();
+    });
+  }
+
+  private kickIfLow(): void {
+    const p = this.currentPlan();
+    if (p.actions.length > 0) this.kick();
+  }
+
+  /** Run the loop now and wait for it (tests, CLI). */
+  async reconcileNow(): Promise<Plan> {
+    if (this.loopRunning) await this.loopRunning;
+    this.kick();
+    if (this.loopRunning) await this.loopRunning;
+    return this.lastPlan ?? this.currentPlan();
+  }
+
+  private async loop(): Promise<void> {
+    let rounds = 0;
+    do {
+      this.rerun = false;
+      try {
+        const progressed = await this.reconcileOnce();
+        if (progressed && this.waiters.length > 0) this.rerun = true;
+      } catch (err) {
+        this.log.error({ err: errText(err) }, 'pool reconcile failed');
+      }
+    } while (this.rerun && this.state === 'ready' && ++rounds < 20);
+  }
+
+  /** One plan + execute round. Returns whether any cloud action succeeded. */
+  private async reconcileOnce(): Promise<boolean> {
+    const ds = this.mustDs();
+    const now = this.clock.now();
+    if (ds.tick(now) > 0) {
+      this.serveWaiters();
+      await this.persist();
+    }
+    if (this.setupPending.size > 0 && (await this.runNodeSetup())) this.serveWaiters();
+    const p = this.currentPlan();
+    this.lastPlan = p;
+    this.excessSince = p.excessSince;
+    if (p.actions.length === 0) return false;
+    this.log.info({ actions: p.actions, why: p.why }, 'pool plan');
+    // Take IPs and interfaces out of circulation synchronously, before any await, so no allocation
+    // can pick an IP that is about to be given back.
+    const prepared = p.actions.map((a) => this.prepare(a));
+    const results = await Promise.allSettled(prepared.map((run) => run()));
+    let ok = 0;
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') ok++;
+      else this.onActionError(p.actions[i] as PoolAction, r.reason);
+    }
+    if (ok > 0) {
+      this.errorStreak = 0;
+      this.cloudBackoff = null;
+      this.serveWaiters();
+      await this.persist();
+      this.emit('pool-changed', this.status());
+    }
+    return ok > 0;
+  }
+
+  private prepare(a: PoolAction): () => Promise<void> {
+    const ds = this.mustDs();
+    switch (a.kind) {
+      case 'assign':
+        return async () => {
+          const ips = await this.provider.assignIps(a.interfaceId, { count: a.count });
+          if (!ds.interfaces.has(a.interfaceId)) return;
+          ds.addIps(a.interfaceId, ips);
+          this.adjustSubnet(ds.interfaces.get(a.interfaceId)?.subnetId, ips.length);
+          this.log.info({ interfaceId: a.interfaceId, ips: ips.length }, 'assigned IPs');
+        };
+      case 'create':
+        return async () => {
+          const info = await this.provider.createInterface({
+            subnetId: a.subnetId,
+            securityGroupIds: this.securityGroups,
+            secondaryIpCount: a.ipCount,
+            tags: { [OWNER_TAGS.clusterName]: this.opts.clusterName },
+          });
+          this.addInterface(info, false);
+          this.adjustSubnet(a.subnetId, info.secondaryIps.length + 1);
+          await this.runNodeSetup();
+        };
+      case 'unassign': {
+        const taken = ds.reserveForRelease(a.interfaceId, a.ips);
+        return async () => {
+          if (taken.length === 0) return;
+          try {
+            await this.provider.unassignIps(a.interfaceId, taken);
+          } catch (err) {
+            ds.unreserve(taken);
+            throw err;
+          }
+          ds.dropIps(taken);
+          this.adjustSubnet(ds.interfaces.get(a.interfaceId)?.subnetId, -taken.length);
+          this.log.info({ interfaceId: a.interfaceId, ips: taken }, 'gave IPs back');
+        };
+      }
+      case 'delete': {
+        const rec = ds.interfaces.get(a.interfaceId);
+        const busy = ds.ipsOf(a.interfaceId).some((s) => s.state === 'assigned' || s.state === 'cooling');
+        if (!rec || busy) return async () => {};
+        ds.upsertInterface({ ...rec, draining: true });
+        const taken = ds.reserveForRelease(
+          a.interfaceId,
+          ds.ipsOf(a.interfaceId).map((s) => s.ip),
+        );
+        return async () => {
+          try {
+            await this.provider.deleteInterface(a.interfaceId);
+          } catch (err) {
+            ds.unreserve(taken);
+            const cur = ds.interfaces.get(a.interfaceId);
+            if (cur) ds.upsertInterface({ ...cur, draining: false });
+            throw err;
+          }
+          ds.removeInterface(a.interfaceId);
+          this.ifaceTags.delete(a.interfaceId);
+          this.adjustSubnet(rec.subnetId, -(taken.length + 1));
+          this.log.info({ interfaceId: a.interfaceId }, 'deleted interface');
+          await this.runNodeSetup();
+        };
+      }
+    }
+  }
+
+  private adjustSubnet(subnetId: string | undefined, used: number): void {
+    const s = this.subnets.find((x) => x.id === subnetId);
+    if (s && s.availableIps !== null) s.availableIps = Math.max(0, s.availableIps - used);
+  }
+
+  private onActionError(a: PoolAction, err: unknown): void {
+    const now = this.clock.now();
+    this.log.warn({ action: a, err: errText(err) }, 'pool action failed');
+    if (err instanceof SubnetExhaustedError || (isProviderError(err) && err.code === 'SUBNET_EXHAUSTED')) {
+      const subnetId =
+        a.kind === 'create'
+          ? a.subnetId
+          : this.mustDs().interfaces.get(a.kind === 'assign' ? a.interfaceId : '')?.subnetId;
+      const s = this.subnets.find((x) => x.id === subnetId);
+      if (s) {
+        s.backoffUntil = now + this.opts.pool.subnetBackoffMs;
+        s.availableIps = 0;
+      }
+      return;
+    }
+    this.errorStreak++;
+    const backoffMs = Math.min(60_000, 1000 * 2 ** Math.min(6, this.errorStreak - 1));
+    if (err instanceof ThrottledError || (isProviderError(err) && err.code === 'THROTTLED')) {
+      const wait = (err as ProviderError).retryAfterMs ?? backoffMs;
+      this.cloudBackoff = {
+        reason: 'throttled',
+        message: `the cloud API is throttling this account (${(err as ProviderError).cloudCode ?? 'throttled'}); retrying in ${Math.ceil(wait / 1000)}s. If it persists, lower warm targets cluster-wide or raise the account's API limits`,
+        until: now + wait,
+      };
+      return;
+    }
+    this.cloudBackoff = {
+      reason: 'cloud-error',
+      message: `the last cloud call (${a.kind}) failed: ${errText(err)}; retrying in ${Math.ceil(backoffMs / 1000)}s`,
+      until: now + backoffMs,
+    };
+  }
+
+  /** Wake up exactly when something becomes due (cooldown end, shrink delay, backoff end). */
+  private scheduleWake(): void {
+    if (this.state !== 'ready') return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
+    const now = this.clock.now();
+    const candidates = [
+      this.mustDs().nextCoolingEnd(),
+      this.excessSince === null ? null : this.excessSince + this.opts.pool.shrinkDelayMs,
+      this.cloudBackoff?.until ?? null,
+      ...this.subnets.map((s) => s.backoffUntil),
+    ].filter((t): t is number => t !== null && t > now - 1);
+    if (candidates.length === 0) return;
+    const at = Math.min(...candidates);
+    const delay = Math.min(this.opts.pool.reconcileIntervalMs, Math.max(5, at - now + 5));
+    this.wakeTimer = setTimeout(() => this.kick(), delay);
+    this.wakeTimer.unref();
+  }
+
+  // ---- shutdown ----
+
+  /** Drain: refuse new work, let in-flight requests finish, leave a consistent checkpoint. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    const wasReady = this.ds !== null;
+    this.state = 'stopping';
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(
+        new NoIpError({ reason: 'shutting-down', message: 'the daemon is shutting down; retry shortly' }),
+      );
+    }
+    const drained = await this.locks.idle(timeoutMs);
+    if (!drained) this.log.warn('shutdown: some requests did not finish in time');
+    if (this.loopRunning) await Promise.race([this.loopRunning, delay(timeoutMs)]);
+    if (wasReady) await this.persist();
+    this.state = 'stopped';
+    this.log.info('daemon stopped; checkpoint is consistent');
+  }
+
+  private mustDs(): Datastore {
+    if (!this.ds) throw new NotReadyError(this.notReadyReason);
+    return this.ds;
+  }
+
+  private mustNode(): NodeInfo {
+    if (!this.node) throw new NotReadyError(this.notReadyReason);
+    return this.node;
+  }
+}
+
+function stripRecord(rec: AllocationRecord): Allocation {
+  const { assignedAt: _a, netns: _n, ...rest } = rec;
+  return rest;
+}
+
+function podOf(req: AllocateRequest): string | undefined {
+  return req.podName ? `${req.podNamespace ?? 'default'}/${req.podName}` : undefined;
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

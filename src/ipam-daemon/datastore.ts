@@ -1,0 +1,379 @@
+// The in-memory pool: which interface holds which IP, and which IP is assigned to which
+// attachment (container id, interface name), cooling, free, or on its way back to the cloud.
+// Synchronous and clock-injected; the daemon persists it (checkpoint.ts) after every change.
+// Invariant, checked on every assignment: one IP is held by at most one key.
+
+import type { AllocationRecord, AttachmentKey } from './api-types.ts';
+import type { EngineInterface } from './pool-engine.ts';
+
+export interface InterfaceRecord {
+  id: string;
+  mac: string;
+  deviceIndex: number;
+  subnetId: string;
+  subnetCidr: string;
+  primaryIp: string;
+  /** Pod IPs may be handed out from it (pod subnet, node setup done). */
+  usable: boolean;
+  /** Ours and not the primary. */
+  deletable: boolean;
+  /** Being deleted: hand nothing out. */
+  draining: boolean;
+}
+
+export type IpStateKind = 'free' | 'assigned' | 'cooling' | 'releasing';
+
+export interface IpState {
+  ip: string;
+  interfaceId: string;
+  state: IpStateKind;
+  /** For assigned IPs. */
+  key?: string;
+  /** For cooling IPs: epoch ms when it becomes free. */
+  coolUntil?: number;
+}
+
+export type AllocationMeta = Omit<
+  AllocationRecord,
+  | 'ip'
+  | 'interfaceId'
+  | 'interfaceMac'
+  | 'deviceIndex'
+  | 'subnetCidr'
+  | 'gateway'
+  | 'routeTable'
+  | 'vpcCidrs'
+  | 'assignedAt'
+>;
+
+/** What the checkpoint stores per allocation. */
+export interface StoredAllocation {
+  containerId: string;
+  ifName: string;
+  ip: string;
+  interfaceId: string;
+  netns?: string;
+  podNamespace?: string;
+  podName?: string;
+  assignedAt: string;
+}
+
+export function keyOf(k: AttachmentKey): string {
+  return `${k.containerId}/${k.ifName}`;
+}
+
+export class InvariantError extends Error {
+  override name = 'InvariantError';
+}
+
+export class Datastore {
+  readonly interfaces = new Map<string, InterfaceRecord>();
+  /** IP -> state; Map keeps insertion order, which makes free IPs come out least-recently-freed first. */
+  private readonly ips = new Map<string, IpState>();
+  private readonly byKey = new Map<string, StoredAllocation>();
+  private readonly cooldownMs: number;
+  private readonly vpcCidrs: string[];
+
+  constructor(options: { cooldownMs: number; vpcCidrs: string[] }) {
+    this.cooldownMs = options.cooldownMs;
+    this.vpcCidrs = options.vpcCidrs;
+  }
+
+  // ---- interfaces and IPs ----
+
+  upsertInterface(rec: InterfaceRecord): void {
+    this.interfaces.set(rec.id, { ...rec });
+  }
+
+  /** Add IPs the cloud assigned to an interface; they arrive free. */
+  addIps(interfaceId: string, ips: string[]): void {
+    if (!this.interfaces.has(interfaceId)) throw new InvariantError(`unknown interface ${interfaceId}`);
+    for (const ip of ips) {
+      const cur = this.ips.get(ip);
+      if (cur) {
+        if (cur.interfaceId !== interfaceId) {
+          throw new InvariantError(`${ip} is already on ${cur.interfaceId}, cannot add it to ${interfaceId}`);
+        }
+        continue;
+      }
+      this.ips.set(ip, { ip, interfaceId, state: 'free' });
+    }
+  }
+
+  /** Forget an interface and every IP on it (it must hold no assignment). */
+  removeInterface(interfaceId: string): void {
+    for (const s of this.ipsOf(interfaceId)) {
+      if (s.state === 'assigned')
+        throw new InvariantError(`cannot remove ${interfaceId}: ${s.ip} is assigned`);
+    }
+    for (const s of this.ipsOf(interfaceId)) this.ips.delete(s.ip);
+    this.interfaces.delete(interfaceId);
+  }
+
+  ipsOf(interfaceId: string): IpState[] {
+    return [...this.ips.values()].filter((s) => s.interfaceId === interfaceId);
+  }
+
+  ipState(ip: string): IpState | undefined {
+    const s = this.ips.get(ip);
+    return s ? { ...s } : undefined;
+  }
+
+  /** Take free IPs out of circulation before giving them back to the cloud. */
+  reserveForRelease(interfaceId: string, ips: string[]): string[] {
+    const taken: string[] = [];
+    for (const ip of ips) {
+      const s = this.ips.get(ip);
+      if (s && s.interfaceId === interfaceId && s.state === 'free') {
+        s.state = 'releasing';
+        taken.push(ip);
+      }
+    }
+    return taken;
+  }
+
+  /** The cloud took them back. */
+  dropIps(ips: string[]): void {
+    for (const ip of ips) {
+      const s = this.ips.get(ip);
+      if (s?.state === 'assigned') throw new InvariantError(`cannot drop assigned ${ip}`);
+      this.ips.delete(ip);
+    }
+  }
+
+  /** Giving them back failed: they are free again. */
+  unreserve(ips: string[]): void {
+    for (const ip of ips) {
+      const s = this.ips.get(ip);
+      if (s?.state === 'releasing') s.state = 'free';
+    }
+  }
+
+  /** Cooling IPs whose time is up become free. Returns how many changed. */
+  tick(now: number): number {
+    let n = 0;
+    for (const s of this.ips.values()) {
+      if (s.state === 'cooling' && (s.coolUntil ?? 0) <= now) {
+        s.state = 'free';
+        delete s.coolUntil;
+        // Move to the end so recently used IPs are handed out last.
+        this.ips.delete(s.ip);
+        this.ips.set(s.ip, s);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Earliest time a cooling IP frees up, or null. */
+  nextCoolingEnd(): number | null {
+    let t: number | null = null;
+    for (const s of this.ips.values()) {
+      if (s.state === 'cooling' && s.coolUntil !== undefined && (t === null || s.coolUntil < t))
+        t = s.coolUntil;
+    }
+    return t;
+  }
+
+  // ---- allocations ----
+
+  get(key: AttachmentKey): StoredAllocation | undefined {
+    const a = this.byKey.get(keyOf(key));
+    return a ? { ...a } : undefined;
+  }
+
+  list(): StoredAllocation[] {
+    return [...this.byKey.values()].map((a) => ({ ...a }));
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  freeCount(): number {
+    let n = 0;
+    for (const s of this.ips.values()) if (s.state === 'free' && this.allocatable(s.interfaceId)) n++;
+    return n;
+  }
+
+  private allocatable(interfaceId: string): boolean {
+    const i = this.interfaces.get(interfaceId);
+    return i !== undefined && i.usable && !i.draining;
+  }
+
+  /**
+   * Assign a free IP to the key (lowest device index first, so higher interfaces drain and can be
+   * deleted). Returns undefined when no IP is free. Throws if the key already holds one.
+   */
+  assign(meta: AllocationMeta & { netns?: string }, now: number): StoredAllocation | undefined {
+    const k = keyOf(meta);
+    if (this.byKey.has(k)) throw new InvariantError(`${k} already holds ${this.byKey.get(k)?.ip}`);
+    let best: IpState | undefined;
+    let bestIdx = Number.POSITIVE_INFINITY;
+    for (const s of this.ips.values()) {
+      if (s.state !== 'free' || !this.allocatable(s.interfaceId)) continue;
+      const idx = this.interfaces.get(s.interfaceId)?.deviceIndex ?? Number.POSITIVE_INFINITY;
+      if (idx < bestIdx) {
+        best = s;
+        bestIdx = idx;
+      }
+    }
+    if (!best) return undefined;
+    return this.bind(k, meta, best, new Date(now).toISOString());
+  }
+
+  private bind(
+    k: string,
+    meta: AllocationMeta & { netns?: string },
+    s: IpState,
+    assignedAt: string,
+  ): StoredAllocation {
+    for (const other of this.byKey.values()) {
+      if (other.ip === s.ip) throw new InvariantError(`${s.ip} is already held by ${keyOf(other)}`);
+    }
+    s.state = 'assigned';
+    s.key = k;
+    delete s.coolUntil;
+    const rec: StoredAllocation = {
+      containerId: meta.containerId,
+      ifName: meta.ifName,
+      ip: s.ip,
+      interfaceId: s.interfaceId,
+      assignedAt,
+    };
+    if (meta.netns !== undefined) rec.netns = meta.netns;
+    if (meta.podNamespace !== undefined) rec.podNamespace = meta.podNamespace;
+    if (meta.podName !== undefined) rec.podName = meta.podName;
+    this.byKey.set(k, rec);
+    return { ...rec };
+  }
+
+  /** Release the key's IP into cooldown. Returns what it held, or undefined. */
+  release(key: AttachmentKey, now: number): StoredAllocation | undefined {
+    const k = keyOf(key);
+    const rec = this.byKey.get(k);
+    if (!rec) return undefined;
+    this.byKey.delete(k);
+    const s = this.ips.get(rec.ip);
+    if (s && s.key === k) {
+      delete s.key;
+      if (this.cooldownMs > 0) {
+        s.state = 'cooling';
+        s.coolUntil = now + this.cooldownMs;
+      } else {
+        s.state = 'free';
+        this.ips.delete(s.ip);
+        this.ips.set(s.ip, s);
+      }
+    }
+    return rec;
+  }
+
+  // ---- restore (from checkpoint + cloud) ----
+
+  /** Re-bind an allocation read from the checkpoint; the IP must be known and not held. */
+  restoreAllocation(a: StoredAllocation): boolean {
+    const s = this.ips.get(a.ip);
+    if (!s || s.state === 'assigned') return false;
+    const k = keyOf(a);
+    if (this.byKey.has(k)) return false;
+    this.bind(k, a, s, a.assignedAt);
+    return true;
+  }
+
+  restoreCooling(ip: string, coolUntil: number): boolean {
+    const s = this.ips.get(ip);
+    if (!s || s.state !== 'free') return false;
+    s.state = 'cooling';
+    s.coolUntil = coolUntil;
+    return true;
+  }
+
+  coolingEntries(): Array<{ ip: string; coolUntil: number }> {
+    return [...this.ips.values()]
+      .filter((s) => s.state === 'cooling')
+      .map((s) => ({ ip: s.ip, coolUntil: s.coolUntil ?? 0 }));
+  }
+
+  // ---- views ----
+
+  /** The engine's view of one interface. */
+  engineView(): EngineInterface[] {
+    return [...this.interfaces.values()].map((i) => {
+      const states = this.ipsOf(i.id);
+      return {
+        id: i.id,
+        deviceIndex: i.deviceIndex,
+        subnetId: i.subnetId,
+        usable: i.usable && !i.draining,
+        deletable: i.deletable && !i.draining,
+        // IPs being released are already leaving: do not count them.
+        total: states.filter((s) => s.state !== 'releasing').length,
+        assigned: states.filter((s) => s.state === 'assigned').length,
+        cooling: states.filter((s) => s.state === 'cooling').length,
+        freeIps: i.draining ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
+      };
+    });
+  }
+
+  /** Full record for the API. */
+  toRecord(a: StoredAllocation): AllocationRecord {
+    const i = this.interfaces.get(a.interfaceId);
+    if (!i) throw new InvariantError(`${a.ip} is on unknown interface ${a.interfaceId}`);
+    const rec: AllocationRecord = {
+      containerId: a.containerId,
+      ifName: a.ifName,
+      ip: a.ip,
+      interfaceId: i.id,
+      interfaceMac: i.mac,
+      deviceIndex: i.deviceIndex,
+      subnetCidr: i.subnetCidr,
+      gateway: gatewayOf(i.subnetCidr),
+      routeTable: i.deviceIndex === 0 ? 0 : i.deviceIndex + 1,
+      vpcCidrs: [...this.vpcCidrs],
+      assignedAt: a.assignedAt,
+    };
+    if (a.netns !== undefined) rec.netns = a.netns;
+    if (a.podNamespace !== undefined) rec.podNamespace = a.podNamespace;
+    if (a.podName !== undefined) rec.podName = a.podName;
+    return rec;
+  }
+
+  /** Throws if any invariant is broken (used by tests and after restores). */
+  check(): void {
+    const seen = new Map<string, string>();
+    for (const [k, a] of this.byKey) {
+      const prev = seen.get(a.ip);
+      if (prev) throw new InvariantError(`${a.ip} held by both ${prev} and ${k}`);
+      seen.set(a.ip, k);
+      const s = this.ips.get(a.ip);
+      if (!s || s.state !== 'assigned' || s.key !== k)
+        throw new InvariantError(`${k} -> ${a.ip} is not bound`);
+    }
+    for (const s of this.ips.values()) {
+      if (s.state === 'assigned' && (!s.key || this.byKey.get(s.key)?.ip !== s.ip)) {
+        throw new InvariantError(`${s.ip} assigned to a missing key`);
+      }
+      if (!this.interfaces.has(s.interfaceId))
+        throw new InvariantError(`${s.ip} on unknown ${s.interfaceId}`);
+    }
+  }
+}
+
+/** First host address of an IPv4 CIDR: the VPC router (AWS) / default gateway (Azure). */
+export function gatewayOf(cidr: string): string {
+  const [addr, bitsRaw] = cidr.split('/');
+  const bits = Number(bitsRaw);
+  const parts = (addr ?? '').split('.').map(Number);
+  if (
+    parts.length !== 4 ||
+    parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255) ||
+    !(bits >= 0 && bits <= 32)
+  ) {
+    throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  }
+  const n = parts.reduce((a, p) => a * 256 + p, 0);
+  const size = 2 ** (32 - bits);
+  const gw = Math.floor(n / size) * size + (bits >= 31 ? 0 : 1);
+  return [24, 16, 8, 0].map((sh) => Math.floor(gw / 2 ** sh) % 256).join('.');
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// vpc-ipamd: validate the environment, build the cloud provider, rebuild the pool from checkpoint +
+// cloud, serve the socket API and metrics; on SIGTERM/SIGINT drain and exit with a consistent checkpoint.
+
+import type { Server } from 'node:http';
+import { createLogger, type Logger } from '../lib/log.ts';
+import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
+import { Daemon, type NodeSetupHook } from './daemon.ts';
+import { DaemonMetrics, startMetricsServer } from './metrics.ts';
+import { createProvider } from './provider-factory.ts';
+import { type SocketServer, startSocketServer } from './server.ts';
+
+export interface RunningDaemon {
+  daemon: Daemon;
+  socket: SocketServer;
+  metricsServer: Server | null;
+  metrics: DaemonMetrics;
+  /** Drain and stop everything. */
+  shutdown(reason: string): Promise<void>;
+}
+
+/** Loads the data-plane engineer's node setup (src/ipam-daemon/node-setup/), if it is built in. */
+async function loadNodeSetup(config: DaemonConfig, log: Logger): Promise<NodeSetupHook | undefined> {
+  if (!config.nodeSetup) {
+    log.warn(
+      'VPC_IPAM_NODE_SETUP=false: node networking (interfaces, routes, SNAT) is not configured by this daemon',
+    );
+    return undefined;
+  }
+  const spec: string = './node-setup/index.ts';
+  let mod: { createNodeSetup?: (o: { config: DaemonConfig; logger: Logger }) => NodeSetupHook };
+  try {
+    mod = await import(spec);
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message },
+      'node setup module not available; node networking is not configured',
+    );
+    return undefined;
+  }
+  return mod.createNodeSetup?.({ config, logger: log.child({ component: 'node-setup' }) });
+}
+
+export async function runDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  const metrics = new DaemonMetrics();
+  const provider = await createProvider(config, metrics);
+  const nodeSetup = await loadNodeSetup(config, log);
+  const daemon = new Daemon({
+    provider,
+    pool: config.pool,
+    clusterName: config.clusterName,
+    podSubnetIds: config.podSubnetIds,
+    podSecurityGroupIds: config.podSecurityGroupIds,
+    checkpointPath: config.checkpointPath,
+    logger: log,
+    ...(nodeSetup ? { nodeSetup } : {}),
+  });
+  metrics.attach(daemon);
+  await daemon.start();
+  metrics.updatePool(daemon.status());
+  const socket = await startSocketServer({
+    socketPath: config.socketPath,
+    daemon,
+    logger: log,
+    onRequest: (route, status, ms) => metrics.onRequest(route, status, ms),
+  });
+  let metricsServer: Server | null = null;
+  if (config.metrics) {
+    metricsServer = await startMetricsServer(metrics, config.metrics.address, config.metrics.port, () =>
+      metrics.updatePool(daemon.status()),
+    );
+    log.info({ address: config.metrics.address, port: config.metrics.port }, 'metrics listening');
+  }
+  let stopping: Promise<void> | null = null;
+  return {
+    daemon,
+    socket,
+    metricsServer,
+    metrics,
+    shutdown(reason) {
+      stopping ??= (async () => {
+        log.info({ reason }, 'draining');
+        const closed = socket.close();
+        await daemon.stop(config.shutdownTimeoutMs);
+        await Promise.race([closed, new Promise((r) => setTimeout(r, config.shutdownTimeoutMs).unref())]);
+        socket.server.closeAllConnections();
+        metricsServer?.close();
+        metricsServer?.closeAllConnections();
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: DaemonConfig;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`vpc-ipamd: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger('vpc-ipamd');
+  log.level = config.logLevel;
+  let running: RunningDaemon;
+  try {
+    running = await runDaemon(config, log);
+  } catch (err) {
+    log.fatal({ err }, 'startup failed');
+    process.exit(1);
+  }
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      running.shutdown(sig).then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,131 @@
+// Prometheus metrics (prom-client, own registry) served on METRICS_ADDRESS:METRICS_PORT
+// (127.0.0.1 by default: pool internals are not for the whole network).
+
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ApiCallEvent, ApiCallObserver } from '../providers/types.ts';
+import type { PoolStatus } from './api-types.ts';
+import type { Daemon } from './daemon.ts';
+
+export class DaemonMetrics implements ApiCallObserver {
+  readonly registry = new Registry();
+  private readonly interfaceIps = new Gauge({
+    name: 'vpc_ipam_interface_ips',
+    help: 'Secondary IPs per interface by state (total, assigned, cooling, free)',
+    labelNames: ['interface_id', 'device_index', 'state'] as const,
+    registers: [this.registry],
+  });
+  private readonly poolIps = new Gauge({
+    name: 'vpc_ipam_pool_ips',
+    help: 'Secondary IPs on the node by state (total, assigned, cooling, free)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  private readonly maxPods = new Gauge({
+    name: 'vpc_ipam_max_pods',
+    help: 'Pods this node can hold: interfaces x (IPs per interface - 1) + 2, or MAX_PODS if lower',
+    registers: [this.registry],
+  });
+  readonly allocations = new Counter({
+    name: 'vpc_ipam_allocations_total',
+    help: 'Allocation requests answered, by result (ok, no_ip, error)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly releases = new Counter({
+    name: 'vpc_ipam_releases_total',
+    help: 'IPs released by pods',
+    registers: [this.registry],
+  });
+  readonly allocationLatency = new Histogram({
+    name: 'vpc_ipam_allocation_duration_seconds',
+    help: 'Time to answer an allocation (including any wait for the pool to grow)',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly noIp = new Counter({
+    name: 'vpc_ipam_no_ip_total',
+    help: 'Allocations refused for lack of an IP, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly apiCalls = new Counter({
+    name: 'vpc_ipam_cloud_api_calls_total',
+    help: 'Cloud API call attempts by API and outcome (ok, throttled, error)',
+    labelNames: ['cloud', 'api', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly apiLatency = new Histogram({
+    name: 'vpc_ipam_cloud_api_duration_seconds',
+    help: 'Cloud API call attempt latency by API',
+    labelNames: ['cloud', 'api'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  /** ApiCallObserver: give this to the provider factory. */
+  onCall(e: ApiCallEvent): void {
+    this.apiCalls.inc({ cloud: e.cloud, api: e.api, outcome: e.outcome });
+    this.apiLatency.observe({ cloud: e.cloud, api: e.api }, e.durationMs / 1000);
+  }
+
+  updatePool(s: PoolStatus): void {
+    this.maxPods.set(s.maxPods);
+    for (const state of ['total', 'assigned', 'cooling', 'free'] as const)
+      this.poolIps.set({ state }, s[state]);
+    this.interfaceIps.reset();
+    for (const i of s.interfaces) {
+      for (const state of ['total', 'assigned', 'cooling', 'free'] as const) {
+        this.interfaceIps.set(
+          { interface_id: i.interfaceId, device_index: String(i.deviceIndex), state },
+          i[state],
+        );
+      }
+    }
+  }
+
+  /** Subscribe to the daemon's events. */
+  attach(daemon: Daemon): void {
+    daemon.on('released', () => this.releases.inc());
+    daemon.on('no-ip', (e: { reason: string }) => this.noIp.inc({ reason: e.reason }));
+    daemon.on('pool-changed', (s: PoolStatus) => this.updatePool(s));
+  }
+
+  /** Socket server hook: allocation outcomes and latency. */
+  onRequest(route: string, status: number, durationMs: number): void {
+    if (route !== '/v1/allocate') return;
+    this.allocationLatency.observe(durationMs / 1000);
+    this.allocations.inc({ result: status === 200 ? 'ok' : status === 503 ? 'no_ip' : 'error' });
+  }
+}
+
+export async function startMetricsServer(
+  metrics: DaemonMetrics,
+  address: string,
+  port: number,
+  refresh: () => void,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    try {
+      refresh();
+    } catch {
+      // Not ready yet: serve what we have.
+    }
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'Content-Type': metrics.registry.contentType }).end(text),
+      (err: Error) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${err.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, address, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}

@@ -1,0 +1,330 @@
+// The warm-pool engine: a pure function from the pool's state, the node's limits and the warm
+// targets to the cloud actions that bring the pool to its target, plus the words that explain it.
+// No I/O and no clock of its own (`now` is an argument), so every case is a table-driven test.
+//
+// The target is computed in ONE step from demand (assigned + cooling + waiting requests), not one
+// batch per tick: a burst of 20 pods on an empty pool becomes one assign of 20, not 20 rounds.
+// Grow fills existing interfaces before creating new ones; shrink waits until the pool has been
+// above its target for `shrinkDelayMs`, never goes below the target, and deletes an interface only
+// when it holds no assigned or cooling IP and its IPs are not needed.
+
+export type NoIpReason =
+  | 'subnet-full'
+  | 'instance-limit'
+  | 'max-eni'
+  | 'max-pods'
+  | 'throttled'
+  | 'cloud-error'
+  | 'pool-growing';
+
+export interface NoIpInfo {
+  reason: NoIpReason;
+  /** Words a user can act on. */
+  message: string;
+}
+
+export interface EngineInterface {
+  id: string;
+  deviceIndex: number;
+  subnetId: string;
+  /** Pod IPs may live here (its subnet is a pod subnet and node setup is done). */
+  usable: boolean;
+  /** We created it and it is not the primary: we may delete it. */
+  deletable: boolean;
+  /** Secondary IPs it holds. */
+  total: number;
+  assigned: number;
+  cooling: number;
+  /** IPs neither assigned nor cooling (nor being released): the ones that may be given back. */
+  freeIps: string[];
+}
+
+export interface EngineSubnet {
+  id: string;
+  cidr?: string;
+  /** Free addresses as last reported by the cloud; null when unknown. */
+  availableIps: number | null;
+  /** Skip this subnet until then (it said it was full). */
+  backoffUntil: number | null;
+}
+
+export interface CloudBackoff {
+  reason: 'throttled' | 'cloud-error';
+  message: string;
+  until: number;
+}
+
+export interface PoolState {
+  interfaces: EngineInterface[];
+  /** Allocation requests waiting for an IP. */
+  pending: number;
+  /** Since when the pool has been above its target (from the previous plan), or null. */
+  excessSince: number | null;
+  /** Allowed pod subnets, in order of preference. */
+  subnets: EngineSubnet[];
+  cloudBackoff: CloudBackoff | null;
+}
+
+export interface PoolLimits {
+  instanceType: string;
+  /** Interfaces the instance type allows (the primary included). */
+  maxInterfaces: number;
+  /** IPs per interface, its own primary included. */
+  ipsPerInterface: number;
+  /** MAX_ENI, when set. */
+  maxEni: number | null;
+  /** The kubelet's max pods (MAX_PODS), when set. */
+  maxPods: number | null;
+}
+
+export interface PoolTargets {
+  warmEniTarget: number;
+  warmIpTarget: number | null;
+  minimumIpTarget: number | null;
+  /** IP mode: grow by at least this many IPs per call. */
+  minGrowStep: number;
+  shrinkDelayMs: number;
+}
+
+export type PoolAction =
+  | { kind: 'assign'; interfaceId: string; count: number }
+  | { kind: 'create'; subnetId: string; ipCount: number }
+  | { kind: 'unassign'; interfaceId: string; ips: string[] }
+  | { kind: 'delete'; interfaceId: string };
+
+export interface Plan {
+  actions: PoolAction[];
+  /** One line a human understands: the numbers and the decision. */
+  why: string;
+  mode: 'eni' | 'ip';
+  total: number;
+  used: number;
+  free: number;
+  desired: number;
+  /** Most pod IPs this node can hold now. */
+  ceiling: number;
+  /** The node's max pods: interfaces x (IPs per interface - 1) + 2, or MAX_PODS if lower. */
+  maxPods: number;
+  /** Set when there is no free IP: why, and what to do. */
+  noIp: NoIpInfo | null;
+  /** Carry into the next state. */
+  excessSince: number | null;
+}
+
+/** Interfaces the node may hold: the instance limit, or MAX_ENI if lower. */
+export function effectiveMaxInterfaces(limits: PoolLimits): number {
+  return Math.max(1, Math.min(limits.maxInterfaces, limits.maxEni ?? Number.POSITIVE_INFINITY));
+}
+
+/** interfaces x (IPs per interface - 1) + 2, or the kubelet's max pods if lower. */
+export function maxPodsFor(limits: PoolLimits): number {
+  const formula = effectiveMaxInterfaces(limits) * (limits.ipsPerInterface - 1) + 2;
+  return Math.min(formula, limits.maxPods ?? Number.POSITIVE_INFINITY);
+}
+
+export function isIpMode(targets: PoolTargets): boolean {
+  // As in the AWS VPC CNI: a target of 0 counts as unset, so WARM_IP_TARGET=0 alone stays in ENI mode.
+  return (targets.warmIpTarget ?? 0) >= 1 || (targets.minimumIpTarget ?? 0) >= 1;
+}
+
+export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets, now: number): Plan {
+  const perIf = Math.max(0, limits.ipsPerInterface - 1);
+  const maxIfs = effectiveMaxInterfaces(limits);
+  const ipMode = isIpMode(targets);
+  const ifs = [...state.interfaces].sort((a, b) => a.deviceIndex - b.deviceIndex);
+
+  const total = sum(ifs, (i) => i.total);
+  const assigned = sum(ifs, (i) => i.assigned);
+  const cooling = sum(ifs, (i) => i.cooling);
+  const free = sum(ifs, (i) => i.freeIps.length);
+  const used = assigned + cooling;
+  const demand = used + state.pending;
+
+  const availableSubnets = subnetsUsable(state.subnets, now);
+  const blockedSubnets = new Set(
+    state.subnets.filter((s) => s.backoffUntil !== null && s.backoffUntil > now).map((s) => s.id),
+  );
+  const fillable = (i: EngineInterface) => i.usable && i.total < perIf && !blockedSubnets.has(i.subnetId);
+  const slotsForNew = Math.max(0, maxIfs - ifs.length);
+  const canCreate = availableSubnets.length > 0 ? slotsForNew : 0;
+  // Pod IPs this node could hold: room on usable interfaces plus interfaces it could still create.
+  const ifCapacity =
+    sum(
+      ifs.filter((i) => i.usable),
+      () => perIf,
+    ) +
+    slotsForNew * perIf;
+  const podCap = limits.maxPods ?? Number.POSITIVE_INFINITY;
+  const ceiling = Math.max(used, Math.min(ifCapacity, podCap));
+  const maxPods = maxPodsFor(limits);
+
+  let desired: number;
+  let targetWords: string;
+  if (ipMode) {
+    const warm = targets.warmIpTarget ?? 0;
+    const floor = targets.minimumIpTarget ?? 0;
+    desired = Math.max(demand + warm, floor);
+    targetWords = `WARM_IP_TARGET=${targets.warmIpTarget ?? 'unset'} MINIMUM_IP_TARGET=${targets.minimumIpTarget ?? 'unset'}`;
+  } else {
+    const inUseIfs = perIf === 0 ? 0 : Math.ceil(demand / perIf);
+    desired = (inUseIfs + targets.warmEniTarget) * perIf;
+    targetWords = `WARM_ENI_TARGET=${targets.warmEniTarget}`;
+  }
+  desired = Math.max(used, Math.min(desired, ceiling));
+
+  const actions: PoolAction[] = [];
+  let excessSince: number | null = null;
+  let growth = 0;
+  let decision: string;
+  const backoff = state.cloudBackoff && state.cloudBackoff.until > now ? state.cloudBackoff : null;
+
+  const emptyDeletable = ifs.filter(
+    (i) => i.deletable && i.total === 0 && i.assigned === 0 && i.cooling === 0,
+  );
+
+  if (backoff) {
+    decision = `waiting ${Math.ceil((backoff.until - now) / 1000)}s before calling the cloud again (${backoff.reason})`;
+    excessSince = state.excessSince;
+  } else if (desired > total) {
+    let need = desired - total;
+    if (ipMode) need = Math.min(Math.max(need, targets.minGrowStep), ceiling - total);
+    // Fill existing interfaces first (lowest device index first).
+    for (const i of ifs) {
+      if (need <= 0) break;
+      if (!fillable(i)) continue;
+      const room = perIf - i.total;
+      const n = Math.min(room, need);
+      actions.push({ kind: 'assign', interfaceId: i.id, count: n });
+      need -= n;
+      growth += n;
+    }
+    // Then new interfaces, in the preferred subnets that still have room.
+    const budget = new Map(availableSubnets.map((s) => [s.id, s.availableIps]));
+    let creates = 0;
+    while (need > 0 && creates < canCreate) {
+      const subnet = availableSubnets.find((s) => {
+        const left = budget.get(s.id);
+        return left === null || left === undefined || left >= 2;
+      });
+      if (!subnet) break;
+      const left = budget.get(subnet.id);
+      const n = Math.min(need, perIf, left === null || left === undefined ? perIf : left - 1);
+      actions.push({ kind: 'create', subnetId: subnet.id, ipCount: n });
+      if (left !== null && left !== undefined) budget.set(subnet.id, left - n - 1);
+      need -= n;
+      growth += n;
+      creates++;
+    }
+    decision = `grow by ${growth}${need > 0 ? ` (${need} more cannot be had)` : ''}`;
+  } else if (total > desired || emptyDeletable.length > 0) {
+    const since = state.excessSince ?? now;
+    excessSince = since;
+    const waited = now - since;
+    if (waited < targets.shrinkDelayMs) {
+      decision = `${total - desired} above target; shrink in ${Math.ceil((targets.shrinkDelayMs - waited) / 1000)}s if still unneeded`;
+    } else {
+      let excess = total - desired;
+      const released: string[] = [];
+      // Whole interfaces first: empty, ours, and not needed (highest device index first).
+      for (const i of [...ifs].reverse()) {
+        if (!i.deletable || i.assigned > 0 || i.cooling > 0 || i.total > excess) continue;
+        actions.push({ kind: 'delete', interfaceId: i.id });
+        excess -= i.total;
+        released.push(`delete ${i.id}`);
+      }
+      // IP mode also returns single free IPs, from the least used interfaces first so they empty out.
+      if (ipMode && excess > 0) {
+        const deleted = new Set(actions.map((a) => (a.kind === 'delete' ? a.interfaceId : '')));
+        const order = ifs
+          .filter((i) => !deleted.has(i.id) && i.freeIps.length > 0)
+          .sort((a, b) => a.assigned + a.cooling - (b.assigned + b.cooling) || b.deviceIndex - a.deviceIndex);
+        for (const i of order) {
+          if (excess <= 0) break;
+          const ips = i.freeIps.slice(-Math.min(excess, i.freeIps.length));
+          actions.push({ kind: 'unassign', interfaceId: i.id, ips });
+          excess -= ips.length;
+          released.push(`unassign ${ips.length} from ${i.id}`);
+        }
+      }
+      decision =
+        released.length > 0
+          ? `shrink: ${released.join(', ')}`
+          : 'above target, but nothing can be given back';
+      excessSince = actions.length > 0 ? null : since;
+    }
+  } else {
+    decision = 'at target';
+  }
+
+  const noIp = free > 0 ? null : explainNoIp();
+  const why =
+    `${ipMode ? 'IP' : 'ENI'} mode (${targetWords}): ${total} IPs, ${assigned} assigned, ${cooling} cooling, ` +
+    `${free} free, ${state.pending} waiting; target ${desired} (max ${ceiling}); ${decision}`;
+  return {
+    actions,
+    why,
+    mode: ipMode ? 'ip' : 'eni',
+    total,
+    used,
+    free,
+    desired,
+    ceiling,
+    maxPods,
+    noIp,
+    excessSince,
+  };
+
+  function explainNoIp(): NoIpInfo {
+    if (backoff) return { reason: backoff.reason, message: backoff.message };
+    if (growth > 0) {
+      return {
+        reason: 'pool-growing',
+        message: `the pool is growing by ${growth} IP(s) (${total} held, ${used} in use); retry in a few seconds`,
+      };
+    }
+    const coolingNote = cooling > 0 ? `; ${cooling} released IP(s) are in cooldown and free up shortly` : '';
+    if (limits.maxPods !== null && used >= limits.maxPods) {
+      return {
+        reason: 'max-pods',
+        message: `MAX_PODS=${limits.maxPods} reached: ${used} pod IP(s) in use${coolingNote}; schedule fewer pods on this node or raise MAX_PODS with the kubelet's --max-pods`,
+      };
+    }
+    const usableFull = !ifs.some(fillable);
+    if (usableFull && ifs.length >= maxIfs && !ifs.some((i) => i.usable && i.total < perIf)) {
+      if (limits.maxEni !== null && limits.maxEni < limits.maxInterfaces) {
+        return {
+          reason: 'max-eni',
+          message: `MAX_ENI=${limits.maxEni} caps this node at ${maxIfs} interface(s) (${ceiling} pod IPs), all in use${coolingNote}; raise MAX_ENI (the ${limits.instanceType} limit is ${limits.maxInterfaces}) or schedule fewer pods here`,
+        };
+      }
+      return {
+        reason: 'instance-limit',
+        message: `${limits.instanceType} holds at most ${limits.maxInterfaces} interfaces x ${perIf} pod IPs = ${ceiling} pod IPs, all in use${coolingNote}; set the kubelet's --max-pods to ${maxPods} so the scheduler stops here, or use a larger instance type`,
+      };
+    }
+    if (usableFull && availableSubnets.length === 0 && state.subnets.length > 0) {
+      const names = state.subnets.map((s) => (s.cidr ? `${s.id} (${s.cidr})` : s.id)).join(', ');
+      return {
+        reason: 'subnet-full',
+        message: `subnet${state.subnets.length > 1 ? 's' : ''} ${names} ha${state.subnets.length > 1 ? 've' : 's'} no free addresses; add subnets to POD_SUBNET_IDS, free addresses in them, or lower WARM_ENI_TARGET/WARM_IP_TARGET cluster-wide`,
+      };
+    }
+    return {
+      reason: 'pool-growing',
+      message: `no free IP yet (${total} held, ${used} in use${coolingNote}); the pool grows on demand, retry in a few seconds`,
+    };
+  }
+}
+
+function subnetsUsable(subnets: EngineSubnet[], now: number): EngineSubnet[] {
+  return subnets.filter(
+    (s) =>
+      (s.backoffUntil === null || s.backoffUntil <= now) && (s.availableIps === null || s.availableIps >= 2),
+  );
+}
+
+function sum<T>(items: T[], f: (t: T) => number): number {
+  let n = 0;
+  for (const t of items) n += f(t);
+  return n;
+}

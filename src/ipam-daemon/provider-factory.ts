@@ -1,0 +1,45 @@
+// Builds the cloud provider the config asks for. The provider modules are loaded on demand so a
+// node only loads the SDK of its own cloud.
+
+import type { ApiCallObserver, CloudProvider } from '../providers/types.ts';
+import type { DaemonConfig } from './config.ts';
+
+export async function createProvider(
+  config: DaemonConfig,
+  observer: ApiCallObserver,
+): Promise<CloudProvider> {
+  if (config.cloud === 'aws') {
+    const mod = (await import(AWS_MODULE)) as {
+      createAwsProvider(options: Record<string, unknown>): CloudProvider;
+    };
+    const region = config.aws.region ?? (await regionFromImds(config.aws.imdsEndpoint));
+    const options: Record<string, unknown> = { clusterName: config.clusterName, observer, region };
+    if (config.aws.pickAddresses) options.pickAddresses = true;
+    if (config.aws.ec2Endpoint) options.ec2Endpoint = config.aws.ec2Endpoint;
+    if (config.aws.imdsEndpoint) options.imdsEndpoint = config.aws.imdsEndpoint;
+    return mod.createAwsProvider(options);
+  }
+  const mod = (await import(AZURE_MODULE)) as {
+    createAzureProvider?(options: Record<string, unknown>): CloudProvider;
+  };
+  if (!mod.createAzureProvider) throw new Error('the Azure provider is not available in this build');
+  return mod.createAzureProvider({ clusterName: config.clusterName, observer });
+}
+
+/** The region from instance metadata (IMDSv2), as the AWS VPC CNI does when AWS_REGION is unset. */
+async function regionFromImds(endpoint: string | null): Promise<string> {
+  const { MetadataService } = await import('@aws-sdk/ec2-metadata-service');
+  const imds = new MetadataService({
+    ...(endpoint ? { endpoint } : {}),
+    httpOptions: { timeout: 2000 },
+  });
+  const region = (await imds.request('/latest/meta-data/placement/region', {})).trim();
+  if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) {
+    throw new Error(`instance metadata returned an invalid region ${JSON.stringify(region)}; set AWS_REGION`);
+  }
+  return region;
+}
+
+// Non-literal specifiers: the modules are written in parallel by other engineers.
+const AWS_MODULE: string = '../providers/aws/index.ts';
+const AZURE_MODULE: string = '../providers/azure/index.ts';

@@ -1,0 +1,288 @@
+// The socket API (contract in api-types.ts): node:http on a root-only Unix socket. Every request
+// is validated; nothing a client sends can crash the daemon. Slow clients are cut off by header
+// and request timeouts, bodies are capped, and each answer is sent only after the checkpoint holds it.
+
+import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import type { Logger } from '../lib/log.ts';
+import type { ApiError, ApiErrorCode } from './api-types.ts';
+import { type Daemon, NoIpError, NotReadyError } from './daemon.ts';
+import {
+  parseAllocateRequest,
+  parseAttachmentKey,
+  parseGcRequest,
+  parseReleaseRequest,
+  ValidationError,
+} from './validate.ts';
+
+export const MAX_BODY_BYTES = 16 * 1024;
+
+export interface ServerOptions {
+  socketPath: string;
+  daemon: Daemon;
+  logger: Logger;
+  /** Whole request (headers + body) must arrive within this. */
+  requestTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  /** How often node checks the timeouts above. */
+  connectionsCheckingIntervalMs?: number;
+  /** Observes every answered request (metrics). */
+  onRequest?: (route: string, status: number, durationMs: number) => void;
+}
+
+export class HttpError extends Error {
+  readonly status: number;
+  readonly code: ApiErrorCode;
+  readonly headers: Record<string, string>;
+  constructor(status: number, code: ApiErrorCode, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.headers = headers;
+  }
+}
+
+type Handler = (req: IncomingMessage, url: URL) => Promise<unknown>;
+
+export interface SocketServer {
+  server: Server;
+  /** Stop accepting connections; resolves when every open request has been answered. */
+  close(): Promise<void>;
+}
+
+export async function startSocketServer(opts: ServerOptions): Promise<SocketServer> {
+  const { daemon, logger: log } = opts;
+  await prepareSocketPath(opts.socketPath);
+
+  const routes: Record<string, Partial<Record<'GET' | 'POST', Handler>>> = {
+    '/v1/allocate': {
+      POST: async (req) => daemon.allocate(parseAllocateRequest(await readJson(req))),
+    },
+    '/v1/release': {
+      POST: async (req) => daemon.release(parseReleaseRequest(await readJson(req))),
+    },
+    '/v1/allocation': {
+      GET: async (_req, url) => {
+        const key = parseAttachmentKey({
+          containerId: url.searchParams.get('containerId') ?? undefined,
+          ifName: url.searchParams.get('ifName') ?? undefined,
+        });
+        const a = daemon.get(key);
+        if (!a) throw new HttpError(404, 'NOT_FOUND', `no allocation for ${key.containerId}/${key.ifName}`);
+        return a;
+      },
+    },
+    '/v1/allocations': { GET: async () => ({ allocations: daemon.list() }) },
+    '/v1/gc': { POST: async (req) => daemon.gc(parseGcRequest(await readJson(req)).validAttachments) },
+    '/v1/pool': { GET: async () => daemon.status() },
+    '/healthz': { GET: async () => ({ ok: true }) },
+    '/readyz': {
+      GET: async () => {
+        if (!daemon.ready) throw new HttpError(503, 'NOT_READY', daemon.notReadyReason);
+        return { ok: true };
+      },
+    },
+  };
+
+  const server = createServer(
+    {
+      requestTimeout: opts.requestTimeoutMs ?? 10_000,
+      headersTimeout: opts.headersTimeoutMs ?? 5_000,
+      connectionsCheckingInterval: opts.connectionsCheckingIntervalMs ?? 1_000,
+      keepAliveTimeout: 5_000,
+      maxHeaderSize: 8 * 1024,
+    },
+    (req, res) => {
+      const started = performance.now();
+      let route = 'unknown';
+      void (async () => {
+        let status = 200;
+        let body: unknown;
+        let headers: Record<string, string> = {};
+        try {
+          const url = new URL(req.url ?? '/', 'http://ipamd');
+          const entry = routes[url.pathname];
+          if (!entry) throw new HttpError(404, 'NOT_FOUND', `no such endpoint ${url.pathname.slice(0, 100)}`);
+          route = url.pathname;
+          const method = req.method === 'HEAD' ? 'GET' : req.method;
+          const handler = method === 'GET' || method === 'POST' ? entry[method] : undefined;
+          if (!handler) {
+            const allow = Object.keys(entry).join(', ');
+            throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${req.method} not allowed; use ${allow}`, {
+              Allow: allow,
+            });
+          }
+          body = await handler(req, url);
+        } catch (err) {
+          const e = toApiError(err);
+          status = e.status;
+          headers = e.headers;
+          body = e.body;
+          if (status >= 500 && e.body.code === 'INTERNAL') log.error({ err, route }, 'request failed');
+        }
+        send(res, status, body, headers);
+        opts.onRequest?.(route, status, performance.now() - started);
+      })().catch((err) => {
+        log.error({ err }, 'unexpected error answering a request');
+        if (!res.headersSent)
+          send(res, 500, { code: 'INTERNAL', message: 'internal error', retryable: true }, {});
+        else res.destroy();
+      });
+    },
+  );
+  server.on('clientError', (err, socket) => {
+    // Malformed HTTP, oversized headers, timeouts: answer if we can, never throw.
+    if (socket.writable && !(err as NodeJS.ErrnoException).code?.startsWith('ECONN')) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+      );
+    } else {
+      socket.destroy();
+    }
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.socketPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  await chmod(opts.socketPath, 0o600);
+  server.on('error', (err) => log.error({ err }, 'socket server error'));
+  log.info({ socket: opts.socketPath }, 'socket API listening');
+
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+/** Root-only directory; refuse anything at the path that is not a stale socket of ours. */
+async function prepareSocketPath(path: string): Promise<void> {
+  const dir = dirname(path);
+  let created = false;
+  try {
+    await stat(dir);
+  } catch {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    created = true;
+  }
+  const ds = await stat(dir);
+  if (!ds.isDirectory()) throw new Error(`socket directory ${dir} is not a directory`);
+  if (created) await chmod(dir, 0o700);
+  else if ((ds.mode & 0o022) !== 0) {
+    throw new Error(
+      `socket directory ${dir} is writable by group or others (mode ${(ds.mode & 0o777).toString(8)}); use a root-only directory`,
+    );
+  }
+  let st: Awaited<ReturnType<typeof lstat>>;
+  try {
+    st = await lstat(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  if (await socketAnswers(path)) throw new Error(`${path} is in use by another running daemon`);
+  await unlink(path);
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');
+  }
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > MAX_BODY_BYTES) {
+    throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${MAX_BODY_BYTES} bytes`, {
+      Connection: 'close',
+    });
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) {
+      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${MAX_BODY_BYTES} bytes`, {
+        Connection: 'close',
+      });
+    }
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'BAD_REQUEST', 'body is not valid JSON');
+  }
+}
+
+function toApiError(err: unknown): { status: number; headers: Record<string, string>; body: ApiError } {
+  if (err instanceof HttpError) {
+    return {
+      status: err.status,
+      headers: err.headers,
+      body: { code: err.code, message: err.message, retryable: err.status === 503 },
+    };
+  }
+  if (err instanceof ValidationError) {
+    return {
+      status: 400,
+      headers: {},
+      body: { code: 'BAD_REQUEST', message: err.message, retryable: false },
+    };
+  }
+  if (err instanceof NoIpError) {
+    return {
+      status: 503,
+      headers: { 'Retry-After': '2' },
+      body: { code: 'NO_IP', message: err.message, retryable: true, reason: err.reason },
+    };
+  }
+  if (err instanceof NotReadyError) {
+    return {
+      status: 503,
+      headers: { 'Retry-After': '2' },
+      body: { code: 'NOT_READY', message: err.message, retryable: true },
+    };
+  }
+  return {
+    status: 500,
+    headers: {},
+    body: {
+      code: 'INTERNAL',
+      message: `internal error: ${err instanceof Error ? err.message : String(err)}`,
+      retryable: true,
+    },
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}

@@ -1,0 +1,149 @@
+// Test harness for the daemon: a Daemon on the in-memory provider with a manual clock, an
+// optional socket server in a private temp dir, and a tiny HTTP-over-Unix-socket client.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import type { WarmPoolConfig } from '../../../src/ipam-daemon/config.ts';
+import { Daemon, type DaemonOptions } from '../../../src/ipam-daemon/daemon.ts';
+import { type SocketServer, startSocketServer } from '../../../src/ipam-daemon/server.ts';
+import { MemoryProvider, type MemoryProviderOptions } from '../../fakes/memory-provider.ts';
+
+export class ManualClock {
+  t = Date.parse('2026-01-01T00:00:00Z');
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+export function poolConfig(over: Partial<WarmPoolConfig> = {}): WarmPoolConfig {
+  return {
+    warmEniTarget: 1,
+    warmIpTarget: null,
+    minimumIpTarget: null,
+    maxEni: null,
+    cooldownMs: 30_000,
+    maxPods: null,
+    minGrowStep: 1,
+    shrinkDelayMs: 0,
+    reconcileIntervalMs: 60_000,
+    allocateWaitMs: 1000,
+    subnetBackoffMs: 300_000,
+    ...over,
+  };
+}
+
+export interface Harness {
+  dir: string;
+  checkpointPath: string;
+  provider: MemoryProvider;
+  clock: ManualClock;
+  daemon: Daemon;
+  server?: SocketServer;
+  socketPath: string;
+  close(): Promise<void>;
+}
+
+export async function startHarness(
+  opts: {
+    pool?: Partial<WarmPoolConfig>;
+    provider?: MemoryProvider;
+    providerOptions?: MemoryProviderOptions;
+    socket?: boolean;
+    dir?: string;
+    daemon?: Partial<DaemonOptions>;
+    realClock?: boolean;
+  } = {},
+): Promise<Harness> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'ipamd-test-')));
+  const provider = opts.provider ?? new MemoryProvider(opts.providerOptions);
+  const clock = new ManualClock();
+  const checkpointPath = join(dir, 'state', 'checkpoint.json');
+  const daemon = new Daemon({
+    provider,
+    pool: poolConfig(opts.pool),
+    clusterName: 'test',
+    podSubnetIds: null,
+    podSecurityGroupIds: null,
+    checkpointPath,
+    logger: quietLogger,
+    ...(opts.realClock ? {} : { clock }),
+    ...opts.daemon,
+  });
+  await daemon.start();
+  const socketPath = join(dir, 'run', 'ipamd.sock');
+  let server: SocketServer | undefined;
+  if (opts.socket) server = await startSocketServer({ socketPath, daemon, logger: quietLogger });
+  return {
+    dir,
+    checkpointPath,
+    provider,
+    clock,
+    daemon,
+    server,
+    socketPath,
+    async close() {
+      await server?.close();
+      server?.server.closeAllConnections();
+      await daemon.stop(1000);
+      if (!opts.dir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface SocketResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+  text: string;
+}
+
+export function call(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<SocketResponse> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: {
+          ...(payload !== undefined
+            ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) }
+            : {}),
+          ...headers,
+        },
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed, text });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
