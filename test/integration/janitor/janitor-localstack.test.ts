@@ -1,0 +1,199 @@
+// The janitor end to end: real AWS provider against LocalStack's EC2 for the interfaces, real
+// Lease election and Node lookup through @kubernetes/client-node against the fake API server.
+// It must delete exactly the leaked interface and touch nothing else.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  AttachNetworkInterfaceCommand,
+  CreateNetworkInterfaceCommand,
+  DeleteNetworkInterfaceCommand,
+  DescribeNetworkInterfacesCommand,
+  DetachNetworkInterfaceCommand,
+  type EC2Client,
+} from '@aws-sdk/client-ec2';
+import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { localEc2Client } from '../../../localstack/seed.ts';
+import { KubernetesNodeLiveness } from '../../../src/janitor/instance-liveness.ts';
+import { Janitor } from '../../../src/janitor/janitor.ts';
+import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
+import { createAwsProvider } from '../../../src/providers/aws/index.ts';
+import { OWNER_TAGS } from '../../../src/providers/types.ts';
+import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
+import {
+  deleteCluster,
+  ec2Endpoint,
+  region,
+  requireLocalStack,
+  type SeedResult,
+  seedCluster,
+  uniqueClusterName,
+} from '../../helpers/localstack.ts';
+
+const logger = pino({ level: 'silent' });
+const HOUR = 3_600_000;
+
+describe('janitor against LocalStack EC2 and the fake API server', () => {
+  const cluster = uniqueClusterName('janitor');
+  const server = new FakeKubeApiServer();
+  let seed: SeedResult;
+  let ec2: EC2Client;
+  const created: string[] = [];
+  const ids: Record<string, string> = {};
+
+  async function eni(name: string, tags: Record<string, string>): Promise<string> {
+    const out = await ec2.send(
+      new CreateNetworkInterfaceCommand({
+        SubnetId: seed.subnets[0]!.id,
+        Groups: [seed.sgId],
+        TagSpecifications: [
+          {
+            ResourceType: 'network-interface',
+            Tags: Object.entries({ ...tags, 'vpc-ipam/test-case': name }).map(([Key, Value]) => ({
+              Key,
+              Value,
+            })),
+          },
+        ],
+      }),
+    );
+    const id = out.NetworkInterface!.NetworkInterfaceId!;
+    created.push(id);
+    ids[name] = id;
+    return id;
+  }
+
+  before(async () => {
+    await requireLocalStack();
+    seed = await seedCluster({ clusterName: cluster });
+    ec2 = localEc2Client(ec2Endpoint(), region());
+    await server.start();
+    const old = new Date(Date.now() - 2 * HOUR).toISOString();
+    const young = new Date(Date.now() - 60_000).toISOString();
+    const live = seed.instances[0]!;
+    const owned = (instanceId: string, createdAt: string) => ({
+      [OWNER_TAGS.clusterName]: cluster,
+      [OWNER_TAGS.instanceId]: instanceId,
+      [OWNER_TAGS.createdAt]: createdAt,
+      [OWNER_TAGS.managedBy]: 'vpc-ipam',
+    });
+    await eni('leaked', owned('i-0123456789abcdef0', old));
+    await eni('young', owned('i-0123456789abcdef0', young));
+    await eni('live-instance', owned(live.id, old));
+    await eni('no-created-at', {
+      [OWNER_TAGS.clusterName]: cluster,
+      [OWNER_TAGS.instanceId]: 'i-0123456789abcdef0',
+    });
+    await eni('other-cluster', {
+      ...owned('i-0123456789abcdef0', old),
+      [OWNER_TAGS.clusterName]: `${cluster}-other`,
+    });
+    const attached = await eni('attached', owned('i-0123456789abcdef0', old));
+    await ec2.send(
+      new AttachNetworkInterfaceCommand({
+        NetworkInterfaceId: attached,
+        InstanceId: live.id,
+        DeviceIndex: 3,
+      }),
+    );
+    // The live instance is a Kubernetes node; the leaked interface's instance is not.
+    server.put('nodes', {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: 'ip-10-0-0-1.ec2.internal' },
+      spec: { providerID: `aws:///${live.az}/${live.id}` },
+    });
+  });
+
+  after(async () => {
+    await server.stop();
+    if (!ec2) return;
+    for (const id of created) {
+      try {
+        const d = await ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [id] }));
+        const att = d.NetworkInterfaces?.[0]?.Attachment?.AttachmentId;
+        if (att) await ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: att, Force: true }));
+        await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: id }));
+      } catch {
+        // already gone (the janitor deleted it)
+      }
+    }
+    await deleteCluster({ clusterName: cluster }).catch(() => undefined);
+    ec2.destroy();
+  });
+
+  function clients() {
+    const kc = new KubeConfig();
+    kc.loadFromOptions(server.kubeConfigOptions());
+    return { core: kc.makeApiClient(CoreV1Api), coord: kc.makeApiClient(CoordinationV1Api) };
+  }
+
+  async function existing(): Promise<Set<string>> {
+    const d = await ec2.send(
+      new DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'vpc-id', Values: [seed.vpcId] }] }),
+    );
+    return new Set((d.NetworkInterfaces ?? []).map((n) => n.NetworkInterfaceId!));
+  }
+
+  test('a follower sweeps nothing; the lease holder deletes exactly the leaked interface', async () => {
+    const { core, coord } = clients();
+    const provider = createAwsProvider({
+      region: region(),
+      ec2Endpoint: ec2Endpoint(),
+      clusterName: cluster,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const mk = (identity: string) =>
+      new LeaseElector({
+        api: coord,
+        namespace: 'kube-system',
+        name: 'vpc-ipam-janitor',
+        identity,
+        leaseDurationSeconds: 30,
+        renewDeadlineMs: 20_000,
+        retryPeriodMs: 5_000,
+        logger,
+      });
+    const leaderElector = mk('janitor-a');
+    const followerElector = mk('janitor-b');
+    try {
+      assert.equal(await leaderElector.tryOnce(), true);
+      assert.equal(await followerElector.tryOnce(), false);
+      const janitorFor = (leadership: LeaseElector) =>
+        new Janitor({
+          cloud: provider,
+          liveness: new KubernetesNodeLiveness(core),
+          leadership,
+          clusterName: cluster,
+          graceMs: HOUR,
+          dryRun: false,
+          logger,
+        });
+      const idle = await janitorFor(followerElector).sweep();
+      assert.equal(idle.skipped, 'not the lease holder');
+      assert.deepEqual(idle.deleted, []);
+
+      const report = await janitorFor(leaderElector).sweep();
+      assert.deepEqual(report.deleted, [ids.leaked]);
+      assert.deepEqual(report.failed, []);
+      const keptIds = report.kept.map((k) => k.id);
+      assert.ok(keptIds.includes(ids['live-instance']!), JSON.stringify(report.kept));
+
+      const left = await existing();
+      assert.equal(left.has(ids.leaked!), false, 'the leaked interface is deleted');
+      for (const name of ['young', 'live-instance', 'no-created-at', 'other-cluster', 'attached']) {
+        assert.ok(left.has(ids[name]!), `${name} must survive`);
+      }
+      const d = await ec2.send(
+        new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [ids.attached!] }),
+      );
+      assert.equal(d.NetworkInterfaces?.[0]?.Status, 'in-use', 'the attached interface was never detached');
+
+      // A second sweep finds nothing more to do.
+      const again = await janitorFor(leaderElector).sweep();
+      assert.deepEqual(again.deleted, []);
+    } finally {
+      await provider.close();
+    }
+  });
+});
