@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ipFromPrevResult, planGc } from '../../../src/cni/plugin.ts';
+import { planIpvlanAdd } from '../../../src/cni/wiring/ipvlan.ts';
+import { diagnoseVeth, planHostCleanup, planVethAdd } from '../../../src/cni/wiring/veth.ts';
+import { hostVethName } from '../../../src/netutils/names.ts';
+
+const spec = {
+  containerId: 'c1',
+  ifName: 'eth0',
+  netns: '/run/netns/p1',
+  ip: '10.64.1.9',
+  routeTable: 0,
+  mtu: 1500,
+};
+
+describe('routed veth plan', () => {
+  test('primary-ENI pod: veth into the netns, /32 host route, to-pod rule, no from-pod rule', () => {
+    const p = planVethAdd(spec);
+    const host = p.hostLines.map((l) => l.join(' '));
+    assert.match(
+      host[0]!,
+      new RegExp(
+        `^link add name ${p.hostName} address ${p.hostMac} mtu 1500 type veth peer name eth0 address ${p.podMac} mtu 1500 netns /run/netns/p1$`,
+      ),
+    );
+    assert.ok(host.includes(`route replace 10.64.1.9/32 dev ${p.hostName} scope link proto 118`));
+    assert.ok(host.includes('rule add to 10.64.1.9/32 lookup main priority 512 protocol 118'));
+    assert.ok(!host.some((l) => l.includes('priority 1536')));
+    const pod = p.podLines.map((l) => l.join(' '));
+    assert.deepEqual(pod, [
+      'addr add 10.64.1.9/32 dev eth0',
+      'link set dev eth0 up',
+      'route add 169.254.1.1/32 dev eth0 scope link',
+      'route add default via 169.254.1.1 dev eth0',
+      `neigh add 169.254.1.1 lladdr ${p.hostMac} dev eth0 nud permanent`,
+    ]);
+  });
+
+  test('secondary-ENI pod gets a from-pod rule into its ENI table', () => {
+    const host = planVethAdd({ ...spec, routeTable: 3 }).hostLines.map((l) => l.join(' '));
+    assert.ok(host.includes('rule add from 10.64.1.9/32 lookup 3 priority 1536 protocol 118'));
+  });
+
+  test('cleanup removes both rules (when the IP is known) and the veth', () => {
+    assert.deepEqual(
+      planHostCleanup('vpcx', '10.0.0.1').map((l) => l.join(' ')),
+      [
+        'rule del to 10.0.0.1/32 lookup main priority 512',
+        'rule del from 10.0.0.1/32 priority 1536',
+        'link del dev vpcx',
+      ],
+    );
+    assert.deepEqual(planHostCleanup('vpcx', null), [['link', 'del', 'dev', 'vpcx']]);
+  });
+
+  test('diagnose: healthy state has no problems; each missing piece is named', () => {
+    const p = planVethAdd({ ...spec, routeTable: 2 });
+    const host = {
+      link: { address: p.hostMac, flags: ['UP'] },
+      routes: [{ dst: '10.64.1.9', dev: p.hostName }],
+      rules: [
+        { priority: 512, dst: '10.64.1.9', table: 'main' },
+        { priority: 1536, src: '10.64.1.9', table: '2' },
+      ],
+    };
+    const pod = {
+      link: { flags: ['UP'], addr_info: [{ family: 'inet', local: '10.64.1.9', prefixlen: 32 }] },
+      routes: [{ dst: 'default', gateway: '169.254.1.1' }],
+      neigh: [{ dst: '169.254.1.1', lladdr: p.hostMac, state: ['PERMANENT'] }],
+    };
+    const s = { ...spec, routeTable: 2 };
+    assert.deepEqual(diagnoseVeth(s, host, pod), []);
+    assert.match(diagnoseVeth(s, { ...host, routes: [] }, pod).join(), /host route 10.64.1.9\/32/);
+    assert.match(
+      diagnoseVeth(s, { ...host, rules: host.rules.slice(0, 1) }, pod).join(),
+      /from 10.64.1.9 lookup 2/,
+    );
+    assert.match(diagnoseVeth(s, host, { ...pod, routes: [] }).join(), /default route/);
+    assert.match(diagnoseVeth(s, host, { ...pod, neigh: [] }).join(), /neighbour/);
+    assert.match(diagnoseVeth(s, { ...host, link: undefined }, null).join(), /missing.*not usable/);
+  });
+});
+
+describe('ipvlan plan (kernel-untested mode)', () => {
+  test('ipvlan slave of the ENI link plus a host veth for node traffic', () => {
+    const p = planIpvlanAdd({
+      ...spec,
+      subnetCidr: '10.64.1.0/24',
+      gateway: '10.64.1.1',
+      parent: 'eth1',
+      hostDestinations: ['10.64.0.10/32', '172.20.0.0/16'],
+    });
+    const host = p.hostLines.map((l) => l.join(' '));
+    assert.equal(host[0], 'link add link eth1 name eth0 mtu 1500 netns /run/netns/p1 type ipvlan mode l2');
+    const pod = p.podLines.map((l) => l.join(' '));
+    assert.ok(pod.includes('addr add 10.64.1.9/24 dev eth0'));
+    assert.ok(pod.includes('route add default via 10.64.1.1 dev eth0'));
+    assert.ok(pod.includes('route add 172.20.0.0/16 via 169.254.1.1 dev vpc-host src 10.64.1.9'));
+  });
+});
+
+describe('prevResult and GC', () => {
+  test('our IP is found through the sandbox interface index', () => {
+    const prev = {
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'vpcx' }, { name: 'eth0', sandbox: '/ns' }],
+      ips: [{ address: '10.1.2.3/32', interface: 1 }],
+    };
+    assert.equal(ipFromPrevResult(prev, 'eth0'), '10.1.2.3');
+    assert.equal(ipFromPrevResult(prev, 'eth1'), null);
+    assert.equal(ipFromPrevResult(undefined, 'eth0'), null);
+  });
+
+  test('GC deletes only our veths and pod rules that no valid attachment owns', () => {
+    const live = hostVethName('live', 'eth0');
+    const dead = hostVethName('dead', 'eth0');
+    const plan = planGc(
+      [{ containerId: 'live', ifName: 'eth0' }],
+      [{ ifname: live }, { ifname: dead }, { ifname: 'eth0' }, { ifname: 'vpcnothex' }],
+      [
+        { dst: '10.0.0.1', dev: live },
+        { dst: '10.0.0.2', dev: dead },
+      ],
+      [
+        { priority: 512, dst: '10.0.0.1', protocol: '118' },
+        { priority: 512, dst: '10.0.0.2', protocol: '118' },
+        { priority: 1536, src: '10.0.0.3', protocol: '118' },
+        { priority: 1536, src: '10.0.0.4' }, // not ours (no protocol 118)
+      ],
+    );
+    assert.deepEqual(plan.staleLinks, [dead]);
+    assert.deepEqual(
+      plan.lines.map((l) => l.join(' ')),
+      [
+        'rule del to 10.0.0.2/32 lookup main priority 512',
+        'rule del from 10.0.0.3/32 priority 1536',
+        `link del dev ${dead}`,
+      ],
+    );
+  });
+});
