@@ -216,7 +216,12 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       creates++;
     }
     decision = `grow by ${growth}${need > 0 ? ` (${need} more cannot be had)` : ''}`;
-  } else if (total > desired || emptyDeletable.length > 0) {
+  } else if (
+    (total > desired && !(ipMode && total - desired < targets.minGrowStep)) ||
+    emptyDeletable.length > 0
+  ) {
+    // IP mode keeps up to minGrowStep - 1 extra IPs (hysteresis): what one grow step brought in is
+    // not given back right away, or churn would cost a grow and a shrink call per pod.
     const since = state.excessSince ?? now;
     excessSince = since;
     const waited = now - since;
