@@ -143,8 +143,10 @@ export function parseSaved(saved: string): TableRules {
     const rule = /^-A (\S+) (.*)$/.exec(line);
     if (!rule) continue;
     const [, chain, spec] = rule as unknown as [string, string, string];
-    if (chain.startsWith(CHAIN_PREFIX)) (out.chains[chain] ??= []).push(spec);
-    else if (new RegExp(`-j ${CHAIN_PREFIX}\\S+`).test(spec)) out.jumps.push(`${chain} ${spec}`);
+    if (chain.startsWith(CHAIN_PREFIX)) {
+      out.chains[chain] ??= [];
+      out.chains[chain].push(spec);
+    } else if (new RegExp(`-j ${CHAIN_PREFIX}\\S+`).test(spec)) out.jumps.push(`${chain} ${spec}`);
   }
   return out;
 }
