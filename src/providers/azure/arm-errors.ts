@@ -91,6 +91,10 @@ export function toProviderError(err: unknown, context?: { subnetId?: string }): 
     return new ThrottledError(msg, { ...details, ...(after !== undefined ? { retryAfterMs: after } : {}) });
   }
   if (status === 412) return new EtagConflictError(msg, details);
+  // @azure/identity failures: no managed identity, bad federated token, tenant mismatch...
+  if (/^(CredentialUnavailableError|AuthenticationError|AggregateAuthenticationError)$/.test(e.name ?? '')) {
+    return new UnauthorizedError(`Azure credential: ${e.message ?? 'no token'}`, details);
+  }
   if (status === 401 || status === 403) return new UnauthorizedError(msg, details);
   if (status === 404) return new NotFoundError(msg, details);
   if (code && SUBNET_FULL.test(code)) {
