@@ -95,7 +95,7 @@ export function toProviderError(err: unknown, api: string): ProviderError {
   const code = ec2ErrorCode(err) ?? 'Unknown';
   const details = {
     cloudCode: code,
-    requestId: e.$metadata?.requestId,
+    requestId: e.$metadata?.requestId ?? e.$response?.headers?.['x-amzn-requestid'],
     retryAfterMs: retryAfterMs(e),
     cause: err,
   };

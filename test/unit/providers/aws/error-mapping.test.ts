@@ -63,6 +63,16 @@ describe('toProviderError', () => {
     assert.equal(err.retryAfterMs, 3000);
   });
 
+  test('request id from the x-amzn-requestid header when $metadata lacks it', () => {
+    const e = sdkError('RequestLimitExceeded', 503, {
+      $metadata: { httpStatusCode: 503 },
+      $response: { headers: { 'x-amzn-requestid': 'hdr-42' } },
+    });
+    const err = toProviderError(e, 'X');
+    assert.equal(err.requestId, 'hdr-42');
+    assert.match(err.message, /\(request id hdr-42\)$/);
+  });
+
   test('non-SDK values become Other', () => {
     const err = toProviderError('boom', 'X');
     assert.ok(err instanceof OtherProviderError);
