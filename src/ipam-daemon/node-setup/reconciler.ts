@@ -15,6 +15,8 @@ import { type NodeSetupPlan, type ObservedNode, planNodeSetup } from './plan.ts'
 export interface NodeSetupOptions {
   snat: SnatConfig;
   logger: Logger;
+  /** Re-run with the last inputs this often to repair drift (0: only when the daemon asks). */
+  resyncIntervalMs?: number;
   runner?: Runner;
   ip?: IpTool;
   iptables?: IptablesTool;
@@ -28,9 +30,11 @@ export class InterfaceNotVisibleError extends Error {
 export interface NodeSetup extends NodeSetupHook {
   /** The last plan applied (for tests and diagnostics). */
   readonly lastPlan: NodeSetupPlan | null;
+  /** Stops the periodic resync. */
+  stop(): void;
 }
 
-export function createNodeSetup(options: NodeSetupOptions): NodeSetup {
+export function createNodeReconciler(options: NodeSetupOptions): NodeSetup {
   const runner = options.runner ?? spawnRunner;
   const ip = options.ip ?? createIpTool(runner);
   const iptables = options.iptables ?? createIptablesTool(runner);
@@ -38,6 +42,8 @@ export function createNodeSetup(options: NodeSetupOptions): NodeSetup {
   const log = options.logger;
   let chain: Promise<void> = Promise.resolve();
   let lastPlan: NodeSetupPlan | null = null;
+  let lastInputs: [NodeInfo, InterfaceInfo[]] | null = null;
+  let timer: NodeJS.Timeout | null = null;
 
   const observe = async (): Promise<ObservedNode> => {
     const [links, routes, rules, nat, mangle] = await Promise.all([
@@ -77,9 +83,25 @@ export function createNodeSetup(options: NodeSetupOptions): NodeSetup {
       return lastPlan;
     },
     reconcile(node, interfaces) {
+      lastInputs = [node, interfaces];
       const next = chain.then(() => run(node, interfaces));
       chain = next.catch(() => {});
+      if (!timer && (options.resyncIntervalMs ?? 0) > 0) {
+        // Drift repair: someone flushed iptables or deleted a route; converge again.
+        timer = setInterval(() => {
+          if (!lastInputs) return;
+          const [n, i] = lastInputs;
+          chain = chain
+            .then(() => run(n, i))
+            .catch((err: Error) => log.warn({ err: err.message }, 'node setup resync failed'));
+        }, options.resyncIntervalMs);
+        timer.unref();
+      }
       return next;
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
     },
   };
 }
