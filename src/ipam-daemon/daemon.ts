@@ -628,7 +628,10 @@ export class Daemon extends EventEmitter {
     let ok = 0;
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') ok++;
-      else this.onActionError(p.actions[i] as PoolAction, r.reason);
+      else if (this.onActionError(p.actions[i] as PoolAction, r.reason) === 'try-another-subnet') {
+        // The next plan skips the full subnet: re-plan now rather than at the next tick.
+        if (this.waiters.length > 0) this.rerun = true;
+      }
     }
     if (ok > 0) {
       this.errorStreak = 0;
@@ -711,7 +714,7 @@ export class Daemon extends EventEmitter {
     if (s && s.availableIps !== null) s.availableIps = Math.max(0, s.availableIps - used);
   }
 
-  private onActionError(a: PoolAction, err: unknown): void {
+  private onActionError(a: PoolAction, err: unknown): 'try-another-subnet' | 'backoff' {
     const now = this.clock.now();
     this.log.warn({ action: a, err: errText(err) }, 'pool action failed');
     if (err instanceof SubnetExhaustedError || (isProviderError(err) && err.code === 'SUBNET_EXHAUSTED')) {
@@ -723,8 +726,12 @@ export class Daemon extends EventEmitter {
       if (s) {
         s.backoffUntil = now + this.opts.pool.subnetBackoffMs;
         s.availableIps = 0;
+        this.log.warn(
+          { subnetId: s.id, cidr: s.cidr, backoffMs: this.opts.pool.subnetBackoffMs },
+          'subnet is full; skipping it for a while',
+        );
       }
-      return;
+      return 'try-another-subnet';
     }
     this.errorStreak++;
     const backoffMs = Math.min(60_000, 1000 * 2 ** Math.min(6, this.errorStreak - 1));
@@ -735,13 +742,14 @@ export class Daemon extends EventEmitter {
         message: `the cloud API is throttling this account (${(err as ProviderError).cloudCode ?? 'throttled'}); retrying in ${Math.ceil(wait / 1000)}s. If it persists, lower warm targets cluster-wide or raise the account's API limits`,
         until: now + wait,
       };
-      return;
+      return 'backoff';
     }
     this.cloudBackoff = {
       reason: 'cloud-error',
       message: `the last cloud call (${a.kind}) failed: ${errText(err)}; retrying in ${Math.ceil(backoffMs / 1000)}s`,
       until: now + backoffMs,
     };
+    return 'backoff';
   }
 
   /** Wake up exactly when something becomes due (cooldown end, shrink delay, backoff end). */
@@ -755,7 +763,7 @@ export class Daemon extends EventEmitter {
       this.excessSince === null ? null : this.excessSince + this.opts.pool.shrinkDelayMs,
       this.cloudBackoff?.until ?? null,
       ...this.subnets.map((s) => s.backoffUntil),
-    ].filter((t): t is number => t !== null && t > now - 1);
+    ].filter((t): t is number => t !== null && t > now);
     if (candidates.length === 0) return;
     const at = Math.min(...candidates);
     const delay = Math.min(this.opts.pool.reconcileIntervalMs, Math.max(5, at - now + 5));
