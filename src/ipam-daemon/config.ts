@@ -204,6 +204,35 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: url,
   },
   {
+    name: 'VPC_IPAM_ARM_ENDPOINT',
+    default: null,
+    accepted: 'an https URL (default: https://management.azure.com)',
+    description:
+      'Azure Resource Manager endpoint override (sovereign clouds, test fakes). CLOUD_PROVIDER=azure only.',
+    group: 'cloud',
+    parse: url,
+  },
+  {
+    name: 'AZURE_SUBSCRIPTION_ID',
+    default: null,
+    accepted: "a subscription GUID (default: the VM's own, from instance metadata)",
+    description: 'Subscription holding the node NICs. CLOUD_PROVIDER=azure only.',
+    group: 'cloud',
+    parse: text(
+      /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/,
+      'a subscription GUID',
+    ),
+  },
+  {
+    name: 'AZURE_RESOURCE_GROUP',
+    default: null,
+    accepted: "a resource group name (default: the VM's own, from instance metadata)",
+    description:
+      'Resource group holding the node NICs (e.g. the AKS node resource group MC_*). CLOUD_PROVIDER=azure only.',
+    group: 'cloud',
+    parse: text(/^[-\w._()]{1,90}$/, 'a resource group name'),
+  },
+  {
     name: 'VPC_IPAM_AWS_PICK_ADDRESSES',
     default: 'false',
     accepted: 'true | false',
@@ -467,6 +496,8 @@ export interface DaemonConfig {
   metrics: { address: string; port: number } | null;
   snat: SnatConfig;
   kubernetes: { nodeName: string | null; enablePodWatch: boolean };
+  /** CLOUD_PROVIDER=azure settings (the IMDS endpoint is shared: aws.imdsEndpoint). */
+  azure?: { armEndpoint: string | null; subscriptionId: string | null; resourceGroup: string | null };
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -536,6 +567,11 @@ export function loadConfig(env: Env): DaemonConfig {
       externalSnat: get<boolean>('AWS_VPC_K8S_CNI_EXTERNALSNAT') ?? false,
       excludeCidrs: get<string[]>('AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS') ?? [],
       randomize: get<RandomizeSnat>('AWS_VPC_K8S_CNI_RANDOMIZESNAT') ?? 'prng',
+    },
+    azure: {
+      armEndpoint: get<string>('VPC_IPAM_ARM_ENDPOINT'),
+      subscriptionId: get<string>('AZURE_SUBSCRIPTION_ID'),
+      resourceGroup: get<string>('AZURE_RESOURCE_GROUP'),
     },
     kubernetes: {
       nodeName: get<string>('NODE_NAME'),

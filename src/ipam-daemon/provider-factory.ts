@@ -23,7 +23,13 @@ export async function createProvider(
     createAzureProvider?(options: Record<string, unknown>): CloudProvider;
   };
   if (!mod.createAzureProvider) throw new Error('the Azure provider is not available in this build');
-  return mod.createAzureProvider({ clusterName: config.clusterName, observer });
+  // The credential defaults to workload / managed identity inside the provider.
+  const azure: Record<string, unknown> = { clusterName: config.clusterName, observer };
+  if (config.azure?.armEndpoint) azure.armEndpoint = config.azure.armEndpoint;
+  if (config.aws.imdsEndpoint) azure.imdsEndpoint = config.aws.imdsEndpoint;
+  if (config.azure?.subscriptionId) azure.subscriptionId = config.azure.subscriptionId;
+  if (config.azure?.resourceGroup) azure.resourceGroup = config.azure.resourceGroup;
+  return mod.createAzureProvider(azure);
 }
 
 /** The region from instance metadata (IMDSv2), as the AWS VPC CNI does when AWS_REGION is unset. */

@@ -44,14 +44,15 @@ import {
 } from './arm-budgets.ts';
 import { classifyArmError, EtagConflictError, toProviderError } from './arm-errors.ts';
 import { normalizeMac, parseNicId, parseSubnetId, sameId, vnetIdOfSubnet } from './arm-ids.ts';
+import { createAzureCredential } from './credential.ts';
 import { type AzureVmMetadata, fetchInstanceMetadata } from './imds.ts';
 import { type IpConfigView, MAX_IP_CONFIGS_PER_NIC, planAdd, planRemove } from './ip-config-plan.ts';
 
 export const DEFAULT_ARM_ENDPOINT = 'https://management.azure.com';
 
 export interface AzureProviderOptions {
-  /** Managed / workload identity in production (see createAzureCredential), a static token in tests. */
-  credential: TokenCredential;
+  /** Default: createAzureCredential() (workload identity, else managed identity); a static token in tests. */
+  credential?: TokenCredential;
   /** ARM base URL (default https://management.azure.com). */
   armEndpoint?: string;
   /** Azure IMDS base URL (default http://169.254.169.254). */
@@ -128,11 +129,15 @@ export class AzureProvider implements CloudProvider {
     });
     const subscriptionId = this.opts.subscriptionId ?? vm.subscriptionId;
     const resourceGroup = this.opts.resourceGroup ?? vm.resourceGroup;
-    this.client = new NetworkManagementClient(this.opts.credential, subscriptionId, {
-      endpoint: this.opts.armEndpoint ?? DEFAULT_ARM_ENDPOINT,
-      // Retries are ours (bounded, observed, rate-limited); the pipeline must not add its own.
-      retryOptions: { maxRetries: 0 },
-    });
+    this.client = new NetworkManagementClient(
+      this.opts.credential ?? createAzureCredential(),
+      subscriptionId,
+      {
+        endpoint: this.opts.armEndpoint ?? DEFAULT_ARM_ENDPOINT,
+        // Retries are ours (bounded, observed, rate-limited); the pipeline must not add its own.
+        retryOptions: { maxRetries: 0 },
+      },
+    );
     const client = this.client;
     const all = await this.caller.call('NetworkInterfaces.list', 'armRead', async () => {
       const out: NetworkInterface[] = [];

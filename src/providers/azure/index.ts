@@ -1,32 +1,13 @@
 // Entry point of the Azure provider: createAzureProvider(options) and the production credential.
-import { ManagedIdentityCredential, type TokenCredential, WorkloadIdentityCredential } from '@azure/identity';
 import { AzureProvider, type AzureProviderOptions } from './azure-provider.ts';
 
 export type { AzureLimiterConfig } from './arm-budgets.ts';
 export { DEFAULT_AZURE_LIMITS } from './arm-budgets.ts';
 export type { AzureProviderOptions } from './azure-provider.ts';
 export { AzureProvider, DEFAULT_ARM_ENDPOINT } from './azure-provider.ts';
+export { createAzureCredential } from './credential.ts';
 export { DEFAULT_AZURE_IMDS_ENDPOINT } from './imds.ts';
 
 export function createAzureProvider(options: AzureProviderOptions): AzureProvider {
   return new AzureProvider(options);
-}
-
-/**
- * The credential the daemon uses on a node: workload identity when the AKS webhook injected
- * AZURE_FEDERATED_TOKEN_FILE (with AZURE_CLIENT_ID and AZURE_TENANT_ID), otherwise the VM's
- * managed identity (user-assigned when AZURE_CLIENT_ID is set, else system-assigned). Unlike
- * DefaultAzureCredential it never falls through to developer tools on a node.
- */
-export function createAzureCredential(env: NodeJS.ProcessEnv = process.env): TokenCredential {
-  if (env.AZURE_FEDERATED_TOKEN_FILE) {
-    return new WorkloadIdentityCredential({
-      ...(env.AZURE_CLIENT_ID ? { clientId: env.AZURE_CLIENT_ID } : {}),
-      ...(env.AZURE_TENANT_ID ? { tenantId: env.AZURE_TENANT_ID } : {}),
-      tokenFilePath: env.AZURE_FEDERATED_TOKEN_FILE,
-    });
-  }
-  return env.AZURE_CLIENT_ID
-    ? new ManagedIdentityCredential({ clientId: env.AZURE_CLIENT_ID })
-    : new ManagedIdentityCredential();
 }
