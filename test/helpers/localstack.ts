@@ -8,6 +8,7 @@
 //   deleteCluster({...})   best-effort cleanup of a seeded cluster
 
 import { randomBytes } from 'node:crypto';
+import { checkLocalStack } from '../../localstack/health.ts';
 import {
   DEFAULT_REGION,
   deleteCluster as deleteSeededCluster,
@@ -26,26 +27,9 @@ export function region(): string {
   return process.env.AWS_REGION ?? DEFAULT_REGION;
 }
 
-const HOW_TO_START = 'start it with `bash localstack/start.sh` (or set VPC_IPAM_EC2_ENDPOINT)';
-
 /** Resolves when LocalStack's EC2 is up; otherwise throws an error naming the reason. */
 export async function requireLocalStack(endpoint = ec2Endpoint()): Promise<void> {
-  let body: unknown;
-  try {
-    const res = await fetch(new URL('/_localstack/health', endpoint), { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) throw new Error(`HTTP ${res.status} from /_localstack/health`);
-    body = await res.json();
-  } catch (err) {
-    const reason =
-      err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
-    throw new Error(`LocalStack is not reachable at ${endpoint} (${reason}): ${HOW_TO_START}`);
-  }
-  const ec2 = (body as { services?: Record<string, string> }).services?.ec2;
-  if (ec2 !== 'available' && ec2 !== 'running') {
-    throw new Error(
-      `LocalStack at ${endpoint} is up but EC2 is ${ec2 ?? 'not listed'} (needs SERVICES=ec2,sts): ${HOW_TO_START}`,
-    );
-  }
+  await checkLocalStack(endpoint);
 }
 
 export function uniqueClusterName(prefix: string): string {
