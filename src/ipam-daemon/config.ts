@@ -7,6 +7,7 @@
 // catalogue, so every entry here must be settable from values.yaml.
 
 import { DEFAULT_SOCKET_PATH } from './api-types.ts';
+import { KUBERNETES_ENV_VARS } from './k8s/env.ts';
 
 export type EnvGroup = 'cloud' | 'warm-pool' | 'daemon' | 'snat' | 'kubernetes' | 'observability';
 
@@ -451,6 +452,8 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'kubernetes',
     parse: bool,
   },
+  // Parsed by k8s/env.ts (loadKubernetesSettings), listed here so the catalogue is complete.
+  ...KUBERNETES_ENV_VARS,
 ];
 
 export type CloudChoice = (typeof CLOUDS)[number];
