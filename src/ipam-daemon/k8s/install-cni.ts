@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// Init-container step: installs the CNI plugin executable and its conflist on the host, each
+// atomically (write a temp file in the target directory, fsync, rename), so the container runtime
+// never runs a half-copied binary nor reads a half-written config.
+//
+// It also sets the node sysctls pod routing needs once, from this (privileged) init container, so
+// the long-running daemon container can run without privilege: IPv4 forwarding, and loose reverse
+// path filtering on "all" (the kernel uses max(all, device), so it covers interfaces attached later).
+//
+//   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
+//                    CNI_CONFLIST_NAME, CNI_SET_SYSCTLS=true|false)
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, join } from 'node:path';
+
+export interface InstallOptions {
+  pluginSource: string;
+  conflistSource: string;
+  binDir: string;
+  confDir: string;
+  conflistName: string;
+  setSysctls: boolean;
+}
+
+export const NODE_SYSCTLS: readonly [string, string][] = [
+  ['/proc/sys/net/ipv4/ip_forward', '1'],
+  ['/proc/sys/net/ipv4/conf/all/rp_filter', '2'],
+];
+
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/;
+
+function absolute(name: string, value: string | undefined, fallback: string): string {
+  const v = value === undefined || value === '' ? fallback : value;
+  if (!v.startsWith('/') || v.split('/').includes('..') || v.includes('\0')) {
+    throw new Error(`${name}=${JSON.stringify(v)} is invalid; accepted: an absolute path without ".."`);
+  }
+  return v;
+}
+
+export function installOptionsFromEnv(env: Readonly<Record<string, string | undefined>>): InstallOptions {
+  const conflistName = env.CNI_CONFLIST_NAME || '10-vpc-ipam.conflist';
+  if (!FILE_NAME.test(conflistName) || !conflistName.endsWith('.conflist')) {
+    throw new Error(
+      `CNI_CONFLIST_NAME=${JSON.stringify(conflistName)} is invalid; accepted: a file name ending in .conflist`,
+    );
+  }
+  return {
+    pluginSource: absolute('CNI_PLUGIN_SOURCE', env.CNI_PLUGIN_SOURCE, '/opt/vpc-ipam/bin/vpc-cni'),
+    conflistSource: absolute(
+      'CNI_CONFLIST_SOURCE',
+      env.CNI_CONFLIST_SOURCE,
+      '/etc/vpc-ipam/cni/conflist.json',
+    ),
+    binDir: absolute('CNI_BIN_DIR', env.CNI_BIN_DIR, '/host/opt/cni/bin'),
+    confDir: absolute('CNI_CONF_DIR', env.CNI_CONF_DIR, '/host/etc/cni/net.d'),
+    conflistName,
+    setSysctls: (env.CNI_SET_SYSCTLS ?? 'true') !== 'false',
+  };
+}
+
+function atomicWrite(target: string, write: (tmp: string) => void, mode: number): void {
+  const tmp = join(target, '..', `.${basename(target)}.tmp-${process.pid}`);
+  write(tmp);
+  chmodSync(tmp, mode);
+  const fd = openSync(tmp, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, target);
+}
+
+export function installCni(opts: InstallOptions): { plugin: string; conflist: string } {
+  const conflist = readFileSync(opts.conflistSource, 'utf8');
+  const parsed = JSON.parse(conflist) as { plugins?: unknown };
+  if (!Array.isArray(parsed.plugins) || parsed.plugins.length === 0) {
+    throw new Error(`${opts.conflistSource} is not a CNI conflist (no "plugins" list)`);
+  }
+  const plugin = join(opts.binDir, basename(opts.pluginSource));
+  atomicWrite(plugin, (tmp) => copyFileSync(opts.pluginSource, tmp), 0o755);
+  const conf = join(opts.confDir, opts.conflistName);
+  atomicWrite(conf, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
+  if (opts.setSysctls) for (const [path, value] of NODE_SYSCTLS) writeFileSync(path, value);
+  return { plugin, conflist: conf };
+}
+
+if (import.meta.main) {
+  try {
+    const done = installCni(installOptionsFromEnv(process.env));
+    process.stdout.write(`${JSON.stringify({ installed: done })}\n`);
+  } catch (err) {
+    process.stderr.write(`install-cni: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
