@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { describe, test } from 'node:test';
+import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
 import { NoIpError } from '../../../src/ipam-daemon/daemon.ts';
 import { MemoryProvider } from '../../fakes/memory-provider.ts';
 import { startHarness } from './harness.ts';
@@ -216,7 +217,7 @@ describe('Daemon on the in-memory cloud', () => {
     const first = await startHarness();
     const provider = first.provider;
     await first.daemon.reconcileNow();
-    const held = [];
+    const held: Allocation[] = [];
     for (let n = 0; n < 5; n++) held.push(await first.daemon.allocate(key(n)));
     await first.daemon.release(key(4));
     await first.daemon.stop();
