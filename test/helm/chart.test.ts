@@ -1,0 +1,306 @@
+// The Helm chart: `helm lint`, `helm template` with default and non-default values, rendered
+// manifests validated against the Kubernetes schemas (kubernetes-validate, offline), and the env
+// vars the chart can set compared with the catalogues the daemon and the janitor accept.
+// Needs HELM_BIN (helm v4) and KUBERNETES_VALIDATE_BIN; fails with the reason when either is missing.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { loadAllYaml } from '@kubernetes/client-node';
+import { daemonEnvVarNames } from '../../src/ipam-daemon/config.ts';
+import { JANITOR_ENV_VARS } from '../../src/janitor/config.ts';
+
+const run = promisify(execFile);
+const CHART = resolve(import.meta.dirname, '../../helm/vpc-ipam');
+const DEFAULT_VALUES = join(CHART, 'ci/default-values.yaml');
+const FULL_VALUES = join(CHART, 'ci/full-values.yaml');
+
+type Doc = {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  // biome-ignore lint/suspicious/noExplicitAny: rendered manifests are walked structurally
+  spec?: any;
+  // biome-ignore lint/suspicious/noExplicitAny: idem
+  data?: any;
+  // biome-ignore lint/suspicious/noExplicitAny: idem
+  rules?: any[];
+};
+
+function tool(envName: string, how: string): string {
+  const path = process.env[envName];
+  if (!path) throw new Error(`${envName} is not set: ${how}`);
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    throw new Error(`${envName}=${path} is not an executable file: ${how}`);
+  }
+  return path;
+}
+
+describe('helm chart', () => {
+  let helm: string;
+  let validator: string;
+  let work: string;
+  const rendered: Record<string, { text: string; docs: Doc[] }> = {};
+
+  async function template(name: string, args: string[]): Promise<{ text: string; docs: Doc[] }> {
+    const { stdout } = await run(
+      helm,
+      ['template', 'vpc', CHART, '--namespace', 'kube-system', '--include-crds', ...args],
+      {
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    );
+    // The client's own YAML loader, then back to plain JSON shapes for structural comparison.
+    const docs = (loadAllYaml(stdout) as (Doc | null)[])
+      .filter((d): d is Doc => d !== null)
+      .map((d) => JSON.parse(JSON.stringify(d)) as Doc);
+    rendered[name] = { text: stdout, docs };
+    return rendered[name]!;
+  }
+
+  function find(docs: Doc[], kind: string, nameSuffix = ''): Doc {
+    const d = docs.find((x) => x.kind === kind && x.metadata.name.endsWith(nameSuffix));
+    assert.ok(d, `no ${kind} *${nameSuffix} in the rendered chart`);
+    return d;
+  }
+
+  before(async () => {
+    helm = tool(
+      'HELM_BIN',
+      'install helm v4 (GOBIN=... go install helm.sh/helm/v4/cmd/helm@v4.2.4) and point HELM_BIN at it',
+    );
+    validator = tool(
+      'KUBERNETES_VALIDATE_BIN',
+      'python3 -m venv /tmp/kv && /tmp/kv/bin/pip install kubernetes-validate, then KUBERNETES_VALIDATE_BIN=/tmp/kv/bin/kubernetes-validate',
+    );
+    const { stdout } = await run(helm, ['version', '--short']);
+    assert.match(stdout, /^v4\./, `HELM_BIN must be helm v4, got ${stdout}`);
+    work = mkdtempSync(join(tmpdir(), 'vpc-ipam-helm-'));
+    await template('default', ['-f', DEFAULT_VALUES]);
+    await template('full', ['-f', FULL_VALUES]);
+  });
+  after(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  test('helm lint --strict passes with default and non-default values', async () => {
+    for (const values of [DEFAULT_VALUES, FULL_VALUES]) {
+      const { stdout } = await run(helm, ['lint', '--strict', CHART, '-f', values]);
+      assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    }
+  });
+
+  test('rendered manifests are valid against the Kubernetes schemas (strict)', async () => {
+    for (const [name, { text }] of Object.entries(rendered)) {
+      const file = join(work, `${name}.yaml`);
+      writeFileSync(file, text);
+      const out = await run(validator, ['--strict', file]).catch(
+        (err: { stdout?: string; stderr?: string }) => {
+          assert.fail(`kubernetes-validate rejected the ${name} render:\n${err.stdout}${err.stderr}`);
+        },
+      );
+      const passed = out.stdout.split('\n').filter((l) => l.startsWith('INFO') && l.includes(' passed '));
+      // Every built-in kind was checked (the custom kinds have no published schema).
+      const builtIn = rendered[name]!.docs.filter(
+        (d) => !/vpc-ipam\.io|monitoring\.coreos\.com/.test(d.apiVersion),
+      );
+      assert.equal(passed.length, builtIn.length, out.stdout);
+    }
+  });
+
+  test('default render: the objects the issue asks for', () => {
+    const { docs } = rendered.default!;
+    const kinds = docs.map((d) => d.kind).sort();
+    for (const k of [
+      'CustomResourceDefinition',
+      'DaemonSet',
+      'Deployment',
+      'ServiceAccount',
+      'ClusterRole',
+      'Role',
+      'ConfigMap',
+    ]) {
+      assert.ok(kinds.includes(k), `missing ${k}`);
+    }
+    assert.ok(!kinds.includes('ServiceMonitor'), 'ServiceMonitor is opt-in');
+    const crds = docs
+      .filter((d) => d.kind === 'CustomResourceDefinition')
+      .map((d) => d.metadata.name)
+      .sort();
+    assert.deepEqual(crds, ['nodeipamstatuses.vpc-ipam.io', 'podnetworkconfigs.vpc-ipam.io']);
+  });
+
+  test('DaemonSet: host network, plugin-installing init container, only the privileges it needs', () => {
+    const ds = find(rendered.default!.docs, 'DaemonSet');
+    const pod = ds.spec.template.spec;
+    assert.equal(pod.hostNetwork, true);
+    assert.equal(pod.priorityClassName, 'system-node-critical');
+    assert.equal(ds.spec.updateStrategy.type, 'RollingUpdate');
+    assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+    const init = pod.initContainers[0];
+    assert.deepEqual(init.command, ['node', '/app/src/ipam-daemon/k8s/install-cni.ts']);
+    const hostPaths = Object.fromEntries(
+      pod.volumes
+        .filter((v: { hostPath?: unknown }) => v.hostPath)
+        .map((v: { name: string; hostPath: { path: string } }) => [v.name, v.hostPath.path]),
+    );
+    const initMounts = init.volumeMounts
+      .map((m: { name: string }) => hostPaths[m.name])
+      .filter(Boolean)
+      .sort();
+    assert.deepEqual(initMounts, ['/etc/cni/net.d', '/opt/cni/bin']);
+    const main = pod.containers[0];
+    assert.equal(main.securityContext.privileged, false);
+    assert.equal(main.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(main.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    assert.ok(main.resources.requests.cpu && main.resources.limits.memory);
+    const mounted = main.volumeMounts.map((m: { mountPath: string }) => m.mountPath);
+    assert.ok(mounted.includes('/run/vpc-ipam'), 'socket directory shared with the host');
+    assert.ok(mounted.includes('/var/lib/vpc-ipam'), 'checkpoint survives restarts');
+    const conflist = JSON.parse(find(rendered.default!.docs, 'ConfigMap', '-cni').data['conflist.json']);
+    assert.equal(conflist.cniVersion, '1.1.0');
+    assert.equal(conflist.plugins[0].type, 'vpc-cni');
+    assert.equal(conflist.plugins[0].socketPath, '/run/vpc-ipam/ipamd.sock');
+  });
+
+  test('RBAC is least-privilege: no writes to nodes or pods; the janitor only holds its Lease', () => {
+    const { docs } = rendered.default!;
+    const daemonRules = find(docs, 'ClusterRole', '-daemon').rules!;
+    for (const r of daemonRules) {
+      if (r.resources.includes('nodes') || r.resources.includes('pods')) {
+        assert.deepEqual(
+          r.verbs.filter((v: string) => !['get', 'list', 'watch'].includes(v)),
+          [],
+          `daemon may only read ${r.resources}`,
+        );
+      }
+      assert.ok(!r.verbs.includes('*') && !r.resources.includes('*'));
+      assert.ok(!r.resources.includes('secrets'));
+    }
+    const janitorCluster = find(docs, 'ClusterRole', '-janitor').rules!;
+    assert.deepEqual(janitorCluster, [{ apiGroups: [''], resources: ['nodes'], verbs: ['list'] }]);
+    const role = find(docs, 'Role', '-janitor');
+    const leaseRules = role.rules!.filter((r) => r.resources.includes('leases'));
+    assert.ok(
+      leaseRules.every((r) => r.verbs.includes('create') || r.resourceNames?.[0] === 'vpc-ipam-janitor'),
+    );
+    const janitor = find(docs, 'Deployment', '-janitor').spec.template.spec;
+    assert.equal(janitor.securityContext.runAsNonRoot, true);
+    assert.equal(janitor.hostNetwork, undefined);
+  });
+
+  test('non-default values are honoured', () => {
+    const { docs } = rendered.full!;
+    const ds = find(docs, 'DaemonSet');
+    const pod = ds.spec.template.spec;
+    assert.equal(ds.spec.updateStrategy.type, 'OnDelete');
+    assert.equal(pod.containers[0].image, 'registry.example.com/vpc-ipam:1.2.3');
+    assert.equal(ds.spec.template.metadata.labels['azure.workload.identity/use'], 'true');
+    assert.equal(pod.initContainers[0].securityContext.privileged, false, 'no sysctls: no privilege');
+    const sa = find(docs, 'ServiceAccount', '-daemon');
+    assert.equal(
+      sa.metadata.annotations?.['azure.workload.identity/client-id'],
+      '00000000-0000-0000-0000-000000000001',
+    );
+    assert.equal(find(docs, 'Deployment', '-janitor').spec.replicas, 3);
+    const conflist = JSON.parse(find(docs, 'ConfigMap', '-cni').data['conflist.json']);
+    assert.equal(conflist.plugins[0].mtu, 1500);
+    assert.equal(conflist.plugins[0].mode, 'ipvlan');
+    assert.equal(conflist.plugins[1].type, 'portmap');
+    const sm = find(docs, 'ServiceMonitor');
+    assert.equal(sm.metadata.labels?.release, 'prometheus');
+    assert.equal(sm.spec.endpoints[0].interval, '15s');
+    assert.equal(find(docs, 'Service', '-metrics').spec.ports[0].port, 9100);
+    const pncs = docs.filter((d) => d.kind === 'PodNetworkConfig').map((d) => d.metadata.name);
+    assert.deepEqual(pncs, ['westus2-1', 'pods-b']);
+    const role = find(docs, 'Role', '-janitor');
+    assert.ok(role.rules!.some((r) => r.resourceNames?.[0] === 'custom-janitor'));
+  });
+
+  test('the daemon env vars the chart can set are exactly those the daemon accepts', () => {
+    const container = find(rendered.full!.docs, 'DaemonSet').spec.template.spec.containers[0];
+    const rendered_ = container.env.map((e: { name: string }) => e.name).sort();
+    assert.equal(new Set(rendered_).size, rendered_.length, 'no variable set twice');
+    assert.deepEqual(rendered_, [...daemonEnvVarNames()].sort());
+    // values.yaml lists each one (the rest come from top-level values and the downward API).
+    const values = loadAllYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8'))[0] as {
+      daemon: { env: Record<string, unknown> };
+      janitor: { env: Record<string, unknown> };
+    };
+    const fromValues = [
+      ...Object.keys(values.daemon.env),
+      'NODE_NAME',
+      'CLOUD_PROVIDER',
+      'CLUSTER_NAME',
+    ].sort();
+    assert.deepEqual(fromValues, [...daemonEnvVarNames()].sort());
+  });
+
+  test('the janitor env vars the chart can set are exactly those the janitor accepts', () => {
+    const container = find(rendered.full!.docs, 'Deployment', '-janitor').spec.template.spec.containers[0];
+    // full-values.yaml blanks the two optional AWS ones (Azure); the default render has them.
+    const full = container.env.map((e: { name: string }) => e.name);
+    const dflt = find(
+      rendered.default!.docs,
+      'Deployment',
+      '-janitor',
+    ).spec.template.spec.containers[0].env.map((e: { name: string }) => e.name);
+    const union = [...new Set([...full, ...dflt])].sort();
+    const expected = JANITOR_ENV_VARS.map((s) => s.name).filter((n) => n !== 'VPC_IPAM_EC2_ENDPOINT');
+    // VPC_IPAM_EC2_ENDPOINT is settable (values.yaml) but empty in both renders: check it renders when set.
+    assert.deepEqual(union, expected.sort());
+    const values = readFileSync(join(CHART, 'values.yaml'), 'utf8');
+    assert.match(values, /\n {4}VPC_IPAM_EC2_ENDPOINT: ""/);
+  });
+
+  test('every variable in values.yaml carries a comment', () => {
+    const lines = readFileSync(join(CHART, 'values.yaml'), 'utf8').split('\n');
+    const undocumented: string[] = [];
+    lines.forEach((line, i) => {
+      const m = /^ {4}([A-Z][A-Z0-9_]+):/.exec(line);
+      if (m && !/^\s*#/.test(lines[i - 1] ?? '')) undocumented.push(m[1]!);
+    });
+    assert.deepEqual(undocumented, []);
+  });
+
+  test('bad values fail the render with a clear message', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--set', 'janitor.env.AWS_REGION=us-east-1'], /clusterName is required/],
+      [['-f', DEFAULT_VALUES, '--set', 'cloud=gcp'], /cloud="gcp" is invalid; accepted: aws \| azure/],
+      [['-f', DEFAULT_VALUES, '--set', 'serviceMonitor.enabled=true'], /METRICS_ADDRESS/],
+      [['-f', DEFAULT_VALUES, '--set', 'janitor.env.AWS_REGION='], /janitor.env.AWS_REGION is required/],
+    ];
+    for (const [args, message] of cases) {
+      await assert.rejects(run(helm, ['template', 'vpc', CHART, ...args]), (err: { stderr?: string }) => {
+        assert.match(err.stderr ?? '', message);
+        return true;
+      });
+    }
+  });
+
+  test('an endpoint override renders into the janitor', async () => {
+    const { docs } = await template('endpoint', [
+      '-f',
+      DEFAULT_VALUES,
+      '--set',
+      'janitor.env.VPC_IPAM_EC2_ENDPOINT=http://127.0.0.1:4566',
+    ]);
+    const env = find(docs, 'Deployment', '-janitor').spec.template.spec.containers[0].env;
+    assert.ok(
+      env.some(
+        (e: { name: string; value: string }) =>
+          e.name === 'VPC_IPAM_EC2_ENDPOINT' && e.value === 'http://127.0.0.1:4566',
+      ),
+    );
+  });
+});
