@@ -1,0 +1,123 @@
+// Calls a CNI plugin exactly as a container runtime does: CNI_* env vars, the network config on
+// stdin, the result or error as JSON on stdout, exit code 0/1. Optionally inside a node netns
+// (`ip netns exec <node>`), since in the e2e VPC that netns is the node's host network.
+// Also runs conflists (chaining: name/cniVersion injected, prevResult passed along, DEL reversed).
+import { spawn } from 'node:child_process';
+
+export interface CniCall {
+  command: 'ADD' | 'DEL' | 'CHECK' | 'VERSION' | 'GC' | 'STATUS';
+  containerId?: string;
+  netns?: string;
+  ifName?: string;
+  args?: string;
+  /** Directories with chained plugins. */
+  cniPath?: string;
+}
+
+export interface CniOutcome {
+  code: number;
+  /** Parsed stdout (result, error or version), null when empty. */
+  out: Record<string, unknown> | null;
+  stderr: string;
+  ms: number;
+}
+
+export function execPlugin(
+  binary: string,
+  call: CniCall,
+  config: Record<string, unknown>,
+  nodeNs?: string,
+): Promise<CniOutcome> {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: call.command,
+    CNI_PATH: call.cniPath ?? '/usr/lib/cni',
+  };
+  if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
+  if (call.netns !== undefined) env.CNI_NETNS = call.netns;
+  if (call.ifName !== undefined) env.CNI_IFNAME = call.ifName;
+  if (call.args !== undefined) env.CNI_ARGS = call.args;
+  const [file, argv] = nodeNs ? ['ip', ['netns', 'exec', nodeNs, binary]] : [binary, []];
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, argv as string[], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const text = Buffer.concat(out).toString('utf8').trim();
+      let parsed: Record<string, unknown> | null = null;
+      try {
+        parsed = text === '' ? null : (JSON.parse(text) as Record<string, unknown>);
+      } catch {
+        parsed = { unparsable: text };
+      }
+      resolve({
+        code: code ?? -1,
+        out: parsed,
+        stderr: Buffer.concat(err).toString('utf8'),
+        ms: performance.now() - started,
+      });
+    });
+    child.stdin.end(JSON.stringify(config));
+  });
+}
+
+export interface Conflist {
+  cniVersion: string;
+  name: string;
+  plugins: Record<string, unknown>[];
+}
+
+/** Where a plugin type's binary lives: ours by path, the rest from CNI_PATH. */
+export type Resolve = (type: string) => string;
+
+/** ADD through a conflist; returns the last plugin's result (or the first failure). */
+export async function conflistAdd(
+  list: Conflist,
+  call: Omit<CniCall, 'command'>,
+  resolve: Resolve,
+  nodeNs?: string,
+) {
+  let prev: Record<string, unknown> | undefined;
+  let last: CniOutcome | undefined;
+  for (const p of list.plugins) {
+    const conf = {
+      ...p,
+      cniVersion: list.cniVersion,
+      name: list.name,
+      ...(prev ? { prevResult: prev } : {}),
+    };
+    last = await execPlugin(resolve(String(p.type)), { ...call, command: 'ADD' }, conf, nodeNs);
+    if (last.code !== 0) return last;
+    prev = last.out ?? undefined;
+  }
+  return last!;
+}
+
+/** DEL (reverse order) or CHECK (forward) through a conflist with the cached ADD result. */
+export async function conflistRun(
+  command: 'DEL' | 'CHECK',
+  list: Conflist,
+  call: Omit<CniCall, 'command'>,
+  prevResult: Record<string, unknown> | undefined,
+  resolve: Resolve,
+  nodeNs?: string,
+): Promise<CniOutcome[]> {
+  const plugins = command === 'DEL' ? [...list.plugins].reverse() : list.plugins;
+  const outcomes: CniOutcome[] = [];
+  for (const p of plugins) {
+    const conf = {
+      ...p,
+      cniVersion: list.cniVersion,
+      name: list.name,
+      ...(prevResult ? { prevResult } : {}),
+    };
+    const o = await execPlugin(resolve(String(p.type)), { ...call, command }, conf, nodeNs);
+    outcomes.push(o);
+    if (o.code !== 0 && command === 'CHECK') break;
+  }
+  return outcomes;
+}
