@@ -98,6 +98,8 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
+const HARD_LIMITS = new Set<string>(['instance-limit', 'max-eni', 'max-pods']);
+
 const realClock: Clock = { now: () => Date.now() };
 
 export class Daemon extends EventEmitter {
@@ -381,7 +383,13 @@ export class Daemon extends EventEmitter {
       if (existing) return stripRecord(ds.toRecord(existing));
       this.assertReady();
       let a = ds.assign(req, this.clock.now());
-      if (!a) a = await this.waitForIp(req);
+      if (!a) {
+        // A hard limit with nothing cooling will not change by waiting: say so at once.
+        const p = this.currentPlan();
+        const hard = p.noIp && HARD_LIMITS.has(p.noIp.reason) && p.actions.length === 0;
+        if (hard && this.status().cooling === 0) throw this.noIpError(req);
+        a = await this.waitForIp(req);
+      }
       try {
         await this.persist();
       } catch (err) {
