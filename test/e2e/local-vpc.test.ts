@@ -6,7 +6,8 @@
 // Needs: root, iproute2, iptables (nft), nsenter, LocalStack on VPC_IPAM_EC2_ENDPOINT
 // (default http://127.0.0.1:4566). Fails (never skips) without them.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -204,4 +205,294 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     cleanup.add('probe server', () => server.stop());
     assert.equal(await probeEventually(pods[0]!.ns, b.ip, PORT), pods[0]!.ip);
   });
+
+  let burst: Pod[] = [];
+
+  test('50 pods added concurrently on one node get distinct IPs and connectivity', async () => {
+    const started = performance.now();
+    burst = await Promise.all(Array.from({ length: 50 }, () => newPod(node1)));
+    const ms = Math.round(performance.now() - started);
+    const ips = new Set(burst.map((p) => p.ip));
+    assert.equal(ips.size, 50, 'distinct IPs');
+    assert.ok(!ips.has(pods[0]!.ip) && !ips.has(pods[1]!.ip));
+    // every one of them reaches pod A (which answers with the source it saw)
+    const server = await startProbeServer(pods[0]!.ns, PORT);
+    cleanup.add('probe server A', () => server.stop());
+    for (let i = 0; i < burst.length; i += 10) {
+      const seen = await Promise.all(
+        burst.slice(i, i + 10).map((p) => probeEventually(p.ns, pods[0]!.ip, PORT)),
+      );
+      assert.deepEqual(
+        seen,
+        burst.slice(i, i + 10).map((p) => p.ip),
+      );
+    }
+    const tables = await Promise.all(burst.map((p) => allocation(p)));
+    const onSecondary = tables.filter((a) => a && a.deviceIndex > 0).length;
+    console.log(
+      `# 50 concurrent ADDs on ${node1.instance.type}: ${ms} ms, ${onSecondary} pods on secondary ENIs`,
+    );
+    assert.ok(onSecondary > 0, '50 pods exceed the primary ENI (29 IPs): some live on a secondary ENI');
+  });
+
+  test('pod to pod across nodes keeps the source IP, including pods on secondary ENIs', async () => {
+    const remote = await newPod(node2);
+    pods.push(remote);
+    const server = await startProbeServer(remote.ns, PORT);
+    cleanup.add('probe server remote', () => server.stop());
+    let secondary: Pod | undefined;
+    for (const p of burst) if ((await allocation(p))?.deviceIndex) secondary = p;
+    assert.ok(secondary, 'a pod on a secondary ENI');
+    for (const from of [pods[0]!, secondary]) {
+      assert.equal(await probeEventually(from.ns, remote.ip, PORT), from.ip, `${from.ip} -> ${remote.ip}`);
+    }
+    // and back: node2's pod reaches the secondary-ENI pod (delivered by the fabric to that ENI only)
+    const s2 = await startProbeServer(secondary.ns, PORT);
+    cleanup.add('probe server secondary', () => s2.stop());
+    assert.equal(await probeEventually(remote.ns, secondary.ip, PORT), remote.ip);
+    pods.push(secondary);
+  });
+
+  test('pod to internet is SNATed to the node primary IP and the reply returns; excluded CIDRs are not', async () => {
+    const primaryPod = pods[0]!;
+    const secondaryPod = pods.at(-1)!;
+    for (const pod of [primaryPod, secondaryPod]) {
+      assert.equal(
+        await probeEventually(pod.ns, INTERNET_SERVER, PORT),
+        node1.instance.privateIp,
+        `${pod.ip} -> internet`,
+      );
+      assert.equal(await probeEventually(pod.ns, ONPREM_SERVER, PORT), pod.ip, `${pod.ip} -> excluded CIDR`);
+    }
+    // without SNAT the gateway refuses pod sources: prove the fabric enforces it
+    const { stdout } = await run('ip', ['netns', 'exec', node1.ns, 'iptables-save', '-t', 'nat']);
+    assert.match(
+      stdout,
+      new RegExp(`-j SNAT --to-source ${node1.instance.privateIp.replaceAll('.', '\\.')} --random-fully`),
+    );
+    assert.equal(stdout.match(/-A POSTROUTING .*-j VPC-IPAM-SNAT/g)?.length, 1, 'one jump');
+  });
+
+  test('CHECK passes on a healthy pod and reports damage after a route is deleted by hand', async () => {
+    const pod = pods[1]!;
+    const check = () =>
+      execPlugin(
+        plugin,
+        { command: 'CHECK', containerId: pod.id, netns: pod.nsPath, ifName: 'eth0' },
+        conf(node1, { prevResult: pod.result }),
+        node1.ns,
+      );
+    const ok = await check();
+    assert.equal(ok.code, 0, JSON.stringify(ok.out));
+    await ip(node1.ns, 'route', 'del', `${pod.ip}/32`);
+    const bad = await check();
+    assert.equal(bad.code, 1);
+    assert.equal(bad.out?.code, 102);
+    assert.match(String(bad.out?.msg), new RegExp(`host route ${pod.ip.replaceAll('.', '\\.')}/32`));
+    await ip(pod.ns, 'route', 'del', 'default');
+    assert.match(String((await check()).out?.msg), /default route/);
+  });
+
+  test('DEL leaves no link, route, rule or neighbour entry of the pod; a second DEL succeeds', async () => {
+    const pod = pods.at(-1)!; // on a secondary ENI: has a from-pod rule too
+    const host = hostVethName(pod.id, 'eth0');
+    const rulesBefore = await ipJson<{ src?: string; dst?: string }>(node1.ns, 'rule', 'show');
+    assert.ok(
+      rulesBefore.some((r) => r.src === pod.ip),
+      'from-pod rule present before DEL',
+    );
+    const o = await del(pod);
+    assert.equal(o.code, 0, JSON.stringify(o.out));
+    assert.deepEqual(
+      await ipJson(node1.ns, 'link', 'show', 'type', 'veth').then((l) => l.filter((x) => x.ifname === host)),
+      [],
+    );
+    const rules = await ipJson<{ src?: string; dst?: string }>(node1.ns, 'rule', 'show');
+    assert.ok(!rules.some((r) => r.src === pod.ip || r.dst === pod.ip), 'no rule mentions the pod IP');
+    const routes = await ipJson<{ dst: string }>(node1.ns, 'route', 'show', 'table', 'all');
+    assert.ok(!routes.some((r) => r.dst === pod.ip), 'no route to the pod IP');
+    const neigh = await ipJson<{ dst: string }>(node1.ns, 'neigh', 'show');
+    assert.ok(!neigh.some((n) => n.dst === pod.ip), 'no neighbour entry for the pod IP');
+    assert.equal(await allocation(pod), null, 'daemon released the IP');
+    assert.equal((await del(pod)).code, 0, 'DEL is idempotent');
+    pods.pop();
+  });
+
+  test('DEL succeeds and cleans the host side when the netns is gone', async () => {
+    const pod = burst.pop()!;
+    await run('ip', ['netns', 'del', pod.ns]);
+    const o = await del(pod, {}, '');
+    assert.equal(o.code, 0, JSON.stringify(o.out));
+    const rules = await ipJson<{ src?: string; dst?: string }>(node1.ns, 'rule', 'show');
+    assert.ok(!rules.some((r) => r.src === pod.ip || r.dst === pod.ip));
+    assert.equal(await allocation(pod), null);
+  });
+
+  test('an ADD that fails half-way leaves nothing behind and releases the IP', async () => {
+    const ns = `${prefix}-bad`;
+    const nsPath = await createNetns(ns, cleanup);
+    // A default route already in the pod makes the pod-side step fail after the host side was made.
+    await run('ip', [
+      'link',
+      'add',
+      'pre0',
+      'netns',
+      ns,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'pre1',
+      'netns',
+      ns,
+    ]);
+    await ip(ns, 'link', 'set', 'pre0', 'up');
+    await ip(ns, 'route', 'add', 'default', 'dev', 'pre0');
+    const id = `${prefix}bad`;
+    const o = await add(node1, nsPath, id);
+    assert.equal(o.code, 1);
+    assert.equal(o.out?.code, 101, JSON.stringify(o.out));
+    const links = await ipJson<{ ifname: string }>(node1.ns, 'link', 'show');
+    assert.ok(!links.some((l) => l.ifname === hostVethName(id, 'eth0')), 'no host veth');
+    const podLinks = await ipJson<{ ifname: string }>(ns, 'link', 'show');
+    assert.ok(!podLinks.some((l) => l.ifname === 'eth0'), 'no pod interface');
+    const r = await daemonGet(node1.socketPath, `/v1/allocation?containerId=${id}&ifName=eth0`);
+    assert.equal(r.status, 404, 'IP released');
+  });
+
+  test('chained conflist: vpc-cni then portmap and bandwidth, with prevResult through ADD/CHECK/DEL', async () => {
+    const ns = `${prefix}-chain`;
+    const nsPath = await createNetns(ns, cleanup);
+    const list: Conflist = {
+      cniVersion: '1.0.0',
+      name: 'vpc-chain',
+      plugins: [
+        conf(node1, { cniVersion: undefined }),
+        {
+          type: 'portmap',
+          capabilities: { portMappings: true },
+          runtimeConfig: { portMappings: [{ hostPort: 18080, containerPort: PORT, protocol: 'tcp' }] },
+        },
+        {
+          type: 'bandwidth',
+          capabilities: { bandwidth: true },
+          runtimeConfig: {
+            bandwidth: {
+              ingressRate: 100_000_000,
+              ingressBurst: 1_000_000,
+              egressRate: 100_000_000,
+              egressBurst: 1_000_000,
+            },
+          },
+        },
+      ],
+    };
+    const resolve = (type: string) => (type === 'vpc-cni' ? plugin : `/usr/lib/cni/${type}`);
+    const call = { containerId: `${prefix}chain`, netns: nsPath, ifName: 'eth0' };
+    const added = await conflistAdd(list, call, resolve, node1.ns);
+    assert.equal(added.code, 0, JSON.stringify(added.out) + added.stderr);
+    const ipAddr = (added.out!.ips as { address: string }[])[0]!.address.split('/')[0]!;
+    const server = await startProbeServer(ns, PORT);
+    cleanup.add('probe chain', () => server.stop());
+    // portmap DNATs node:18080 to the pod; reach it from node2's pod through the VPC
+    const remote = pods.find((p) => p.node === node2)!;
+    assert.equal(await probeEventually(remote.ns, node1.instance.privateIp, 18080), remote.ip);
+    assert.equal(await probeEventually(pods[0]!.ns, ipAddr, PORT), pods[0]!.ip);
+    // CHECK through the chain, minus portmap: Debian's portmap CHECK looks for IPv6 chains it never
+    // made on IPv4-only pods (containernetworking/plugins#819), whoever the main plugin is.
+    const checkList = { ...list, plugins: list.plugins.filter((p) => p.type !== 'portmap') };
+    const checked = await conflistRun('CHECK', checkList, call, added.out!, resolve, node1.ns);
+    assert.deepEqual(
+      checked.map((c) => c.code),
+      [0, 0],
+      JSON.stringify(checked.map((c) => c.out)),
+    );
+    const deleted = await conflistRun('DEL', list, call, added.out!, resolve, node1.ns);
+    assert.deepEqual(
+      deleted.map((c) => c.code),
+      [0, 0, 0],
+      JSON.stringify(deleted.map((c) => c.out)),
+    );
+    const links = await ipJson<{ ifname: string }>(node1.ns, 'link', 'show');
+    assert.ok(!links.some((l) => l.ifname === hostVethName(call.containerId, 'eth0')));
+  });
+
+  test('GC releases and unwires attachments the runtime no longer lists', async () => {
+    const keep = burst.slice(0, 40);
+    const drop = burst.slice(40);
+    const valid = [...pods, ...keep].map((p) => ({ containerID: p.id, ifname: 'eth0' }));
+    const o = await execPlugin(
+      plugin,
+      { command: 'GC' },
+      conf(node1, { 'cni.dev/valid-attachments': valid }),
+      node1.ns,
+    );
+    assert.equal(o.code, 0, JSON.stringify(o.out));
+    const links = new Set((await ipJson<{ ifname: string }>(node1.ns, 'link', 'show')).map((l) => l.ifname));
+    for (const p of drop) {
+      assert.ok(!links.has(hostVethName(p.id, 'eth0')), `${p.id} unwired`);
+      assert.equal(await allocation(p), null, `${p.id} released`);
+    }
+    for (const p of keep.slice(0, 3)) assert.ok(links.has(hostVethName(p.id, 'eth0')), `${p.id} kept`);
+    assert.equal(await probe(keep[0]!.ns, pods[0]!.ip, PORT), keep[0]!.ip);
+    burst = keep;
+  });
+
+  test('spec errors: VERSION, bad env (4), bad JSON (6), bad config (7), daemon down (11), STATUS (50)', async () => {
+    const version = await execPlugin(plugin, { command: 'VERSION' }, { cniVersion: '0.4.0' });
+    assert.deepEqual(version.out, { cniVersion: '0.4.0', supportedVersions: ['0.4.0', '1.0.0', '1.1.0'] });
+    const badEnv = await execPlugin(
+      plugin,
+      { command: 'ADD', containerId: 'x', netns: '/nope', ifName: 'eth0/x' },
+      conf(node1),
+    );
+    assert.equal(badEnv.out?.code, 4);
+    assert.match(String(badEnv.out?.msg), /CNI_IFNAME/);
+    const badConf = await execPlugin(
+      plugin,
+      { command: 'ADD', containerId: 'x', netns: '/nope', ifName: 'eth0' },
+      conf(node1, { mtu: 'big' }),
+    );
+    assert.equal(badConf.out?.code, 7);
+    const status = await execPlugin(plugin, { command: 'STATUS' }, conf(node1), node1.ns);
+    assert.equal(status.code, 0, JSON.stringify(status.out));
+    // node2's daemon goes away: ADD says "try again later", STATUS says not available, DEL still works
+    const victim = pods.find((p) => p.node === node2)!;
+    await vpc.stopDaemon(node2);
+    const ns = `${prefix}-down`;
+    const nsPath = await createNetns(ns, cleanup);
+    const down = await execPlugin(
+      plugin,
+      { command: 'ADD', containerId: `${prefix}down`, netns: nsPath, ifName: 'eth0' },
+      conf(node2),
+      node2.ns,
+    );
+    assert.equal(down.out?.code, 11, JSON.stringify(down.out));
+    assert.equal((await execPlugin(plugin, { command: 'STATUS' }, conf(node2), node2.ns)).out?.code, 50);
+    const d = await del(victim);
+    assert.equal(d.code, 0, JSON.stringify(d.out));
+    const links = await ipJson<{ ifname: string }>(node2.ns, 'link', 'show');
+    assert.ok(
+      !links.some((l) => l.ifname === hostVethName(victim.id, 'eth0')),
+      'host side cleaned with the daemon down',
+    );
+    const decode = await execPluginRaw(plugin, '{not json', node1.ns);
+    assert.equal(decode.code, 6);
+  });
 });
+
+/** A plugin run with arbitrary stdin (for decode errors). */
+function execPluginRaw(binary: string, stdin: string, nodeNs: string): { code: number } {
+  const r = spawnSync('ip', ['netns', 'exec', nodeNs, binary], {
+    input: stdin,
+    env: {
+      PATH: process.env.PATH ?? '',
+      CNI_COMMAND: 'ADD',
+      CNI_CONTAINERID: 'x',
+      CNI_NETNS: '/nope',
+      CNI_IFNAME: 'eth0',
+    },
+  });
+  const out = JSON.parse(r.stdout.toString()) as { code: number };
+  return { code: out.code };
+}

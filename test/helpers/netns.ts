@@ -2,7 +2,7 @@
 // netns with per-run prefixes, commands inside a netns, and cleanup that runs even after failures.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const pexec = promisify(execFile);
@@ -100,7 +100,10 @@ export class Cleanup {
 
 export async function createNetns(name: string, cleanup: Cleanup): Promise<string> {
   await run('ip', ['netns', 'add', name]);
-  cleanup.add(`netns ${name}`, () => run('ip', ['netns', 'del', name]));
+  cleanup.add(`netns ${name}`, async () => {
+    // a test may already have deleted it (e.g. "DEL after the netns is gone")
+    if (existsSync(netnsPath(name))) await run('ip', ['netns', 'del', name]);
+  });
   await ip(name, 'link', 'set', 'lo', 'up');
   return netnsPath(name);
 }
