@@ -1,0 +1,40 @@
+# vpc-ipam image: the daemon (vpc-ipamd), the janitor, and the CNI plugin executable that the
+# DaemonSet's init container installs on the host. Node 24 runs the TypeScript directly (type
+# stripping), so the runtime stage ships src/ and production node_modules, no build output but
+# the plugin.
+#
+#   docker build -t vpc-ipam:dev .
+
+# ---- build: the CNI plugin as a single executable (dist/vpc-cni) ----
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# --ignore-scripts: the image already has Node 24; the "node" devDependency need not fetch one.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+COPY scripts ./scripts
+RUN npm run build && test -x dist/vpc-cni
+
+# ---- production dependencies only ----
+FROM node:24-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# ---- runtime ----
+FROM node:24-bookworm-slim
+# iproute2 and iptables: the daemon programs routes, rules and SNAT through them.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 iptables ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY src ./src
+COPY --from=build /src/dist/vpc-cni /opt/vpc-ipam/bin/vpc-cni
+# The janitor runs as this user (the DaemonSet runs as root with only NET_ADMIN/NET_RAW).
+USER 65532:65532
+ENTRYPOINT []
+CMD ["node", "/app/src/ipam-daemon/main.ts"]
