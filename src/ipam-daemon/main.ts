@@ -6,6 +6,8 @@ import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
 import { Daemon, type NodeSetupHook } from './daemon.ts';
+import { loadKubernetesSettings } from './k8s/env.ts';
+import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integration.ts';
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
 import { createProvider } from './provider-factory.ts';
 import { type SocketServer, startSocketServer } from './server.ts';
@@ -45,6 +47,24 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   const metrics = new DaemonMetrics();
   const provider = await createProvider(config, metrics);
   const nodeSetup = await loadNodeSetup(config, log);
+  // Kubernetes side (k8s/): only with NODE_NAME. Custom networking overrides the pod subnets.
+  const k8sSettings = config.kubernetes.nodeName
+    ? loadKubernetesSettings(process.env, {
+        nodeName: config.kubernetes.nodeName,
+        enablePodWatch: config.kubernetes.enablePodWatch,
+      })
+    : null;
+  const custom = k8sSettings?.customNetworking
+    ? await resolveCustomNetworking({
+        settings: k8sSettings,
+        logger: log,
+        fallbackZone: (await provider.describeNode()).availabilityZone,
+      })
+    : null;
+  if (custom) {
+    config.podSubnetIds = custom.subnetIds;
+    if (custom.securityGroupIds.length > 0) config.podSecurityGroupIds = custom.securityGroupIds;
+  }
   const daemon = new Daemon({
     provider,
     pool: config.pool,
@@ -57,6 +77,14 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   });
   metrics.attach(daemon);
   await daemon.start();
+  const k8s = k8sSettings
+    ? await startKubernetesIntegration({
+        daemon,
+        settings: k8sSettings,
+        logger: log.child({ component: 'k8s' }),
+        networkConfig: custom?.name ?? null,
+      })
+    : null;
   metrics.updatePool(daemon.status());
   const socket = await startSocketServer({
     socketPath: config.socketPath,
@@ -80,6 +108,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     shutdown(reason) {
       stopping ??= (async () => {
         log.info({ reason }, 'draining');
+        await k8s?.stop();
         const closed = socket.close();
         await daemon.stop(config.shutdownTimeoutMs);
         await Promise.race([closed, new Promise((r) => setTimeout(r, config.shutdownTimeoutMs).unref())]);
