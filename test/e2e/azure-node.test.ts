@@ -175,7 +175,9 @@ describe('local VNet e2e: an Azure node (ARM fake + netns + dist/vpc-cni)', { ti
       await serveUnixToTcp(join(dir, 'arm.sock'), armPort),
       await serveUnixToTcp(join(dir, 'imds.sock'), imdsPort),
     ];
-    cleanup.add('root-side forwarders', () => servers.forEach((s) => s.close()));
+    cleanup.add('root-side forwarders', () => {
+      for (const s of servers) s.close();
+    });
     const fwd = await startNetnsForwarder(nodeNs, {
       [armPort]: join(dir, 'arm.sock'),
       [imdsPort]: join(dir, 'imds.sock'),
