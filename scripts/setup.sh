@@ -33,7 +33,9 @@ fi
 stamp=node_modules/.vpc-ipam-lock
 if [ ! -x node_modules/.bin/node ] || ! cmp -s package-lock.json "$stamp"; then
   say "installing npm packages"
-  npm ci --no-fund --no-audit --loglevel=error
+  # npm install, not npm ci: the registry mirror lacks some of biome's off-platform optional
+  # packages, which npm ci insists on seeing in the lock file; the lock still pins every version.
+  npm install --no-fund --no-audit --loglevel=error
   cp package-lock.json "$stamp"
 fi
 node24=$root/node_modules/.bin/node
