@@ -47,15 +47,21 @@ async function healthy(port: number): Promise<boolean> {
 }
 
 let port = 0;
-before(async () => {
+const setup = async () => {
   await requireLocalStack();
   port = await freePort();
-});
-after(async () => {
+};
+const teardown = async () => {
   if (port) await script('stop.sh', { LOCALSTACK_PORT: String(port) });
-});
+};
+
+// Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
+test('LocalStack is reachable', () => requireLocalStack());
 
 describe('localstack/start.sh + stop.sh', () => {
+  before(setup);
+  after(teardown);
+
   test('starts LocalStack on a free port, detects the second start, stops it', async () => {
     const env = { LOCALSTACK_PORT: String(port) };
     const first = await script('start.sh', env);

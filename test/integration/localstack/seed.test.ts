@@ -25,15 +25,21 @@ const a = uniqueClusterName('seed-a');
 const b = uniqueClusterName('seed-b');
 let seedA: SeedResult;
 
-before(async () => {
+const setup = async () => {
   await requireLocalStack();
-});
-after(async () => {
+};
+const teardown = async () => {
   await deleteCluster({ clusterName: a });
   await deleteCluster({ clusterName: b });
-});
+};
+
+// Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
+test('LocalStack is reachable', () => requireLocalStack());
 
 describe('seed', () => {
+  before(setup);
+  after(teardown);
+
   test('the CLI prints the cluster as JSON', async () => {
     const { stdout } = await run(process.execPath, [seedCli, '--cluster', a], {
       env: { ...process.env, VPC_IPAM_EC2_ENDPOINT: ec2Endpoint() },

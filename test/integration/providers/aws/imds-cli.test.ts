@@ -40,19 +40,25 @@ async function startCli(
   return { proc, line, stderr: () => err, exit };
 }
 
-before(async () => {
+const setup = async () => {
   await requireLocalStack();
   seed = await seedCluster({ clusterName });
-});
-after(async () => {
+};
+const teardown = async () => {
   if (child && child.exitCode === null) {
     child.kill('SIGTERM');
     await once(child, 'exit');
   }
   if (seed) await deleteCluster({ clusterName });
-});
+};
+
+// Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
+test('LocalStack is reachable', () => requireLocalStack());
 
 describe('IMDS fake CLI on a seeded instance', () => {
+  before(setup);
+  after(teardown);
+
   test('refuses a missing or unknown instance with the reason', { timeout: 60_000 }, async () => {
     const none = await startCli(['--port', '0']);
     assert.equal(await none.exit, 1);

@@ -74,16 +74,16 @@ function makeProvider(pickAddresses: boolean) {
   });
 }
 
-before(async () => {
+const setup = async () => {
   await requireLocalStack();
   seed = await seedCluster({ clusterName });
   imds = await startImdsFake({
     source: liveEc2Source({ instanceId: large().id, endpoint: ec2Endpoint(), region: region() }, 0),
   });
   provider = makeProvider(false);
-});
+};
 
-after(async () => {
+const teardown = async () => {
   await provider?.close();
   await imds?.close();
   if (seed) {
@@ -91,9 +91,15 @@ after(async () => {
     for (const p of problems) process.stderr.write(`cleanup warning: ${p}\n`);
   }
   ec2.destroy();
-});
+};
+
+// Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
+test('LocalStack is reachable', () => requireLocalStack());
 
 describe('AWS provider on LocalStack', () => {
+  before(setup);
+  after(teardown);
+
   test('describeNode discovers identity through IMDSv2 and limits through DescribeInstanceTypes', async () => {
     const node = await provider.describeNode();
     assert.equal(node.cloud, 'aws');

@@ -27,7 +27,7 @@ let proxy: ThrottlingProxy;
 const events: ApiCallEvent[] = [];
 let provider: ReturnType<typeof createAwsProvider>;
 
-before(async () => {
+const setup = async () => {
   await requireLocalStack();
   seed = await seedCluster({ clusterName });
   const large = seed.instances.find((i) => i.type === 'm5.large')!;
@@ -45,16 +45,22 @@ before(async () => {
     observer: { onCall: (e) => events.push(e) },
     pickAddresses: true,
   });
-});
+};
 
-after(async () => {
+const teardown = async () => {
   await provider?.close();
   await proxy?.close();
   await imds?.close();
   if (seed) await deleteCluster({ clusterName });
-});
+};
+
+// Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
+test('LocalStack is reachable', () => requireLocalStack());
 
 describe('EC2 throttling through a RequestLimitExceeded proxy', () => {
+  before(setup);
+  after(teardown);
+
   test('at 50% and 75% refused, every operation succeeds within the attempt bound', async () => {
     const subnet = seed.subnets.find((s) => s.role === 'node' && s.az === 'us-east-1a')!;
     for (const share of [0.5, 0.75]) {
