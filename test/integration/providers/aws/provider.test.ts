@@ -223,6 +223,25 @@ describe('AWS provider on LocalStack', () => {
     await provider.deleteInterface(eni.id);
   });
 
+  test('concurrent mutations never share a device index or overrun the IP limit', async () => {
+    const [x, y] = await Promise.all([
+      provider.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] }),
+      provider.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] }),
+    ]);
+    assert.deepEqual([x.deviceIndex, y.deviceIndex].sort(), [1, 2]);
+    // 1 primary + 5 + 5 > 10: exactly one of the two may succeed.
+    const results = await Promise.allSettled([
+      provider.assignIps(x.id, { count: 5 }),
+      provider.assignIps(x.id, { count: 5 }),
+    ]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    assert.ok(rejected.reason instanceof LimitExceededError);
+    assert.equal((await rawEni(x.id)).PrivateIpAddresses?.length, 6);
+    await Promise.all([provider.deleteInterface(x.id), provider.deleteInterface(y.id)]);
+    assert.equal((await provider.listInterfaces()).length, 1);
+  });
+
   test('errors are typed: unknown ids are NotFound, malformed ids are refused before any call', async () => {
     await assert.rejects(provider.assignIps('eni-0123456789abcdef0', { count: 1 }), NotFoundError);
     await assert.rejects(provider.deleteInterface('eni-0123456789abcdef0'), NotFoundError);
