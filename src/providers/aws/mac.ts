@@ -16,8 +16,11 @@ export function isValidMac(mac: string): boolean {
   return VALID_MAC.test(mac);
 }
 
-/** The interface's MAC in canonical lower-case form. */
-export function normalizeMac(raw: string | undefined, interfaceId: string): string {
+/**
+ * The interface's MAC in canonical lower-case form. `interfaceId` seeds the fallback for MACs that
+ * cannot be repaired (without it, the raw string does).
+ */
+export function normalizeMac(raw: string | undefined, interfaceId?: string): string {
   const mac = (raw ?? '').trim().toLowerCase();
   if (isValidMac(mac)) return mac;
   const parts = mac.split(':');
@@ -31,7 +34,9 @@ export function normalizeMac(raw: string | undefined, interfaceId: string): stri
     if (octets.every((o) => o !== undefined)) return octets.join(':');
   }
   // Locally administered (bit 1), unicast (bit 0 clear), stable per interface id.
-  const h = createHash('sha256').update(interfaceId).digest();
+  const h = createHash('sha256')
+    .update(interfaceId ?? raw ?? '')
+    .digest();
   const bytes = [0x02, h[0]!, h[1]!, h[2]!, h[3]!, h[4]!];
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
