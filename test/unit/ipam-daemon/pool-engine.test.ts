@@ -383,6 +383,32 @@ describe('pool engine: small WARM_IP_TARGET under churn', () => {
   });
 });
 
+describe('pool engine: the worked examples in docs/warm-pool.md', () => {
+  test('WARM_IP_TARGET=2, MINIMUM_IP_TARGET=10 with the default grow step of 4', () => {
+    const t = targets({ warmIpTarget: 2, minimumIpTarget: 10, minGrowStep: 4 });
+    const sim = newSim();
+    converge(sim, m5large, t);
+    assert.deepEqual(perIf(sim), [9, 1], 'fresh node: 9 on the primary, 1 on a new ENI');
+    runPods(sim, 10, m5large, t);
+    assert.deepEqual(perIf(sim), [9, 5], '10 pods: one assign of 4 (12 needed)');
+    releasePods(sim, 9);
+    converge(sim, m5large, t);
+    assert.equal(
+      sim.ifs.reduce((n, i) => n + i.total, 0),
+      10,
+      'back to the floor of 10',
+    );
+  });
+
+  test('default WARM_ENI_TARGET=1 on an m5.large: 1 pod means a second ENI', () => {
+    const sim = newSim();
+    runPods(sim, 1, m5large, targets());
+    assert.deepEqual(perIf(sim), [9, 9]);
+    runPods(sim, 9, m5large, targets());
+    assert.deepEqual(perIf(sim), [9, 9, 9]);
+  });
+});
+
 describe('pool engine: shrinking', () => {
   test('waits for the shrink delay, then deletes empty unneeded interfaces (never the primary)', () => {
     const t = targets({ shrinkDelayMs: 60_000 });

@@ -1,0 +1,59 @@
+// The daemon as the benchmark runs it: the real Daemon, datastore, checkpoint and socket server,
+// on the in-memory cloud with a warm pool (an m5.4xlarge: 8 interfaces x 29 pod IPs), so what is
+// measured is the daemon itself, not a cloud. Prints {"socket":...,"pid":...} when ready.
+//
+//   node bench/ipamd-server.ts <dir>
+
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Daemon } from '../src/ipam-daemon/daemon.ts';
+import { startSocketServer } from '../src/ipam-daemon/server.ts';
+import { MemoryProvider } from '../test/fakes/memory-provider.ts';
+
+const dir = process.argv[2];
+if (!dir) throw new Error('usage: node bench/ipamd-server.ts <dir>');
+const provider = new MemoryProvider({
+  instanceType: 'm5.4xlarge',
+  maxInterfaces: 8,
+  ipsPerInterface: 30,
+  subnets: [{ id: 'subnet-bench0001', cidr: '10.9.0.0/20' }],
+});
+const logger = pino({ level: 'warn' });
+const daemon = new Daemon({
+  provider,
+  pool: {
+    warmEniTarget: 0,
+    warmIpTarget: null,
+    minimumIpTarget: 232, // the whole node warm: allocations never wait for the cloud
+    maxEni: null,
+    cooldownMs: 0, // 10k cycles in seconds would otherwise exhaust the pool inside IP_COOLDOWN_PERIOD
+    maxPods: null,
+    minGrowStep: 1,
+    shrinkDelayMs: 3_600_000,
+    reconcileIntervalMs: 10_000,
+    allocateWaitMs: 5_000,
+    subnetBackoffMs: 300_000,
+  },
+  clusterName: 'bench',
+  podSubnetIds: null,
+  podSecurityGroupIds: null,
+  checkpointPath: join(dir, 'checkpoint.json'),
+  logger,
+});
+await daemon.start();
+await daemon.reconcileNow();
+const socketPath = join(dir, 'run', 'ipamd.sock');
+const server = await startSocketServer({ socketPath, daemon, logger });
+process.stdout.write(
+  `${JSON.stringify({ socket: socketPath, pid: process.pid, pool: daemon.status().total })}\n`,
+);
+// SIGUSR2: collect garbage (when run with --expose-gc) and report memory, to tell a leak from churn.
+process.on('SIGUSR2', () => {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  process.stdout.write(`${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed })}\n`);
+});
+process.on('SIGTERM', () => {
+  void server.close().then(() => daemon.stop(2000).then(() => process.exit(0)));
+  server.server.closeAllConnections();
+});
