@@ -31,7 +31,9 @@ import {
   observeHost,
   observePod,
   planVethAdd,
+  planVethLink,
   podIpFromHost,
+  settle,
 } from './wiring/veth.ts';
 
 export interface PluginDeps {
@@ -83,21 +85,30 @@ export async function cmdAdd(
   if (env.podNamespace) req.podNamespace = env.podNamespace;
   if (env.podName) req.podName = env.podName;
   const started = performance.now();
-  const alloc = await deps.daemon.allocate(req);
-  checkAllocation(alloc);
+  const hostName = hostVethName(env.containerId, env.ifName);
+  const macs = vethMacs(env.containerId, env.ifName);
+  // Routed veth: create the pair while the daemon allocates (the link needs no IP).
+  let early: Promise<Error | null> | undefined;
+  if (conf.mode === 'veth') early = settle(deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu }).linkLines));
+  let alloc: Allocation;
+  try {
+    alloc = await deps.daemon.allocate(req);
+    checkAllocation(alloc);
+  } catch (e) {
+    if (early && (await early) === null) await cleanupHost(deps.ip, hostName, null);
+    throw e;
+  }
   deps.log.info('allocated', {
     ip: alloc.ip,
     eni: alloc.interfaceId,
     table: alloc.routeTable,
     ms: ms(started),
   });
-  const hostName = hostVethName(env.containerId, env.ifName);
-  const macs = vethMacs(env.containerId, env.ifName);
   let podIfMac: string | undefined = macs.pod;
-  const wire = async () => {
+  const wire = async (linkDone?: Promise<Error | null>) => {
     if (conf.mode === 'veth') {
       const plan = planVethAdd({ ...base(env, alloc), mtu: conf.mtu });
-      await applyVethAdd(deps.ip, plan, env.netns);
+      await applyVethAdd(deps.ip, plan, env.netns, linkDone);
       return;
     }
     const { parent, nodeIps } = await discoverParent(deps.ip, alloc.interfaceMac);
@@ -114,7 +125,7 @@ export async function cmdAdd(
   };
   try {
     try {
-      await wire();
+      await wire(early);
     } catch (e) {
       // Leftovers of an earlier attempt for the same attachment: clean and try once more.
       if (!/File exists/.test(String((e as Error).message))) throw e;

@@ -468,6 +468,11 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
       node2.ns,
     );
     assert.equal(down.out?.code, 11, JSON.stringify(down.out));
+    const after = await ipJson<{ ifname: string }>(node2.ns, 'link', 'show');
+    assert.ok(
+      !after.some((l) => l.ifname === hostVethName(`${prefix}down`, 'eth0')),
+      'veth made during allocation removed',
+    );
     assert.equal((await execPlugin(plugin, { command: 'STATUS' }, conf(node2), node2.ns)).out?.code, 50);
     const d = await del(victim);
     assert.equal(d.code, 0, JSON.stringify(d.out));

@@ -30,17 +30,22 @@ export interface VethPlan {
   hostName: string;
   hostMac: string;
   podMac: string;
+  /** Creates the pair (needs no IP, so it can run while the daemon allocates). */
+  linkLines: string[][];
+  /** Host route + rules, and the pod side: independent of each other, run in parallel. */
   hostLines: string[][];
   podLines: string[][];
 }
 
-export function planVethAdd(spec: VethPodSpec): VethPlan {
+export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' | 'mtu'>;
+
+export function planVethLink(
+  spec: VethLinkSpec,
+): Pick<VethPlan, 'hostName' | 'hostMac' | 'podMac' | 'linkLines'> {
   const hostName = hostVethName(spec.containerId, spec.ifName);
   const { host: hostMac, pod: podMac } = vethMacs(spec.containerId, spec.ifName);
   const mtu = String(spec.mtu);
-  const ip32 = `${spec.ip}/32`;
-  const proto = String(ROUTE_PROTO);
-  const hostLines: string[][] = [
+  const linkLines = [
     // The peer is created directly inside the pod netns: no rename, no name clash with host eth0.
     ['link', 'add', 'name', hostName, 'address', hostMac, 'mtu', mtu, 'type', 'veth'].concat([
       'peer',
@@ -54,7 +59,16 @@ export function planVethAdd(spec: VethPodSpec): VethPlan {
       spec.netns,
     ]),
     ['link', 'set', 'dev', hostName, 'up'],
-    ['route', 'replace', ip32, 'dev', hostName, 'scope', 'link', 'proto', proto],
+  ];
+  return { hostName, hostMac, podMac, linkLines };
+}
+
+export function planVethAdd(spec: VethPodSpec): VethPlan {
+  const link = planVethLink(spec);
+  const ip32 = `${spec.ip}/32`;
+  const proto = String(ROUTE_PROTO);
+  const hostLines: string[][] = [
+    ['route', 'replace', ip32, 'dev', link.hostName, 'scope', 'link', 'proto', proto],
     ['rule', 'add', 'to', ip32, 'lookup', 'main', 'priority', String(PRIO_TO_POD), 'protocol', proto],
   ];
   if (spec.routeTable > 0) {
@@ -76,9 +90,9 @@ export function planVethAdd(spec: VethPodSpec): VethPlan {
     ['link', 'set', 'dev', spec.ifName, 'up'],
     ['route', 'add', `${POD_GATEWAY}/32`, 'dev', spec.ifName, 'scope', 'link'],
     ['route', 'add', 'default', 'via', POD_GATEWAY, 'dev', spec.ifName],
-    ['neigh', 'add', POD_GATEWAY, 'lladdr', hostMac, 'dev', spec.ifName, 'nud', 'permanent'],
+    ['neigh', 'add', POD_GATEWAY, 'lladdr', link.hostMac, 'dev', spec.ifName, 'nud', 'permanent'],
   ];
-  return { hostName, hostMac, podMac, hostLines, podLines };
+  return { ...link, hostLines, podLines };
 }
 
 /**
@@ -96,9 +110,32 @@ export function planHostCleanup(hostName: string, ip: string | null): string[][]
   return lines;
 }
 
-export async function applyVethAdd(ip: IpTool, plan: VethPlan, netns: string): Promise<void> {
-  await ip.batch(plan.hostLines);
-  await ip.batch(plan.podLines, { netns });
+/** Resolves to the error instead of rejecting, so a batch can run while other work is awaited. */
+export function settle(p: Promise<void>): Promise<Error | null> {
+  return p.then(
+    () => null,
+    (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+  );
+}
+
+/**
+ * Wires the pod. `linkDone` is the link batch when the caller already started it (overlapping the
+ * daemon call); the host and pod batches then run in parallel. Throws the first failure after both
+ * have settled, so a rollback never races a running batch.
+ */
+export async function applyVethAdd(
+  ip: IpTool,
+  plan: VethPlan,
+  netns: string,
+  linkDone?: Promise<Error | null>,
+): Promise<void> {
+  const linkErr = await (linkDone ?? settle(ip.batch(plan.linkLines)));
+  if (linkErr) throw linkErr;
+  const [hostErr, podErr] = await Promise.all([
+    settle(ip.batch(plan.hostLines)),
+    settle(ip.batch(plan.podLines, { netns })),
+  ]);
+  if (hostErr ?? podErr) throw hostErr ?? podErr;
 }
 
 /** Best-effort host cleanup; returns unexpected errors (not "already gone"). */

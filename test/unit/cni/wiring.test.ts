@@ -18,8 +18,13 @@ describe('routed veth plan', () => {
   test('primary-ENI pod: veth into the netns, /32 host route, to-pod rule, no from-pod rule', () => {
     const p = planVethAdd(spec);
     const host = p.hostLines.map((l) => l.join(' '));
+    assert.deepEqual(p.linkLines.map((l) => l.join(' ')).slice(1), [`link set dev ${p.hostName} up`]);
+    assert.ok(
+      !p.linkLines.flat().includes('10.64.1.9'),
+      'the link step needs no IP (runs during allocation)',
+    );
     assert.match(
-      host[0]!,
+      p.linkLines[0]!.join(' '),
       new RegExp(
         `^link add name ${p.hostName} address ${p.hostMac} mtu 1500 type veth peer name eth0 address ${p.podMac} mtu 1500 netns /run/netns/p1$`,
       ),
