@@ -119,6 +119,7 @@ export class Daemon extends EventEmitter {
   private errorStreak = 0;
   private lastPlan: Plan | null = null;
   private setupPending = new Set<string>();
+  private setupError: string | null = null;
   private loopRunning: Promise<void> | null = null;
   private rerun = false;
   private wakeTimer: NodeJS.Timeout | null = null;
@@ -237,12 +238,14 @@ export class Daemon extends EventEmitter {
     try {
       await hook.reconcile(this.node, this.interfaceInfos());
     } catch (err) {
+      this.setupError = errText(err);
       this.log.error(
-        { err: errText(err) },
+        { err: this.setupError },
         'node setup failed; IPs of new interfaces stay unused until it succeeds',
       );
       return false;
     }
+    this.setupError = null;
     const ds = this.mustDs();
     for (const id of this.setupPending) {
       const rec = ds.interfaces.get(id);
@@ -562,6 +565,18 @@ export class Daemon extends EventEmitter {
 
   private currentPlan(): Plan {
     const { limits, targets } = this.engineInputs();
+    const p = this.planFor(limits, targets);
+    if (p.noIp?.reason === 'pool-growing' && this.setupPending.size > 0 && this.setupError) {
+      // The engine cannot see why attached IPs are held back: say it.
+      p.noIp = {
+        reason: 'pool-growing',
+        message: `node setup failed for interface(s) ${[...this.setupPending].join(', ')} (${this.setupError}); their IPs are handed out once it succeeds (retried every loop)`,
+      };
+    }
+    return p;
+  }
+
+  private planFor(limits: PoolLimits, targets: PoolTargets): Plan {
     return plan(
       {
         interfaces: this.mustDs().engineView(),

@@ -198,7 +198,7 @@ export class Datastore {
 
   private allocatable(interfaceId: string): boolean {
     const i = this.interfaces.get(interfaceId);
-    return i !== undefined && i.usable && !i.draining;
+    return i?.usable === true && !i.draining;
   }
 
   /**
@@ -283,7 +283,7 @@ export class Datastore {
 
   restoreCooling(ip: string, coolUntil: number): boolean {
     const s = this.ips.get(ip);
-    if (!s || s.state !== 'free') return false;
+    if (s?.state !== 'free') return false;
     s.state = 'cooling';
     s.coolUntil = coolUntil;
     return true;
@@ -347,8 +347,7 @@ export class Datastore {
       if (prev) throw new InvariantError(`${a.ip} held by both ${prev} and ${k}`);
       seen.set(a.ip, k);
       const s = this.ips.get(a.ip);
-      if (!s || s.state !== 'assigned' || s.key !== k)
-        throw new InvariantError(`${k} -> ${a.ip} is not bound`);
+      if (s?.state !== 'assigned' || s.key !== k) throw new InvariantError(`${k} -> ${a.ip} is not bound`);
     }
     for (const s of this.ips.values()) {
       if (s.state === 'assigned' && (!s.key || this.byKey.get(s.key)?.ip !== s.ip)) {

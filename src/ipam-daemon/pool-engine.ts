@@ -261,7 +261,12 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
     decision = 'at target';
   }
 
-  const noIp = free > 0 ? null : explainNoIp();
+  // Free IPs on interfaces not yet usable (node setup pending) cannot serve a pod.
+  const servable = sum(
+    ifs.filter((i) => i.usable),
+    (i) => i.freeIps.length,
+  );
+  const noIp = servable > 0 ? null : explainNoIp();
   const why =
     `${ipMode ? 'IP' : 'ENI'} mode (${targetWords}): ${total} IPs, ${assigned} assigned, ${cooling} cooling, ` +
     `${free} free, ${state.pending} waiting; target ${desired} (max ${ceiling}); ${decision}`;

@@ -311,7 +311,8 @@ describe('Daemon on the in-memory cloud', () => {
     try {
       for (let n = 0; n < 9; n++) await h.daemon.allocate(key(n));
       // The 10th needs a new interface; its setup fails, so its IPs must not be used.
-      await expectNoIp(h.daemon.allocate(key(9)), 'pool-growing');
+      const err = await expectNoIp(h.daemon.allocate(key(9)), 'pool-growing');
+      assert.match(err.message, /node setup failed for interface\(s\) eni-\w+ \(ip link failed\)/);
       assert.equal(h.provider.interfaces.length, 2);
       failSetup = false;
       const a = await h.daemon.allocate(key(9));
