@@ -166,8 +166,9 @@ async function main(): Promise<void> {
       .trim()
       .split('\n')
       .slice(0, sequentialLogLines) // sequential ADDs only: the burst measures contention
-      .map((l) => JSON.parse(l) as { msg: string; ms?: number });
-    const allocMs = logLines.filter((l) => l.msg === 'allocated').map((l) => l.ms ?? 0);
+      .map((l) => JSON.parse(l) as { msg: string; ms?: number; daemonMs?: number; bootMs?: number });
+    const allocMs = logLines.filter((l) => l.msg === 'allocated').map((l) => l.daemonMs ?? 0);
+    const bootMs = logLines.filter((l) => l.msg === 'allocated').map((l) => l.bootMs ?? 0);
     const addInternal = logLines.filter((l) => l.msg === 'ADD done').map((l) => l.ms ?? 0);
 
     const [o, r] = times as [{ add: number[]; del: number[] }, { add: number[]; del: number[] }];
@@ -181,6 +182,7 @@ async function main(): Promise<void> {
       `| ${C} concurrent ADDs, wall (ms) | ${f(burst[0]!)} | ${f(burst[1]!)} | ${(burst[0]! / burst[1]!).toFixed(2)} |`,
     ];
     const breakdown = [
+      `| plugin bootstrap: process start to first line of plugin code (median, sequential ADDs) | ${f(med(bootMs))} ms |`,
       `| plugin process start + exit (VERSION, median) | ${f(med(startup))} ms |`,
       `| one \`ip -batch\` process (median) | ${f(med(ipSpawn))} ms |`,
       `| daemon allocate over the socket, seen by the plugin (median, sequential ADDs) | ${f(med(allocMs))} ms |`,

@@ -1,7 +1,7 @@
 // The plugin's side of the socket API (src/ipam-daemon/api-types.ts): HTTP/1.1 + JSON over the
 // daemon's Unix socket. Maps daemon answers to CNI errors: retryable ones (and a daemon that is not
 // there yet) become code 11 "try again later".
-import { request } from 'node:http';
+import { connect } from 'node:net';
 import type {
   AllocateRequest,
   Allocation,
@@ -39,52 +39,93 @@ export class DaemonUnreachableError extends CniError {
   }
 }
 
+/**
+ * Parses one complete HTTP/1.1 response (the connection was closed by the server after it).
+ * Handles Content-Length and chunked bodies. Pure; exported for tests.
+ */
+export function parseHttpResponse(raw: Buffer): { status: number; body: string } {
+  const sep = raw.indexOf('\r\n\r\n');
+  if (sep < 0) throw new Error('incomplete HTTP response from vpc-ipamd');
+  const head = raw.subarray(0, sep).toString('latin1').split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(head[0] ?? '');
+  if (!m) throw new Error(`bad HTTP status line from vpc-ipamd: ${JSON.stringify(head[0])}`);
+  const headers = new Map<string, string>();
+  for (const line of head.slice(1)) {
+    const i = line.indexOf(':');
+    if (i > 0) headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+  }
+  let body = raw.subarray(sep + 4);
+  if (/chunked/i.test(headers.get('transfer-encoding') ?? '')) {
+    const parts: Buffer[] = [];
+    let at = 0;
+    for (;;) {
+      const eol = body.indexOf('\r\n', at);
+      if (eol < 0) throw new Error('truncated chunked body from vpc-ipamd');
+      const size = Number.parseInt(body.subarray(at, eol).toString('latin1'), 16);
+      if (!Number.isFinite(size)) throw new Error('bad chunk size from vpc-ipamd');
+      if (size === 0) break;
+      parts.push(body.subarray(eol + 2, eol + 2 + size));
+      at = eol + 2 + size + 2;
+    }
+    body = Buffer.concat(parts);
+  } else if (headers.has('content-length')) {
+    body = body.subarray(0, Number(headers.get('content-length')));
+  }
+  return { status: Number(m[1]), body: body.toString('utf8') };
+}
+
 export function createDaemonClient(socketPath: string, timeoutMs: number): DaemonClient {
+  // A minimal HTTP/1.1 client over node:net: the plugin makes one or two requests per run, and
+  // node:http's first request in a fresh process costs ~10 ms of lazy initialisation (measured).
   const call = (method: string, path: string, payload?: unknown): Promise<HttpAnswer> =>
     new Promise((resolve, reject) => {
-      const body = payload === undefined ? undefined : JSON.stringify(payload);
-      const req = request(
-        {
-          socketPath,
-          method,
-          path,
-          headers: body
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
-            : {},
-          timeout: timeoutMs,
-          agent: false, // one request per connection: nothing keeps the short-lived plugin alive
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: unknown = text;
-            try {
-              parsed = text === '' ? null : JSON.parse(text);
-            } catch {
-              // keep raw text for the error message
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed });
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('timeout', () => {
-        req.destroy(
+      const body = payload === undefined ? '' : JSON.stringify(payload);
+      const head =
+        `${method} ${path} HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\n` +
+        (payload === undefined
+          ? '\r\n'
+          : `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+      const sock = connect(socketPath);
+      const chunks: Buffer[] = [];
+      sock.setTimeout(timeoutMs, () => {
+        sock.destroy(
           new CniError(
             ErrorCode.TRY_AGAIN_LATER,
             `vpc-ipamd did not answer ${method} ${path} within ${timeoutMs} ms`,
           ),
         );
       });
-      req.on('error', (e: NodeJS.ErrnoException) => {
-        if (e instanceof CniError) reject(e);
-        else if (['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES'].includes(e.code ?? '')) {
-          reject(new DaemonUnreachableError(socketPath, e));
-        } else reject(new CniError(ErrorCode.DAEMON_ERROR, `vpc-ipamd request failed: ${e.message}`));
+      let failure: Error | null = null;
+      sock.on('data', (c: Buffer) => chunks.push(c));
+      sock.on('error', (e: NodeJS.ErrnoException) => {
+        failure ??= e;
       });
-      req.end(body);
+      // Settle on 'close' only: a failed connect may also emit 'end', and the error must win.
+      sock.on('close', () => {
+        const e = failure as NodeJS.ErrnoException | null;
+        if (e) {
+          if (e instanceof CniError) reject(e);
+          else if (['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES'].includes(e.code ?? '')) {
+            reject(new DaemonUnreachableError(socketPath, e));
+          } else reject(new CniError(ErrorCode.DAEMON_ERROR, `vpc-ipamd request failed: ${e.message}`));
+          return;
+        }
+        try {
+          const res = parseHttpResponse(Buffer.concat(chunks));
+          let parsed: unknown = res.body;
+          try {
+            parsed = res.body === '' ? null : JSON.parse(res.body);
+          } catch {
+            // keep raw text for the error message
+          }
+          resolve({ status: res.status, body: parsed });
+        } catch (err) {
+          reject(new CniError(ErrorCode.DAEMON_ERROR, (err as Error).message));
+        }
+      });
+      // write, not end: a half-closed request makes node:http servers drop a response still
+      // pending (e.g. an allocation waiting for the pool to grow). The server closes after answering.
+      sock.write(head + body);
     });
 
   const fail = (what: string, a: HttpAnswer): never => {

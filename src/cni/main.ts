@@ -84,6 +84,8 @@ async function main(): Promise<number> {
       cmd: env.command,
       containerId: env.containerId || undefined,
       ifName: env.ifName || undefined,
+      // process start to our first line of code: the runtime's bootstrap cost
+      bootMs: Math.round(started * 10) / 10,
     });
     const result = await dispatch(env, conf, log);
     if (result) out(result);

@@ -91,14 +91,18 @@ export async function cmdAdd(
   let early: Promise<Error | null> | undefined;
   if (conf.mode === 'veth') early = settle(deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu }).linkLines));
   let alloc: Allocation;
+  const askedAt = performance.now();
+  let daemonMs = 0;
   try {
     alloc = await deps.daemon.allocate(req);
+    daemonMs = ms(askedAt);
     checkAllocation(alloc);
   } catch (e) {
     if (early && (await early) === null) await cleanupHost(deps.ip, hostName, null);
     throw e;
   }
   deps.log.info('allocated', {
+    daemonMs,
     ip: alloc.ip,
     eni: alloc.interfaceId,
     table: alloc.routeTable,
