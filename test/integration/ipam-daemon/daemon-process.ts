@@ -8,6 +8,13 @@ import { call } from '../../unit/ipam-daemon/harness.ts';
 
 export const MAIN = resolve('src/ipam-daemon/main.ts');
 
+/** Every daemon started here, so a suite's after() can kill them all even when a test failed. */
+export const started = new Set<DaemonProcess>();
+
+export async function killAllDaemons(): Promise<void> {
+  await Promise.all([...started].map((d) => d.stop('SIGKILL')));
+}
+
 export interface DaemonProcess {
   child: ChildProcess;
   socketPath: string;
@@ -24,6 +31,15 @@ export async function startDaemonProcess(
 ): Promise<DaemonProcess> {
   const socketPath = env.VPC_IPAM_SOCKET;
   if (!socketPath) throw new Error('startDaemonProcess: env.VPC_IPAM_SOCKET is required');
+  // Another daemon answering here would make our readiness check lie.
+  if (
+    await call(socketPath, 'GET', '/readyz').then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new Error(`a daemon already answers on ${socketPath}; stop it first`);
+  }
   const log = createWriteStream(opts.logPath, { flags: 'a' });
   const child = spawn(process.execPath, [MAIN], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
@@ -53,7 +69,7 @@ export async function startDaemonProcess(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return {
+  const proc: DaemonProcess = {
     child,
     socketPath,
     logPath: opts.logPath,
@@ -63,4 +79,7 @@ export async function startDaemonProcess(
       return exited;
     },
   };
+  started.add(proc);
+  void exited.then(() => started.delete(proc));
+  return proc;
 }

@@ -25,7 +25,7 @@ import {
   uniqueClusterName,
 } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, startDaemonProcess } from './daemon-process.ts';
+import { type DaemonProcess, killAllDaemons, startDaemonProcess } from './daemon-process.ts';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -135,7 +135,7 @@ describe('vpc-ipamd on LocalStack (m5.large)', { timeout: 300_000 }, () => {
   });
 
   after(async () => {
-    await daemon?.stop('SIGKILL');
+    await killAllDaemons();
     await imds?.close();
     if (seed) await deleteCluster({ clusterName });
     if (dir && !process.env.KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,126 @@
+// Subnet exhaustion against LocalStack: pods confined to the seed's tiny /27 (mostly taken by
+// someone else's interface) run it dry and get "subnet-full" naming the subnet; with a second
+// subnet in POD_SUBNET_IDS the daemon moves on to it. The real daemon process, as in localstack.test.ts.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { CreateNetworkInterfaceCommand } from '@aws-sdk/client-ec2';
+import { localEc2Client } from '../../../localstack/seed.ts';
+import type { Allocation, ApiError } from '../../../src/ipam-daemon/api-types.ts';
+import { type ImdsFake, liveEc2Source, startImdsFake } from '../../fakes/imds-aws.ts';
+import {
+  deleteCluster,
+  ec2Endpoint,
+  region,
+  requireLocalStack,
+  type SeedResult,
+  seedCluster,
+  uniqueClusterName,
+} from '../../helpers/localstack.ts';
+import { call } from '../../unit/ipam-daemon/harness.ts';
+import { type DaemonProcess, killAllDaemons, startDaemonProcess } from './daemon-process.ts';
+
+describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
+  const clusterName = uniqueClusterName('ipamd-sub');
+  let seed: SeedResult;
+  let imds: ImdsFake;
+  let dir: string;
+  let env: Record<string, string>;
+  let daemon: DaemonProcess | undefined;
+  let tiny: { id: string; cidr: string };
+  let nodeSubnet: { id: string; cidr: string };
+
+  before(async () => {
+    await requireLocalStack();
+    seed = await seedCluster({ clusterName });
+    const inst = seed.instances.find((i) => i.type === 'm5.large');
+    const t = seed.subnets.find((s) => s.role === 'tiny');
+    assert.ok(inst && t);
+    assert.equal(t.az, inst.az, 'the tiny subnet is in the m5.large zone');
+    tiny = t;
+    nodeSubnet = seed.subnets.find((s) => s.id === inst.subnetId) as { id: string; cidr: string };
+    // Someone else's interface takes most of the /27 (27 usable addresses).
+    const ec2 = localEc2Client(ec2Endpoint(), region());
+    await ec2.send(
+      new CreateNetworkInterfaceCommand({
+        SubnetId: tiny.id,
+        SecondaryPrivateIpAddressCount: 26,
+        Description: 'vpc-ipam test: squatter in the tiny subnet',
+      }),
+    );
+    ec2.destroy();
+    imds = await startImdsFake({
+      source: liveEc2Source({ instanceId: inst.id, endpoint: ec2Endpoint(), region: region() }, 200),
+    });
+    dir = await mkdtemp(join(tmpdir(), 'ipamd-sub-'));
+    env = {
+      CLOUD_PROVIDER: 'aws',
+      CLUSTER_NAME: clusterName,
+      AWS_REGION: region(),
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      VPC_IPAM_EC2_ENDPOINT: ec2Endpoint(),
+      VPC_IPAM_IMDS_ENDPOINT: imds.url,
+      VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
+      VPC_IPAM_SOCKET: join(dir, 'run', 'ipamd.sock'),
+      VPC_IPAM_CHECKPOINT: join(dir, 'state', 'checkpoint.json'),
+      VPC_IPAM_NODE_SETUP: 'false',
+      METRICS_PORT: '0',
+      WARM_ENI_TARGET: '0',
+      VPC_IPAM_ALLOCATE_WAIT: '3',
+      VPC_IPAM_RECONCILE_INTERVAL: '1',
+      LOG_LEVEL: 'debug',
+    };
+  });
+
+  after(async () => {
+    await killAllDaemons();
+    await imds?.close();
+    if (seed) await deleteCluster({ clusterName });
+    if (dir && !process.env.KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
+  });
+
+  const allocate = (n: number) =>
+    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', { containerId: `sub${n}`, ifName: 'eth0' });
+
+  test('pods confined to the tiny subnet run it dry and get subnet-full, naming it', async () => {
+    daemon = await startDaemonProcess(
+      { ...env, POD_SUBNET_IDS: tiny.id },
+      { logPath: join(dir, 'ipamd-1.log') },
+    );
+    const got: Allocation[] = [];
+    let refusal: ApiError | undefined;
+    for (let n = 0; n < 30 && !refusal; n++) {
+      const r = await allocate(n);
+      if (r.status === 200) got.push(r.body as Allocation);
+      else {
+        assert.equal(r.status, 503, r.text);
+        refusal = r.body as ApiError;
+      }
+    }
+    assert.ok(refusal, 'the tiny subnet ran out');
+    // Two interfaces could hold 18 pod IPs; the /27 (27 usable, most taken) runs out first.
+    assert.ok(got.length < 18, `only what the /27 had left: ${got.length}`);
+    for (const a of got) assert.equal(a.subnetCidr, tiny.cidr);
+    assert.equal(refusal.reason, 'subnet-full');
+    assert.ok(
+      refusal.message.includes(`subnet ${tiny.id} (${tiny.cidr}) has no free addresses`),
+      refusal.message,
+    );
+    assert.match(refusal.message, /add subnets to POD_SUBNET_IDS/);
+    await daemon.stop('SIGTERM');
+  });
+
+  test('with a second subnet in POD_SUBNET_IDS the daemon moves on to it', async () => {
+    daemon = await startDaemonProcess(
+      { ...env, POD_SUBNET_IDS: `${tiny.id},${nodeSubnet.id}` },
+      { logPath: join(dir, 'ipamd-2.log') },
+    );
+    const r = await allocate(100);
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.body as Allocation).subnetCidr, nodeSubnet.cidr);
+  });
+});
