@@ -191,8 +191,9 @@ async function main(): Promise<void> {
   let vpc: LocalVpc | undefined;
   // Daemon and plugin logs stay for a look when something failed.
   cleanup.add('temp dir', () => {
-    if (failed === 0 || interrupted) rmSync(dir, { recursive: true, force: true });
-    else say(`    logs kept in ${dir} (daemon.log and cni.log per node)`);
+    if (failed > 0 && !interrupted && vpc && vpc.nodes.length > 0)
+      say(`    logs kept in ${dir} (daemon.log and cni.log per node)`);
+    else rmSync(dir, { recursive: true, force: true });
   });
 
   let tornDown: Promise<void> | undefined;
