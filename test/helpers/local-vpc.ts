@@ -28,7 +28,6 @@ import { type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.
 export const INTERNET_SERVER = '203.0.113.10';
 export const ONPREM_SERVER = '198.51.100.10';
 export const ONPREM_CIDR = '198.51.100.0/24';
-const LOCALSTACK_PORT = 4566;
 
 export interface VpcNode {
   index: number;
@@ -84,6 +83,11 @@ export class LocalVpc {
     this.onprem = `${prefix}-onp`;
     this.ec2 = localEc2Client(seed.endpoint, seed.region);
     cleanup.add('ec2 client', () => this.ec2.destroy());
+  }
+
+  /** LocalStack's port, from the seed's endpoint (LOCALSTACK_PORT may move it off 4566). */
+  private get lsPort(): number {
+    return Number(new URL(this.seed.endpoint).port || 80);
   }
 
   get vpcCidrs(): string[] {
@@ -155,7 +159,7 @@ export class LocalVpc {
       await run('ip', ['netns', 'exec', this.fabric, 'sysctl', '-q', '-w', `${key}=${value}`]);
     }
     // LocalStack for every node's daemon: one Unix socket in the root netns -> 127.0.0.1:4566.
-    this.lsServer = await serveUnixToTcp(join(this.dir, 'localstack.sock'), LOCALSTACK_PORT);
+    this.lsServer = await serveUnixToTcp(join(this.dir, 'localstack.sock'), this.lsPort);
     this.cleanup.add('localstack forwarder', () => this.lsServer?.close());
   }
 
@@ -319,7 +323,7 @@ export class LocalVpc {
     const imdsServer = await serveUnixToTcp(imdsSock, imds.port);
     this.cleanup.add(`imds forwarder ${node.ns}`, () => imdsServer.close());
     const fwd = await startNetnsForwarder(node.ns, {
-      [LOCALSTACK_PORT]: join(this.dir, 'localstack.sock'),
+      [this.lsPort]: join(this.dir, 'localstack.sock'),
       [imds.port]: imdsSock,
     });
     this.cleanup.add(`netns forwarder ${node.ns}`, () => fwd.kill('SIGKILL'));
@@ -331,7 +335,7 @@ export class LocalVpc {
       AWS_REGION: this.seed.region,
       AWS_ACCESS_KEY_ID: 'test',
       AWS_SECRET_ACCESS_KEY: 'test',
-      VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${LOCALSTACK_PORT}`,
+      VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${this.lsPort}`,
       VPC_IPAM_IMDS_ENDPOINT: `http://127.0.0.1:${imds.port}`,
       VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
       VPC_IPAM_SOCKET: node.socketPath,
