@@ -11,6 +11,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import {
+  AssignPrivateIpAddressesCommand,
+  DescribeNetworkInterfacesCommand,
+  UnassignPrivateIpAddressesCommand,
+} from '@aws-sdk/client-ec2';
+import { localEc2Client } from '../../localstack/seed.ts';
 import { hostVethName } from '../../src/netutils/names.ts';
 import {
   type CniOutcome,
@@ -438,6 +444,28 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     burst = keep;
   });
 
+  test('cniVersion 0.4.0: result with IP versions; DEL with a 0.4.0 prevResult cleans up', async () => {
+    const ns = `${prefix}-v04`;
+    const nsPath = await createNetns(ns, cleanup);
+    const id = `${prefix}v04`;
+    const o = await add(node1, nsPath, id, { cniVersion: '0.4.0' });
+    assert.equal(o.code, 0, JSON.stringify(o.out));
+    assert.equal(o.out?.cniVersion, '0.4.0');
+    const ips = o.out?.ips as { version: string; address: string }[];
+    assert.equal(ips[0]!.version, '4');
+    const d = await execPlugin(
+      plugin,
+      { command: 'DEL', containerId: id, netns: nsPath, ifName: 'eth0' },
+      conf(node1, { cniVersion: '0.4.0', prevResult: o.out }),
+      node1.ns,
+    );
+    assert.equal(d.code, 0, JSON.stringify(d.out));
+    const links = await ipJson<{ ifname: string }>(node1.ns, 'link', 'show');
+    assert.ok(!links.some((l) => l.ifname === hostVethName(id, 'eth0')));
+    const r = await daemonGet(node1.socketPath, `/v1/allocation?containerId=${id}&ifName=eth0`);
+    assert.equal(r.status, 404);
+  });
+
   test('spec errors: VERSION, bad env (4), bad JSON (6), bad config (7), daemon down (11), STATUS (50)', async () => {
     const version = await execPlugin(plugin, { command: 'VERSION' }, { cniVersion: '0.4.0' });
     assert.deepEqual(version.out, { cniVersion: '0.4.0', supportedVersions: ['0.4.0', '1.0.0', '1.1.0'] });
@@ -483,6 +511,66 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     );
     const decode = await execPluginRaw(plugin, '{not json', node1.ns);
     assert.equal(decode.code, 6);
+  });
+
+  test('the fabric delivers an address only while LocalStack says the node owns it', async () => {
+    // node2's daemon is stopped by now, so assigning an address behind its back is safe.
+    const small = node2.instance;
+    const ec2 = localEc2Client(vpc.seed.endpoint, vpc.seed.region);
+    cleanup.add('ec2 client (fabric test)', () => ec2.destroy());
+    const owned = new Set(
+      (
+        (
+          await ec2.send(
+            new DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'vpc-id', Values: [vpc.seed.vpcId] }] }),
+          )
+        ).NetworkInterfaces ?? []
+      ).flatMap((e) => (e.PrivateIpAddresses ?? []).map((a) => a.PrivateIpAddress)),
+    );
+    const subnet = vpc.seed.subnets.find((x) => x.id === small.subnetId)!;
+    const [a, b, c] = subnet.cidr.split('/')[0]!.split('.').map(Number) as [number, number, number];
+    let candidate = '';
+    for (let i = 0; i < 200 && !candidate; i++) {
+      const n = 3000 + Math.floor(Math.random() * 1000); // inside the /20, away from the low addresses pools pick
+      const x = `${a}.${b}.${c + Math.floor(n / 256)}.${n % 256}`;
+      if (!owned.has(x) && n % 256 !== 0 && n % 256 !== 255) candidate = x;
+    }
+    assert.ok(candidate, 'a free address in node2 subnet');
+    await ip(node2.ns, 'addr', 'add', `${candidate}/32`, 'dev', 'lo');
+    const server = await startProbeServer(node2.ns, PORT + 1);
+    cleanup.add('probe node2', () => server.stop());
+    const from = pods[0]!;
+    await assert.rejects(probe(from.ns, candidate, PORT + 1, 1500), 'not delivered while no ENI owns it');
+    const eni = small.primaryEniId;
+    await ec2.send(
+      new AssignPrivateIpAddressesCommand({ NetworkInterfaceId: eni, PrivateIpAddresses: [candidate] }),
+    );
+    let assigned = true;
+    cleanup.add('unassign test address', async () => {
+      if (assigned) {
+        await ec2.send(
+          new UnassignPrivateIpAddressesCommand({ NetworkInterfaceId: eni, PrivateIpAddresses: [candidate] }),
+        );
+      }
+    });
+    assert.equal(
+      await probeEventually(from.ns, candidate, PORT + 1, 10_000),
+      from.ip,
+      'delivered once LocalStack says so',
+    );
+    await ec2.send(
+      new UnassignPrivateIpAddressesCommand({ NetworkInterfaceId: eni, PrivateIpAddresses: [candidate] }),
+    );
+    assigned = false;
+    const deadline = Date.now() + 10_000;
+    let stillDelivered = true;
+    while (stillDelivered && Date.now() < deadline) {
+      stillDelivered = await probe(from.ns, candidate, PORT + 1, 1000).then(
+        () => true,
+        () => false,
+      );
+    }
+    assert.equal(stillDelivered, false, 'not delivered after the address was unassigned');
   });
 });
 
