@@ -33,6 +33,7 @@ import {
   planVethAdd,
   planVethLink,
   podIpFromHost,
+  routedElsewhere,
   settle,
 } from './wiring/veth.ts';
 
@@ -217,7 +218,14 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
       daemonUp = false;
     }
   }
-  ip ??= await podIpFromHost(deps.ip, hostName);
+  if (ip && (await routedElsewhere(deps.ip, hostName, ip))) {
+    // A stale DEL (e.g. retried after the IP went to another pod): rules are keyed by IP, so
+    // they now belong to that pod. Remove only what is named after this attachment.
+    deps.log.warn('pod IP is routed to another veth now; leaving its rules alone', { ip });
+    ip = null;
+  } else {
+    ip ??= await podIpFromHost(deps.ip, hostName);
+  }
   const problems = await rollback(env, conf, deps, hostName, ip);
   if (problems.length > 0) {
     throw new CniError(ErrorCode.WIRING_FAILED, `cleanup of ${hostName} failed: ${problems.join('; ')}`);

@@ -324,6 +324,19 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     pods.pop();
   });
 
+  test('a stale DEL naming an IP that another pod now holds leaves that pod alone', async () => {
+    const victim = burst[0]!; // healthy (pods[1] had its routes deleted by the CHECK test)
+    const stale = { ...victim, id: `${prefix}stale`, result: victim.result };
+    const o = await del(stale, {}, '');
+    assert.equal(o.code, 0, JSON.stringify(o.out));
+    const rules = await ipJson<{ dst?: string; priority: number }>(node1.ns, 'rule', 'show');
+    assert.ok(
+      rules.some((r) => r.priority === 512 && r.dst === victim.ip),
+      "the other pod's rule survives",
+    );
+    assert.equal(await probeEventually(victim.ns, pods[0]!.ip, PORT), victim.ip);
+  });
+
   test('DEL succeeds and cleans the host side when the netns is gone', async () => {
     const pod = burst.pop()!;
     await run('ip', ['netns', 'del', pod.ns]);

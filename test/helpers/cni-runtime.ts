@@ -61,6 +61,7 @@ export function execPlugin(
         ms: performance.now() - started,
       });
     });
+    child.stdin.on('error', () => {}); // the plugin may exit before reading stdin
     child.stdin.end(JSON.stringify(config));
   });
 }

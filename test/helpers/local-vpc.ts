@@ -302,7 +302,10 @@ export class LocalVpc {
         });
     };
     this.loop = setTimeout(tick, intervalMs);
-    this.cleanup.add('sync loop', () => this.stopSyncLoop());
+    this.cleanup.add('sync loop', async () => {
+      this.stopSyncLoop();
+      await this.syncing; // let an in-flight sync finish before its namespaces go away
+    });
   }
 
   stopSyncLoop(): void {

@@ -46,6 +46,8 @@ export async function run(
 ): Promise<{ stdout: string; stderr: string }> {
   const p = pexec(file, args, { maxBuffer: 16 << 20 });
   if (input !== undefined) {
+    // a tool that fails before reading stdin must not turn into an uncaught EPIPE
+    p.child.stdin?.on('error', () => {});
     p.child.stdin?.end(input);
   }
   try {

@@ -152,6 +152,12 @@ export async function podIpFromHost(ipTool: IpTool, hostName: string): Promise<s
   return null;
 }
 
+/** True when the IP's /32 route points at a veth other than ours (the IP belongs to another pod). */
+export async function routedElsewhere(ipTool: IpTool, hostName: string, ip: string): Promise<boolean> {
+  const routes = await ipTool.json<{ dev?: string }>(['route', 'show', 'table', 'main', `${ip}/32`]);
+  return routes.some((r) => r.dev !== undefined && r.dev !== hostName);
+}
+
 // --- CHECK ---
 
 export interface ObservedHost {
