@@ -277,6 +277,20 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
       new RegExp(`-j SNAT --to-source ${node1.instance.privateIp.replaceAll('.', '\\.')} --random-fully`),
     );
     assert.equal(stdout.match(/-A POSTROUTING .*-j VPC-IPAM-SNAT/g)?.length, 1, 'one jump');
+    // and it is the SNAT that gets us out: without it the gateway refuses the pod's own source IP
+    const jump = ['POSTROUTING', '-m', 'comment', '--comment', 'vpc-ipam: SNAT pod traffic leaving the VPC'];
+    const iptables = (op: string) =>
+      run('ip', ['netns', 'exec', node1.ns, 'iptables', '-t', 'nat', op, ...jump, '-j', 'VPC-IPAM-SNAT']);
+    await iptables('-D');
+    try {
+      await assert.rejects(
+        probe(primaryPod.ns, INTERNET_SERVER, PORT, 1500),
+        'no SNAT: dropped at the gateway',
+      );
+    } finally {
+      await iptables('-A');
+    }
+    assert.equal(await probeEventually(primaryPod.ns, INTERNET_SERVER, PORT), node1.instance.privateIp);
   });
 
   test('CHECK passes on a healthy pod and reports damage after a route is deleted by hand', async () => {
