@@ -30,6 +30,7 @@ export async function ensurePluginBuilt(): Promise<string> {
     newestSource(join(ROOT, 'src', 'cni')),
     newestSource(join(ROOT, 'src', 'netutils')),
     statSync(join(ROOT, 'scripts', 'build-cni.ts')).mtimeMs,
+    statSync(join(ROOT, 'src', 'ipam-daemon', 'api-types.ts')).mtimeMs, // bundled: the socket contract
   );
   if (builtAt() >= sources) return PLUGIN_BINARY;
   const lock = join(ROOT, 'dist', '.build.lock');
