@@ -291,6 +291,27 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
       await iptables('-A');
     }
     assert.equal(await probeEventually(primaryPod.ns, INTERNET_SERVER, PORT), node1.instance.privateIp);
+    // the connmark is what sends a secondary-ENI pod's internet traffic to the primary interface:
+    // without the pod mark it follows its ENI table out of the secondary ENI, unSNATed, and is dropped
+    const podMark = ['VPC-IPAM-CONNMARK', '-i', 'vpc+', '-j', 'VPC-IPAM-PODMARK'];
+    const mangle = (...args: string[]) =>
+      run('ip', ['netns', 'exec', node1.ns, 'iptables', '-t', 'mangle', ...args]);
+    await mangle('-D', ...podMark);
+    try {
+      await assert.rejects(
+        probe(secondaryPod.ns, INTERNET_SERVER, PORT, 1500),
+        'no connmark: leaves the wrong ENI',
+      );
+    } finally {
+      await mangle('-I', podMark[0]!, '2', ...podMark.slice(1));
+    }
+    assert.equal(await probeEventually(secondaryPod.ns, INTERNET_SERVER, PORT), node1.instance.privateIp);
+    const mangleRules = (await run('ip', ['netns', 'exec', node1.ns, 'iptables-save', '-t', 'mangle']))
+      .stdout;
+    assert.match(
+      mangleRules,
+      /-A VPC-IPAM-CONNMARK -i eth0 .*\n-A VPC-IPAM-CONNMARK -i vpc\+ -j VPC-IPAM-PODMARK\n/,
+    );
   });
 
   test('CHECK passes on a healthy pod and reports damage after a route is deleted by hand', async () => {
