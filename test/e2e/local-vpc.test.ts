@@ -534,6 +534,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     assert.equal(status.code, 0, JSON.stringify(status.out));
     // node2's daemon goes away: ADD says "try again later", STATUS says not available, DEL still works
     const victim = pods.find((p) => p.node === node2)!;
+    const victim2 = await newPod(node2); // deleted below without prevResult
     await vpc.stopDaemon(node2);
     const ns = `${prefix}-down`;
     const nsPath = await createNetns(ns, cleanup);
@@ -557,6 +558,18 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
       !links.some((l) => l.ifname === hostVethName(victim.id, 'eth0')),
       'host side cleaned with the daemon down',
     );
+    // no prevResult and no daemon: the IP comes from the host veth's route, so the rules go too
+    const d2 = await execPlugin(
+      plugin,
+      { command: 'DEL', containerId: victim2.id, netns: victim2.nsPath, ifName: 'eth0' },
+      conf(node2),
+      node2.ns,
+    );
+    assert.equal(d2.code, 0, JSON.stringify(d2.out));
+    const rules = await ipJson<{ src?: string; dst?: string }>(node2.ns, 'rule', 'show');
+    assert.ok(!rules.some((r) => r.dst === victim2.ip || r.src === victim2.ip), 'rules of the pod removed');
+    const links2 = await ipJson<{ ifname: string }>(node2.ns, 'link', 'show');
+    assert.ok(!links2.some((l) => l.ifname === hostVethName(victim2.id, 'eth0')));
     const decode = await execPluginRaw(plugin, '{not json', node1.ns);
     assert.equal(decode.code, 6);
   });
