@@ -58,6 +58,11 @@ export interface AllocationRecord extends Allocation {
   netns?: string;
   /** ISO time of assignment. */
   assignedAt: string;
+  /**
+   * Set when the daemon found this pod only by its host route (`<ip>/32 dev <veth>`) after losing
+   * its checkpoint: the host veth. Such an entry is released when that route disappears.
+   */
+  recoveredFrom?: string;
 }
 
 export interface GcRequest {

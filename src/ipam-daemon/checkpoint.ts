@@ -110,7 +110,8 @@ function validate(text: string): CheckpointData | string {
       typeof a.ifName !== 'string' ||
       typeof a.ip !== 'string' ||
       typeof a.interfaceId !== 'string' ||
-      typeof a.assignedAt !== 'string'
+      typeof a.assignedAt !== 'string' ||
+      (a.recoveredFrom !== undefined && typeof a.recoveredFrom !== 'string')
     ) {
       return `malformed allocation ${JSON.stringify(a)}`;
     }

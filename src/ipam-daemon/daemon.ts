@@ -10,6 +10,8 @@
 
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../lib/log.ts';
+import { hostVethName } from '../netutils/names.ts';
+import type { PodHostRoute } from '../netutils/pod-routes.ts';
 import {
   isProviderError,
   type ProviderError,
@@ -48,6 +50,7 @@ import {
   type PoolTargets,
   plan,
 } from './pool-engine.ts';
+import { goneRecoveries, type IpHolder, planRecovery, recoveredKey } from './route-recovery.ts';
 
 /**
  * Node-level networking the daemon keeps converged (implemented in node-setup/): called at start and
@@ -73,6 +76,11 @@ export interface DaemonOptions {
   logger: Logger;
   clock?: Clock;
   nodeSetup?: NodeSetupHook;
+  /**
+   * Reads the pods' host routes (`<ip>/32 dev <host veth>`) in the daemon's own netns (the node's).
+   * When set, IPs routed to a pod are never handed out, whatever the checkpoint says (route-recovery.ts).
+   */
+  podRoutes?: () => Promise<PodHostRoute[]>;
   /** Crash tests only. */
   beforeCheckpointRename?: BeforeRenameHook;
 }
@@ -159,7 +167,8 @@ export class Daemon extends EventEmitter {
     this.ds = ds;
     for (const i of interfaces) this.addInterface(i, true);
     await this.runNodeSetup();
-    await this.restore(ds, interfaces);
+    const checkpoint = await this.restore(ds, interfaces);
+    await this.recoverFromRoutes(checkpoint);
     ds.check();
     await this.persist();
     this.state = 'ready';
@@ -272,14 +281,24 @@ export class Daemon extends EventEmitter {
       }));
   }
 
-  private async restore(ds: Datastore, interfaces: InterfaceInfo[]): Promise<void> {
+  /** Rebuild from the checkpoint; says whether it could be trusted ('ok') or not. */
+  private async restore(
+    ds: Datastore,
+    interfaces: InterfaceInfo[],
+  ): Promise<'ok' | 'missing' | 'corrupt' | 'foreign'> {
     const path = this.opts.checkpointPath;
     const stale = await removeStaleTemps(path);
     if (stale.length > 0) this.log.warn({ files: stale }, 'removed temp checkpoint files left by a crash');
     const loaded = await loadCheckpoint(path, () => this.clock.now());
+    const fromRoutes = this.opts.podRoutes !== undefined;
     if (loaded.kind === 'missing') {
-      this.log.info({ path }, 'no checkpoint: starting with every IP on the interfaces free');
-      return;
+      this.log.info(
+        { path },
+        fromRoutes
+          ? 'no checkpoint: IPs of running pods are recovered from their host routes, the rest are free'
+          : 'no checkpoint: starting with every IP on the interfaces free',
+      );
+      return 'missing';
     }
     if (loaded.kind === 'corrupt') {
       this.log.error(
@@ -289,9 +308,11 @@ export class Daemon extends EventEmitter {
           movedTo: loaded.movedTo,
           ipsOnInterfaces: interfaces.flatMap((i) => i.secondaryIps).length,
         },
-        'CHECKPOINT CORRUPT: moved aside; rebuilding from cloud state with every IP free. Pods still running on this node may share an IP with new pods until they are restarted',
+        fromRoutes
+          ? 'CHECKPOINT CORRUPT: moved aside; rebuilding from cloud state, IPs of running pods are recovered from their host routes'
+          : 'CHECKPOINT CORRUPT: moved aside; rebuilding from cloud state with every IP free. Pods still running on this node may share an IP with new pods until they are restarted',
       );
-      return;
+      return 'corrupt';
     }
     const data = loaded.data;
     if (this.node && data.instanceId !== this.node.instanceId) {
@@ -303,7 +324,7 @@ export class Daemon extends EventEmitter {
         },
         'checkpoint belongs to another instance; ignoring its allocations',
       );
-      return;
+      return 'foreign';
     }
     const repairs: string[] = [];
     for (const a of data.allocations) {
@@ -334,6 +355,99 @@ export class Daemon extends EventEmitter {
       'restored allocations from checkpoint + cloud state',
     );
     for (const r of repairs) this.log.warn({ repair: r }, 'checkpoint repair');
+    return 'ok';
+  }
+
+  /**
+   * Hold every IP that the kernel routes to one of our pod veths. Runs on every start, not only
+   * after a lost checkpoint: it costs one `ip -j route` and also covers a checkpoint from another
+   * instance or one out of step with the node. Without a trustworthy checkpoint, failing to read
+   * the routes stops the start (handing out IPs blind could give a running pod's IP to a new one).
+   */
+  private async recoverFromRoutes(checkpoint: 'ok' | 'missing' | 'corrupt' | 'foreign'): Promise<void> {
+    const read = this.opts.podRoutes;
+    if (!read) return;
+    const ds = this.mustDs();
+    let routes: PodHostRoute[];
+    try {
+      routes = await read();
+    } catch (err) {
+      if (checkpoint !== 'ok') {
+        throw new Error(
+          `checkpoint ${checkpoint} and the pods' host routes cannot be read (${errText(err)}); refusing to start with every IP free`,
+          { cause: err },
+        );
+      }
+      this.log.warn({ err: errText(err) }, 'cannot read pod host routes; trusting the checkpoint alone');
+      return;
+    }
+    const p = planRecovery(routes, (ip) => this.holderOf(ip));
+    const now = this.clock.now();
+    const recovered: PodHostRoute[] = [];
+    for (const r of p.recover) if (ds.recover(recoveredKey(r), r.ip, r.hostVeth, now)) recovered.push(r);
+    for (const r of p.heldElsewhere) {
+      this.log.warn(
+        { ip: r.ip, hostVeth: r.hostVeth, key: r.key, expectedVeth: r.expectedVeth },
+        'pod host route is on another veth than the allocation holding the IP expects; keeping the allocation',
+      );
+    }
+    const fields = {
+      checkpoint,
+      routes: routes.length,
+      recovered: recovered.map((r) => `${r.ip} dev ${r.hostVeth}`),
+      alreadyHeld: p.held.length,
+      notOnNode: p.notOnNode.length,
+    };
+    if (recovered.length > 0) {
+      this.log.warn(
+        fields,
+        'recovered IPs of running pods from their host routes; each is held until its route disappears',
+      );
+    } else this.log.info(fields, 'pod host routes checked; nothing to recover');
+  }
+
+  private holderOf(ip: string): IpHolder {
+    const st = this.mustDs().ipState(ip);
+    if (!st) return { state: 'not-on-node' };
+    if (st.state !== 'assigned') return { state: st.state };
+    const key = st.key ?? '';
+    const a = this.mustDs()
+      .list()
+      .find((x) => keyOf(x) === key);
+    return {
+      state: 'assigned',
+      key,
+      hostVeth: a?.recoveredFrom ?? (a ? hostVethName(a.containerId, a.ifName) : ''),
+    };
+  }
+
+  /** Release recovered entries whose host route is gone (the pod's DEL removed its veth). */
+  private async releaseGoneRecoveries(): Promise<void> {
+    const read = this.opts.podRoutes;
+    const ds = this.mustDs();
+    const held = ds.recovered();
+    if (!read || held.length === 0) return;
+    let routes: PodHostRoute[];
+    try {
+      routes = await read();
+    } catch (err) {
+      this.log.warn({ err: errText(err) }, 'cannot read pod host routes; recovered IPs stay held');
+      return;
+    }
+    const gone = goneRecoveries(held, routes);
+    if (gone.length === 0) return;
+    const now = this.clock.now();
+    // A DEL may have released one meanwhile (matched by its veth): count only what this released.
+    const released = gone.flatMap((a) => (ds.release(a, now) ? [a] : []));
+    if (released.length === 0) return;
+    await this.persist();
+    for (const a of released) {
+      this.log.info(
+        { ip: a.ip, hostVeth: a.recoveredFrom, key: keyOf(a) },
+        'recovered IP released: its host route is gone',
+      );
+      this.emit('released', ds.toRecord(a));
+    }
   }
 
   // ---- persistence ----
@@ -415,16 +529,24 @@ export class Daemon extends EventEmitter {
     const k = keyOf(key);
     return this.locks.run(k, async () => {
       const ds = this.mustDs();
-      const stored = ds.get(key);
+      // A pod recovered from its host route is known by its veth, which its own key names.
+      const stored = ds.get(key) ?? this.recoveredFor(key);
       if (!stored) return { released: null };
       const rec = ds.toRecord(stored);
-      ds.release(key, this.clock.now());
+      ds.release(stored, this.clock.now());
       await this.persist();
       this.log.info({ key: k, ip: rec.ip }, 'released');
       this.emit('released', rec);
       this.kick();
       return { released: rec.ip };
     });
+  }
+
+  private recoveredFor(key: AttachmentKey): StoredAllocation | undefined {
+    const veth = hostVethName(key.containerId, key.ifName);
+    return this.mustDs()
+      .recovered()
+      .find((a) => a.recoveredFrom === veth);
   }
 
   get(key: AttachmentKey): Allocation | null {
@@ -444,7 +566,8 @@ export class Daemon extends EventEmitter {
     const keep = new Set(valid.map(keyOf));
     const released: AttachmentKey[] = [];
     for (const a of this.mustDs().list()) {
-      if (keep.has(keyOf(a))) continue;
+      // Recovered entries have no runtime key; they go when their host route does.
+      if (keep.has(keyOf(a)) || a.recoveredFrom !== undefined) continue;
       const r = await this.release(a);
       if (r.released) released.push({ containerId: a.containerId, ifName: a.ifName });
     }
@@ -633,6 +756,7 @@ export class Daemon extends EventEmitter {
   /** One plan + execute round. Returns whether any cloud action succeeded. */
   private async reconcileOnce(): Promise<boolean> {
     const ds = this.mustDs();
+    if (this.opts.podRoutes && ds.recovered().length > 0) await this.releaseGoneRecoveries();
     const now = this.clock.now();
     if (ds.tick(now) > 0) {
       this.serveWaiters();
@@ -829,7 +953,7 @@ export class Daemon extends EventEmitter {
 }
 
 function stripRecord(rec: AllocationRecord): Allocation {
-  const { assignedAt: _a, netns: _n, ...rest } = rec;
+  const { assignedAt: _a, netns: _n, recoveredFrom: _r, ...rest } = rec;
   return rest;
 }
 

@@ -56,6 +56,8 @@ export interface StoredAllocation {
   podNamespace?: string;
   podName?: string;
   assignedAt: string;
+  /** Held for a pod found only by its host route (route-recovery.ts): the host veth carrying it. */
+  recoveredFrom?: string;
 }
 
 export function keyOf(k: AttachmentKey): string {
@@ -224,7 +226,7 @@ export class Datastore {
 
   private bind(
     k: string,
-    meta: AllocationMeta & { netns?: string },
+    meta: AllocationMeta & { netns?: string; recoveredFrom?: string },
     s: IpState,
     assignedAt: string,
   ): StoredAllocation {
@@ -244,6 +246,7 @@ export class Datastore {
     if (meta.netns !== undefined) rec.netns = meta.netns;
     if (meta.podNamespace !== undefined) rec.podNamespace = meta.podNamespace;
     if (meta.podName !== undefined) rec.podName = meta.podName;
+    if (meta.recoveredFrom !== undefined) rec.recoveredFrom = meta.recoveredFrom;
     this.byKey.set(k, rec);
     return { ...rec };
   }
@@ -279,6 +282,23 @@ export class Datastore {
     if (this.byKey.has(k)) return false;
     this.bind(k, a, s, a.assignedAt);
     return true;
+  }
+
+  /**
+   * Hold a free or cooling IP for a pod found only by its host route (a running pod: its IP must
+   * never go to another). Returns the new entry, or undefined when the IP is unknown or held.
+   */
+  recover(key: AttachmentKey, ip: string, hostVeth: string, now: number): StoredAllocation | undefined {
+    const s = this.ips.get(ip);
+    if (!s || (s.state !== 'free' && s.state !== 'cooling')) return undefined;
+    const k = keyOf(key);
+    if (this.byKey.has(k)) return undefined;
+    return this.bind(k, { ...key, recoveredFrom: hostVeth }, s, new Date(now).toISOString());
+  }
+
+  /** Entries held for pods found by their host route. */
+  recovered(): StoredAllocation[] {
+    return this.list().filter((a) => a.recoveredFrom !== undefined);
   }
 
   restoreCooling(ip: string, coolUntil: number): boolean {
@@ -336,6 +356,7 @@ export class Datastore {
     if (a.netns !== undefined) rec.netns = a.netns;
     if (a.podNamespace !== undefined) rec.podNamespace = a.podNamespace;
     if (a.podName !== undefined) rec.podName = a.podName;
+    if (a.recoveredFrom !== undefined) rec.recoveredFrom = a.recoveredFrom;
     return rec;
   }
 

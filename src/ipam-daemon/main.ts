@@ -4,6 +4,9 @@
 
 import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.ts';
+import { spawnRunner } from '../netutils/exec.ts';
+import { createIpTool } from '../netutils/ip.ts';
+import { listPodHostRoutes } from '../netutils/pod-routes.ts';
 import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
 import { Daemon, type NodeSetupHook } from './daemon.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
@@ -65,6 +68,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     config.podSubnetIds = custom.subnetIds;
     if (custom.securityGroupIds.length > 0) config.podSecurityGroupIds = custom.securityGroupIds;
   }
+  const ipTool = createIpTool(spawnRunner);
   const daemon = new Daemon({
     provider,
     pool: config.pool,
@@ -74,6 +78,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     checkpointPath: config.checkpointPath,
     logger: log,
     ...(nodeSetup ? { nodeSetup } : {}),
+    // The daemon runs in the node's netns (host network): the pods' host routes are right here.
+    podRoutes: () => listPodHostRoutes(ipTool),
   });
   metrics.attach(daemon);
   await daemon.start();

@@ -1,0 +1,35 @@
+// The pods the plugin wired, as the kernel sees them: every routed-veth pod has a host route
+// `<pod ip>/32 dev vpc<11 hex> proto 118` in the main table (cni/wiring/veth.ts). The daemon reads
+// these in its OWN network namespace (it runs in the node's, host network), so no nsenter here.
+import type { IpTool } from './ip.ts';
+import { HOST_VETH_PREFIX, ROUTE_PROTO } from './names.ts';
+
+export interface PodHostRoute {
+  ip: string;
+  /** The host end of the pod's veth (hostVethName(containerId, ifName)). */
+  hostVeth: string;
+}
+
+/** Exactly the names hostVethName() produces. */
+export const HOST_VETH_NAME = new RegExp(`^${HOST_VETH_PREFIX}[0-9a-f]{11}$`);
+// `ip -j` prints a /32 destination as the bare address; anything with a prefix is not a pod route.
+const BARE_IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** Pure: keeps /32 routes on our host veths, one per IP (the kernel allows only one anyway). */
+export function parsePodHostRoutes(rows: readonly unknown[]): PodHostRoute[] {
+  const out = new Map<string, PodHostRoute>();
+  for (const row of rows) {
+    if (typeof row !== 'object' || row === null) continue;
+    const { dst, dev } = row as { dst?: unknown; dev?: unknown };
+    if (typeof dst !== 'string' || typeof dev !== 'string') continue;
+    if (!BARE_IPV4.test(dst) || !HOST_VETH_NAME.test(dev) || out.has(dst)) continue;
+    out.set(dst, { ip: dst, hostVeth: dev });
+  }
+  return [...out.values()];
+}
+
+/** `ip -j route show table main proto 118` in the caller's netns, reduced to pod host routes. */
+export async function listPodHostRoutes(ip: IpTool): Promise<PodHostRoute[]> {
+  const rows = await ip.json(['route', 'show', 'table', 'main', 'proto', String(ROUTE_PROTO)]);
+  return parsePodHostRoutes(rows);
+}
