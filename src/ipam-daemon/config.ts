@@ -160,6 +160,13 @@ export type RandomizeSnat = (typeof RANDOMIZE_SNAT)[number];
 const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const HOST = /^[A-Za-z0-9.:[\]-]{1,253}$/;
 
+/**
+ * On Azure an "interface" is a NIC holding 256 IPs: the inherited WARM_ENI_TARGET=1 keeps 255 idle
+ * IPs per node. Unless told otherwise, Azure nodes keep this many free IPs instead (Azure CNS's
+ * batch size).
+ */
+export const AZURE_DEFAULT_WARM_IP_TARGET = 16;
+
 /** The catalogue. Order is the documentation order. */
 export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
   // --- cloud ---
@@ -264,15 +271,16 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     default: '1',
     accepted: 'a whole number >= 0',
     description:
-      'Whole free interfaces (with all their IPs) to keep ready. Ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set.',
+      'Whole free interfaces (with all their IPs) to keep ready. Ignored when WARM_IP_TARGET or MINIMUM_IP_TARGET is set; on CLOUD_PROVIDER=azure used only when one of them is set to 0 (else WARM_IP_TARGET defaults to 16).',
     group: 'warm-pool',
     parse: int(0, 64),
   },
   {
     name: 'WARM_IP_TARGET',
     default: null,
-    accepted: 'a whole number >= 0 (unset: use WARM_ENI_TARGET)',
-    description: 'Free IPs to keep ready. Takes precedence over WARM_ENI_TARGET.',
+    accepted: `a whole number >= 0 (unset: use WARM_ENI_TARGET; on CLOUD_PROVIDER=azure, ${AZURE_DEFAULT_WARM_IP_TARGET} when MINIMUM_IP_TARGET is unset too)`,
+    description:
+      'Free IPs to keep ready. Takes precedence over WARM_ENI_TARGET. Azure NICs hold 256 IPs, so there the default is IP mode.',
     group: 'warm-pool',
     parse: int(0, 100000),
   },
@@ -499,6 +507,8 @@ export interface DaemonConfig {
   metrics: { address: string; port: number } | null;
   snat: SnatConfig;
   kubernetes: { nodeName: string | null; enablePodWatch: boolean };
+  /** Defaults derived from other variables (e.g. the Azure warm-pool default), for the start-up log. */
+  derivedDefaults?: string[];
   /** CLOUD_PROVIDER=azure settings (the IMDS endpoint is shared: aws.imdsEndpoint). */
   azure?: { armEndpoint: string | null; subscriptionId: string | null; resourceGroup: string | null };
 }
@@ -582,7 +592,24 @@ export function loadConfig(env: Env): DaemonConfig {
     },
   };
   if (issues.length > 0) throw new ConfigError(issues);
+  const derived = applyCloudDefaults(config);
+  if (derived.length > 0) config.derivedDefaults = derived;
   return config;
+}
+
+/**
+ * Azure: IP mode unless the user chose a mode. "Chose" = WARM_IP_TARGET or MINIMUM_IP_TARGET is
+ * set, to 0 as well (0 counts as unset in the engine, so WARM_IP_TARGET=0 means ENI mode with
+ * WARM_ENI_TARGET). WARM_ENI_TARGET alone does not count: the chart always renders it, and a
+ * 255-IP NIC is rarely what anyone wants warm.
+ */
+function applyCloudDefaults(config: DaemonConfig): string[] {
+  const pool = config.pool;
+  if (config.cloud !== 'azure' || pool.warmIpTarget !== null || pool.minimumIpTarget !== null) return [];
+  pool.warmIpTarget = AZURE_DEFAULT_WARM_IP_TARGET;
+  return [
+    `CLOUD_PROVIDER=azure with neither WARM_IP_TARGET nor MINIMUM_IP_TARGET set: IP mode with WARM_IP_TARGET=${AZURE_DEFAULT_WARM_IP_TARGET} (a NIC holds 256 IPs: ENI mode grows and keeps them 255 at a time). set WARM_IP_TARGET and/or MINIMUM_IP_TARGET to choose (WARM_IP_TARGET=0: ENI mode with WARM_ENI_TARGET)`,
+  ];
 }
 
 function emptyToNull(v: string[] | null): string[] | null {

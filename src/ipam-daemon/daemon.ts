@@ -757,6 +757,9 @@ export class Daemon extends EventEmitter {
   private async reconcileOnce(): Promise<boolean> {
     const ds = this.mustDs();
     if (this.opts.podRoutes && ds.recovered().length > 0) await this.releaseGoneRecoveries();
+    if (this.subnets.some((s) => s.backoffUntil !== null && s.backoffUntil <= this.clock.now())) {
+      await this.refreshSubnets();
+    }
     const now = this.clock.now();
     if (ds.tick(now) > 0) {
       this.serveWaiters();
@@ -853,6 +856,31 @@ export class Daemon extends EventEmitter {
           await this.runNodeSetup();
         };
       }
+    }
+  }
+
+  /**
+   * A subnet whose backoff ended: ask the cloud how many addresses it has now (others may have
+   * released some). Its count was set to 0 when it reported itself full, and the engine caps grow
+   * batches at the count, so without this it would never be used again.
+   */
+  private async refreshSubnets(): Promise<void> {
+    const due = this.subnets.filter((s) => s.backoffUntil !== null && s.backoffUntil <= this.clock.now());
+    for (const s of due) s.backoffUntil = null;
+    try {
+      const infos = await this.provider.describeSubnets(due.map((s) => s.id));
+      for (const s of due) s.availableIps = infos.find((i) => i.id === s.id)?.availableIps ?? null;
+      this.log.info(
+        { subnets: due.map((s) => ({ id: s.id, availableIps: s.availableIps })) },
+        'subnet backoff over; free addresses re-read',
+      );
+    } catch (err) {
+      // Unknown: the next grow finds out (and backs off again if it is still full).
+      for (const s of due) s.availableIps = null;
+      this.log.warn(
+        { err: errText(err) },
+        'describeSubnets failed after a subnet backoff; free counts unknown',
+      );
     }
   }
 

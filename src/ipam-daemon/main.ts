@@ -47,6 +47,7 @@ async function loadNodeSetup(config: DaemonConfig, log: Logger): Promise<NodeSet
 }
 
 export async function runDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  for (const d of config.derivedDefaults ?? []) log.info({ default: d }, 'derived default');
   const metrics = new DaemonMetrics();
   const provider = await createProvider(config, metrics);
   const nodeSetup = await loadNodeSetup(config, log);

@@ -144,7 +144,13 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const blockedSubnets = new Set(
     state.subnets.filter((s) => s.backoffUntil !== null && s.backoffUntil > now).map((s) => s.id),
   );
-  const fillable = (i: EngineInterface) => i.usable && i.total < perIf && !blockedSubnets.has(i.subnetId);
+  // Free addresses per subnet, where the cloud told us; shared by assigns and creates below. A grow
+  // batch never asks for more than that: ARM refuses a whole batch that does not fit (SubnetIsFull),
+  // so asking for 16 when 3 are left would get none.
+  const budget = new Map<string, number | null>(state.subnets.map((s) => [s.id, s.availableIps]));
+  const subnetLeft = (id: string): number => budget.get(id) ?? Number.POSITIVE_INFINITY;
+  const fillable = (i: EngineInterface) =>
+    i.usable && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
   const slotsForNew = Math.max(0, maxIfs - ifs.length);
   const canCreate = availableSubnets.length > 0 ? slotsForNew : 0;
   // Pod IPs this node could hold: room on usable interfaces plus interfaces it could still create.
@@ -193,13 +199,14 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       if (need <= 0) break;
       if (!fillable(i)) continue;
       const room = perIf - i.total;
-      const n = Math.min(room, need);
+      const n = Math.min(room, need, subnetLeft(i.subnetId));
       actions.push({ kind: 'assign', interfaceId: i.id, count: n });
+      const left = budget.get(i.subnetId);
+      if (left !== null && left !== undefined) budget.set(i.subnetId, left - n);
       need -= n;
       growth += n;
     }
     // Then new interfaces, in the preferred subnets that still have room.
-    const budget = new Map(availableSubnets.map((s) => [s.id, s.availableIps]));
     let creates = 0;
     while (need > 0 && creates < canCreate) {
       const subnet = availableSubnets.find((s) => {

@@ -53,6 +53,35 @@ describe('loadConfig', () => {
     assert.equal(c.kubernetes.nodeName, 'ip-10-0-0-1.ec2.internal');
   });
 
+  test('Azure defaults to IP mode (WARM_IP_TARGET=16) unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set', () => {
+    const azure = loadConfig({ CLOUD_PROVIDER: 'azure' });
+    assert.equal(azure.pool.warmIpTarget, 16);
+    assert.equal(azure.pool.minimumIpTarget, null);
+    assert.equal(azure.derivedDefaults?.length, 1);
+    assert.match(azure.derivedDefaults?.[0] ?? '', /CLOUD_PROVIDER=azure .*WARM_IP_TARGET=16/);
+    // The chart renders WARM_ENI_TARGET always and the others as "": still the Azure default.
+    const chart = loadConfig({
+      CLOUD_PROVIDER: 'azure',
+      WARM_ENI_TARGET: '1',
+      WARM_IP_TARGET: '',
+      MINIMUM_IP_TARGET: '',
+    });
+    assert.equal(chart.pool.warmIpTarget, 16);
+    // A chosen mode is kept as it is.
+    const min = loadConfig({ CLOUD_PROVIDER: 'azure', MINIMUM_IP_TARGET: '30' });
+    assert.deepEqual(
+      [min.pool.warmIpTarget, min.pool.minimumIpTarget, min.derivedDefaults],
+      [null, 30, undefined],
+    );
+    const warm = loadConfig({ CLOUD_PROVIDER: 'azure', WARM_IP_TARGET: '3' });
+    assert.equal(warm.pool.warmIpTarget, 3);
+    const eni = loadConfig({ CLOUD_PROVIDER: 'azure', WARM_IP_TARGET: '0', MINIMUM_IP_TARGET: '0' });
+    assert.deepEqual([eni.pool.warmIpTarget, eni.pool.minimumIpTarget], [0, 0], 'both 0: ENI mode');
+    // AWS keeps the AWS VPC CNI's default.
+    const aws = loadConfig({ CLOUD_PROVIDER: 'aws' });
+    assert.deepEqual([aws.pool.warmIpTarget, aws.derivedDefaults], [null, undefined]);
+  });
+
   test('the primary name wins over its alias', () => {
     const c = loadConfig({ AWS_VPC_K8S_CNI_EXTERNALSNAT: 'false', EXTERNAL_SNAT: 'true' });
     assert.equal(c.snat.externalSnat, false);

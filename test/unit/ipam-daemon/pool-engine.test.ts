@@ -514,6 +514,67 @@ describe('pool engine: subnets and backoff', () => {
     assert.deepEqual(p.actions, [{ kind: 'create', subnetId: 'subnet-a', ipCount: 4 }]);
   });
 
+  // An Azure node: one NIC of 256 IPs (no NIC can be added), WARM_IP_TARGET=16.
+  const azureVm: PoolLimits = {
+    instanceType: 'Standard_D4s_v5',
+    maxInterfaces: 1,
+    ipsPerInterface: 256,
+    maxEni: null,
+    maxPods: null,
+  };
+
+  test('a grow batch is capped at the subnet free addresses (ARM refuses a batch that does not fit)', () => {
+    const subnets: EngineSubnet[] = [
+      { id: 'subnet-a', cidr: '10.0.9.0/27', availableIps: 3, backoffUntil: null },
+    ];
+    const sim = newSim({ subnets });
+    const p = plan(stateOf(sim), azureVm, targets({ warmIpTarget: 16, minGrowStep: 4 }), sim.now);
+    assert.deepEqual(p.actions, [{ kind: 'assign', interfaceId: 'eni-0', count: 3 }]);
+    assert.match(p.why, /grow by 3 \(13 more cannot be had\)/);
+    // Unknown free count: the full batch.
+    const unknown = newSim();
+    const q = plan(stateOf(unknown), azureVm, targets({ warmIpTarget: 16, minGrowStep: 4 }), unknown.now);
+    assert.deepEqual(q.actions, [{ kind: 'assign', interfaceId: 'eni-0', count: 16 }]);
+  });
+
+  test('interfaces in one subnet share its free addresses, and new interfaces get what is left', () => {
+    const subnets: EngineSubnet[] = [
+      { id: 'subnet-a', cidr: '10.0.9.0/27', availableIps: 6, backoffUntil: null },
+    ];
+    const sim = newSim({ primaryIps: 5, subnets });
+    sim.ifs.push({
+      id: 'eni-1',
+      deviceIndex: 1,
+      subnetId: 'subnet-a',
+      usable: true,
+      deletable: true,
+      total: 5,
+      assigned: 5,
+      cooling: 0,
+      freeIps: [],
+    });
+    assignPods(sim, 10);
+    sim.pending = 20;
+    const p = plan(stateOf(sim), m5large, targets({ warmIpTarget: 1 }), sim.now);
+    // 4 + 2 fit on the existing ENIs (6 addresses left); nothing is left for a third ENI.
+    assert.deepEqual(p.actions, [
+      { kind: 'assign', interfaceId: 'eni-0', count: 4 },
+      { kind: 'assign', interfaceId: 'eni-1', count: 2 },
+    ]);
+  });
+
+  test('a subnet with no free address left: no assign, and the reason is subnet-full', () => {
+    const subnets: EngineSubnet[] = [
+      { id: 'subnet-a', cidr: '10.0.9.0/27', availableIps: 0, backoffUntil: null },
+    ];
+    const sim = newSim({ primaryIps: 4, subnets });
+    assignPods(sim, 4);
+    sim.pending = 1;
+    const p = plan(stateOf(sim), azureVm, targets({ warmIpTarget: 16 }), sim.now);
+    assert.deepEqual(p.actions, []);
+    assert.equal(p.noIp?.reason, 'subnet-full');
+  });
+
   test('all subnets full: subnet-full, naming them and POD_SUBNET_IDS', () => {
     const subnets: EngineSubnet[] = [
       { id: 'subnet-123', cidr: '10.0.9.0/27', availableIps: null, backoffUntil: 2_000_000 },

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Allocation, ApiError, PoolStatus } from '../../../../src/ipam-daemon/api-types.ts';
-import type { WarmPoolConfig } from '../../../../src/ipam-daemon/config.ts';
+import { loadConfig, type WarmPoolConfig } from '../../../../src/ipam-daemon/config.ts';
 import { Daemon } from '../../../../src/ipam-daemon/daemon.ts';
 import { type SocketServer, startSocketServer } from '../../../../src/ipam-daemon/server.ts';
 import { type AzureTestbed, startAzureTestbed } from '../../../fakes/arm-testbed.ts';
@@ -239,6 +239,36 @@ describe('daemon on Azure (ARM fake)', () => {
       assert.equal(new Set(got).size, got.length);
       const status: PoolStatus = n.daemon.status();
       assert.equal(status.assigned, 9);
+      assertCloudAgrees(small, n);
+    } finally {
+      await n.stop();
+      await small.close();
+    }
+  });
+
+  test('the Azure default (WARM_IP_TARGET=16 from loadConfig) fills a small subnet: batches are capped at its free count', async () => {
+    // /28: 9 pod IPs at most. A batch of 16 would be refused whole (SubnetIsFull) and the node
+    // would get nothing; capped at the subnet's free count it gets all 9, with no refused PUT.
+    const small = await startAzureTestbed({ subnetPrefix: '10.240.0.0/28' });
+    const sub = await mkdtemp(join(dir, 'default-'));
+    const pool = loadConfig({ CLOUD_PROVIDER: 'azure' }).pool;
+    assert.equal(pool.warmIpTarget, 16);
+    const n = await startNode(small, sub, { ...pool, shrinkDelayMs: 0, allocateWaitMs: 300 });
+    try {
+      await settle(n);
+      assert.equal(n.daemon.status().total, 9, 'the first batch took every free address');
+      const got: string[] = [];
+      let noIp: ApiError | undefined;
+      for (let i = 0; i < 12 && !noIp; i++) {
+        const r = await allocate(n, `dflt${i}`);
+        if (r.status === 200) got.push((r.body as Allocation).ip);
+        else noIp = r.body as ApiError;
+      }
+      assert.equal(got.length, 9);
+      assert.equal(new Set(got).size, 9);
+      assert.equal(noIp?.reason, 'subnet-full');
+      const refused = small.arm.requests.filter((r) => r.method === 'PUT' && r.status >= 400);
+      assert.deepEqual(refused, [], 'no PUT was refused');
       assertCloudAgrees(small, n);
     } finally {
       await n.stop();
