@@ -3,6 +3,8 @@
 //
 //   vpc-ipam [pool]            the pool as a table (default)
 //   vpc-ipam allocations       every allocation as a table
+//   vpc-ipam health [--ready]  exit 0 when /healthz (/readyz) answers 200 within 2 s, else 1 and
+//                              one line saying why (the DaemonSet's exec probes)
 //   options: --json (raw API answer), --socket PATH (default $VPC_IPAM_SOCKET or /run/vpc-ipam/ipamd.sock)
 
 import { request } from 'node:http';
@@ -86,7 +88,70 @@ export function getJson(
   });
 }
 
-const USAGE = 'usage: vpc-ipam [pool|allocations] [--json] [--socket PATH]';
+/** How long `vpc-ipam health` waits for the whole answer: well inside the probe's timeoutSeconds. */
+export const HEALTH_TIMEOUT_MS = 2000;
+
+/**
+ * One health check: GET /healthz (or /readyz) with a hard deadline on the whole exchange (a
+ * daemon that accepts but never answers, or answers byte by byte, still fails in time).
+ * Resolves with ok and a one-line message; never rejects.
+ */
+export function checkHealth(
+  socketPath: string,
+  ready: boolean,
+  timeoutMs = HEALTH_TIMEOUT_MS,
+): Promise<{ ok: boolean; message: string }> {
+  const what = ready ? 'ready' : 'healthy';
+  const path = ready ? '/readyz' : '/healthz';
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (ok: boolean, message: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve({ ok, message });
+    };
+    const timer = setTimeout(
+      () =>
+        finish(
+          false,
+          `not ${what}: vpc-ipamd at ${socketPath} did not answer ${path} within ${timeoutMs} ms`,
+        ),
+      timeoutMs,
+    );
+    const req = request({ socketPath, path, method: 'GET', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (err) => finish(false, `not ${what}: ${err.message}`));
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        if (status === 200) return finish(true, `vpc-ipamd at ${socketPath} is ${what}`);
+        const text = Buffer.concat(chunks).toString('utf8');
+        let detail = text.trim().slice(0, 200);
+        try {
+          const body = JSON.parse(text) as { message?: unknown };
+          if (typeof body.message === 'string') detail = body.message;
+        } catch {
+          // not JSON: quote the start of the text
+        }
+        finish(false, `not ${what}: vpc-ipamd answered ${path} with ${status}${detail ? `: ${detail}` : ''}`);
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      const why =
+        err.code === 'ENOENT'
+          ? `no socket at ${socketPath} (vpc-ipamd not started yet?)`
+          : err.code === 'ECONNREFUSED'
+            ? `nothing listening on ${socketPath} (stale socket; vpc-ipamd not running)`
+            : `cannot reach vpc-ipamd at ${socketPath}: ${err.message}`;
+      finish(false, `not ${what}: ${why}`);
+    });
+    req.end();
+  });
+}
+
+const USAGE = 'usage: vpc-ipam [pool|allocations|health [--ready]] [--json] [--socket PATH]';
 
 export async function runCli(
   argv: string[],
@@ -95,10 +160,12 @@ export async function runCli(
 ): Promise<number> {
   let socket = env.VPC_IPAM_SOCKET || DEFAULT_SOCKET_PATH;
   let json = false;
+  let ready = false;
   let command = 'pool';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') json = true;
+    else if (a === '--ready') ready = true;
     else if (a === '--socket') {
       const v = argv[++i];
       if (!v) {
@@ -109,11 +176,20 @@ export async function runCli(
     } else if (a === '-h' || a === '--help') {
       out(USAGE);
       return 0;
-    } else if (a === 'pool' || a === 'allocations') command = a;
+    } else if (a === 'pool' || a === 'allocations' || a === 'health') command = a;
     else {
       out(`unknown argument ${JSON.stringify(a)}\n${USAGE}`);
       return 2;
     }
+  }
+  if (ready && command !== 'health') {
+    out(`--ready goes with health\n${USAGE}`);
+    return 2;
+  }
+  if (command === 'health') {
+    const { ok, message } = await checkHealth(socket, ready);
+    out(message);
+    return ok ? 0 : 1;
   }
   let res: { status: number; body: unknown };
   try {

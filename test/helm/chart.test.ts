@@ -173,6 +173,48 @@ describe('helm chart', () => {
     assert.equal(conflist.plugins[0].socketPath, '/run/vpc-ipam/ipamd.sock');
   });
 
+  test('DaemonSet: exec probes run the health CLI the image ships, on the daemon socket', async () => {
+    const main = find(rendered.default!.docs, 'DaemonSet').spec.template.spec.containers[0];
+    const health = ['node', '/app/src/ipam-daemon/cli.ts', 'health'];
+    assert.deepEqual(main.startupProbe.exec.command, health);
+    assert.deepEqual(main.livenessProbe.exec.command, health);
+    assert.deepEqual(main.readinessProbe.exec.command, [...health, '--ready']);
+    // The startup probe covers node discovery + pool rebuild (minutes, not the default 30 s).
+    const s = main.startupProbe;
+    assert.ok(s.periodSeconds * s.failureThreshold >= 120, JSON.stringify(s));
+    for (const p of [main.startupProbe, main.livenessProbe, main.readinessProbe]) {
+      // The CLI gives up after 2 s; kubelet must not kill it first.
+      assert.ok(p.timeoutSeconds > 2, JSON.stringify(p));
+    }
+    // The CLI finds the socket through the same env var as the daemon.
+    assert.ok(
+      main.env.some(
+        (e: { name: string; value: string }) =>
+          e.name === 'VPC_IPAM_SOCKET' && e.value === '/run/vpc-ipam/ipamd.sock',
+      ),
+    );
+    // The command exists in the image: /app is the repo's src/ copied by the Dockerfile.
+    const dockerfile = readFileSync(join(CHART, '../../Dockerfile'), 'utf8');
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    assert.match(runtime, /\nWORKDIR \/app\n/);
+    assert.match(runtime, /\nCOPY src \.\/src\n/);
+    accessSync(resolve(CHART, '../../src/ipam-daemon/cli.ts'), constants.R_OK);
+    assert.equal(main.command[0], 'node', 'probes use the same node binary as the daemon');
+    // Values are honoured and a probe can be dropped.
+    const full = find(rendered.full!.docs, 'DaemonSet').spec.template.spec.containers[0];
+    assert.equal(full.livenessProbe.periodSeconds, 30);
+    assert.equal(full.livenessProbe.failureThreshold, 3, 'unset fields keep their defaults');
+    const { docs } = await template('no-readiness', [
+      '-f',
+      DEFAULT_VALUES,
+      '--set',
+      'daemon.probes.readiness=null',
+    ]);
+    const dropped = find(docs, 'DaemonSet').spec.template.spec.containers[0];
+    assert.equal(dropped.readinessProbe, undefined);
+    assert.deepEqual(dropped.livenessProbe.exec.command, health);
+  });
+
   test('RBAC is least-privilege: no writes to nodes or pods; the janitor only holds its Lease', () => {
     const { docs } = rendered.default!;
     const daemonRules = find(docs, 'ClusterRole', '-daemon').rules!;

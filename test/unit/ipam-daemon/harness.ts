@@ -48,6 +48,8 @@ export interface Harness {
   daemon: Daemon;
   server?: SocketServer;
   socketPath: string;
+  /** daemon.start(); already settled unless startInBackground was asked for. */
+  started: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,8 @@ export async function startHarness(
     dir?: string;
     daemon?: Partial<DaemonOptions>;
     realClock?: boolean;
+    /** Serve the socket without waiting for daemon.start() (a daemon still starting up). */
+    startInBackground?: boolean;
   } = {},
 ): Promise<Harness> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'ipamd-test-')));
@@ -77,7 +81,8 @@ export async function startHarness(
     ...(opts.realClock ? {} : { clock }),
     ...opts.daemon,
   });
-  await daemon.start();
+  const started = daemon.start();
+  if (!opts.startInBackground) await started;
   const socketPath = join(dir, 'run', 'ipamd.sock');
   let server: SocketServer | undefined;
   if (opts.socket) server = await startSocketServer({ socketPath, daemon, logger: quietLogger });
@@ -89,6 +94,7 @@ export async function startHarness(
     daemon,
     server,
     socketPath,
+    started,
     async close() {
       await server?.close();
       server?.server.closeAllConnections();
