@@ -1,9 +1,22 @@
 // Runs the real vpc-ipamd (src/ipam-daemon/main.ts) as a child process, as the DaemonSet would,
 // and talks to it over its Unix socket. Shared by the LocalStack (and Azure) daemon scenarios.
+// LocalStackNode: the seeded m5.large, its IMDS fake, a temp dir, and the env every LocalStack
+// daemon runs with; tearDown() kills the daemons and removes what setUp() made.
 
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ImdsFake } from '../../fakes/imds-aws.ts';
+import {
+  ec2Endpoint,
+  LocalStackCluster,
+  region,
+  type SeedResult,
+  startInstanceImds,
+} from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
 
 export const MAIN = resolve('src/ipam-daemon/main.ts');
@@ -82,4 +95,72 @@ export async function startDaemonProcess(
   started.add(proc);
   void exited.then(() => started.delete(proc));
   return proc;
+}
+
+type SeededInstance = SeedResult['instances'][number];
+
+/** A daemon's node in the shared LocalStack: a fresh cluster, its m5.large, IMDSv2 for it. */
+export class LocalStackNode {
+  readonly cluster: LocalStackCluster;
+  private readonly dirPrefix: string;
+  // Each part as soon as it exists, so tearDown() removes what a half-done setUp() made.
+  private imds: ImdsFake | undefined;
+  private dir: string | undefined;
+  private parts: { seed: SeedResult; instance: SeededInstance; imdsUrl: string; dir: string } | undefined;
+
+  constructor(prefix: string) {
+    this.cluster = new LocalStackCluster(prefix);
+    this.dirPrefix = `${prefix}-`;
+  }
+
+  /** Fails loudly when LocalStack is down (see LocalStackCluster.seed). */
+  async setUp(): Promise<void> {
+    const seed = await this.cluster.seed();
+    const instance = seed.instances.find((i) => i.type === 'm5.large');
+    assert.ok(instance, 'the seed has an m5.large');
+    this.imds = await startInstanceImds(instance.id, 200);
+    this.dir = await mkdtemp(join(tmpdir(), this.dirPrefix));
+    this.parts = { seed, instance, imdsUrl: this.imds.url, dir: this.dir };
+  }
+
+  private get ready() {
+    if (!this.parts) throw new Error('LocalStackNode: setUp() did not complete');
+    return this.parts;
+  }
+  get seed(): SeedResult {
+    return this.ready.seed;
+  }
+  get instance(): SeededInstance {
+    return this.ready.instance;
+  }
+  get workDir(): string {
+    return this.ready.dir;
+  }
+
+  /** The daemon env on this node; suites add their pool knobs on top. */
+  env(): Record<string, string> {
+    const { imdsUrl, dir } = this.ready;
+    return {
+      CLOUD_PROVIDER: 'aws',
+      CLUSTER_NAME: this.cluster.name,
+      AWS_REGION: region(),
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      VPC_IPAM_EC2_ENDPOINT: ec2Endpoint(),
+      VPC_IPAM_IMDS_ENDPOINT: imdsUrl,
+      VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
+      VPC_IPAM_SOCKET: join(dir, 'run', 'ipamd.sock'),
+      VPC_IPAM_CHECKPOINT: join(dir, 'state', 'checkpoint.json'),
+      VPC_IPAM_NODE_SETUP: 'false', // never touch the root netns's routes with VPC addresses
+      LOG_LEVEL: 'debug',
+    };
+  }
+
+  /** Kills every daemon started here, then removes whatever setUp() got to (even half-way). */
+  async tearDown(): Promise<void> {
+    await killAllDaemons();
+    await this.imds?.close();
+    await this.cluster.delete();
+    if (this.dir && !process.env.KEEP_TEST_DIRS) await rm(this.dir, { recursive: true, force: true });
+  }
 }

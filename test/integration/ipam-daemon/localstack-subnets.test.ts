@@ -3,30 +3,17 @@
 // subnet in POD_SUBNET_IDS the daemon moves on to it. The real daemon process, as in localstack.test.ts.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CreateNetworkInterfaceCommand } from '@aws-sdk/client-ec2';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import type { Allocation, ApiError } from '../../../src/ipam-daemon/api-types.ts';
-import { type ImdsFake, liveEc2Source, startImdsFake } from '../../fakes/imds-aws.ts';
-import {
-  deleteCluster,
-  ec2Endpoint,
-  region,
-  requireLocalStack,
-  type SeedResult,
-  seedCluster,
-  uniqueClusterName,
-} from '../../helpers/localstack.ts';
+import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, killAllDaemons, startDaemonProcess } from './daemon-process.ts';
+import { type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
 
 describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
-  const clusterName = uniqueClusterName('ipamd-sub');
-  let seed: SeedResult;
-  let imds: ImdsFake;
+  const node = new LocalStackNode('ipamd-sub');
   let dir: string;
   let env: Record<string, string>;
   let daemon: DaemonProcess | undefined;
@@ -34,14 +21,13 @@ describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
   let nodeSubnet: { id: string; cidr: string };
 
   before(async () => {
-    await requireLocalStack();
-    seed = await seedCluster({ clusterName });
-    const inst = seed.instances.find((i) => i.type === 'm5.large');
-    const t = seed.subnets.find((s) => s.role === 'tiny');
-    assert.ok(inst && t);
+    await node.setUp();
+    const inst = node.instance;
+    const t = node.seed.subnets.find((s) => s.role === 'tiny');
+    assert.ok(t);
     assert.equal(t.az, inst.az, 'the tiny subnet is in the m5.large zone');
     tiny = t;
-    nodeSubnet = seed.subnets.find((s) => s.id === inst.subnetId) as { id: string; cidr: string };
+    nodeSubnet = node.seed.subnets.find((s) => s.id === inst.subnetId) as { id: string; cidr: string };
     // Someone else's interface takes most of the /27 (27 usable addresses).
     const ec2 = localEc2Client(ec2Endpoint(), region());
     await ec2.send(
@@ -52,36 +38,17 @@ describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
       }),
     );
     ec2.destroy();
-    imds = await startImdsFake({
-      source: liveEc2Source({ instanceId: inst.id, endpoint: ec2Endpoint(), region: region() }, 200),
-    });
-    dir = await mkdtemp(join(tmpdir(), 'ipamd-sub-'));
+    dir = node.workDir;
     env = {
-      CLOUD_PROVIDER: 'aws',
-      CLUSTER_NAME: clusterName,
-      AWS_REGION: region(),
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      VPC_IPAM_EC2_ENDPOINT: ec2Endpoint(),
-      VPC_IPAM_IMDS_ENDPOINT: imds.url,
-      VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
-      VPC_IPAM_SOCKET: join(dir, 'run', 'ipamd.sock'),
-      VPC_IPAM_CHECKPOINT: join(dir, 'state', 'checkpoint.json'),
-      VPC_IPAM_NODE_SETUP: 'false',
+      ...node.env(),
       METRICS_PORT: '0',
       WARM_ENI_TARGET: '0',
       VPC_IPAM_ALLOCATE_WAIT: '3',
       VPC_IPAM_RECONCILE_INTERVAL: '1',
-      LOG_LEVEL: 'debug',
     };
   });
 
-  after(async () => {
-    await killAllDaemons();
-    await imds?.close();
-    if (seed) await deleteCluster({ clusterName });
-    if (dir && !process.env.KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
-  });
+  after(() => node.tearDown());
 
   const allocate = (n: number) =>
     call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', { containerId: `sub${n}`, ifName: 'eth0' });

@@ -4,9 +4,8 @@
 // Needs LocalStack on VPC_IPAM_EC2_ENDPOINT (default http://127.0.0.1:4566); fails without it.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DescribeNetworkInterfacesCommand, type NetworkInterface } from '@aws-sdk/client-ec2';
@@ -14,18 +13,9 @@ import { localEc2Client } from '../../../localstack/seed.ts';
 import type { Allocation, ApiError, PoolStatus } from '../../../src/ipam-daemon/api-types.ts';
 import { normalizeMac } from '../../../src/providers/aws/mac.ts';
 import { OWNER_TAGS } from '../../../src/providers/types.ts';
-import { type ImdsFake, liveEc2Source, startImdsFake } from '../../fakes/imds-aws.ts';
-import {
-  deleteCluster,
-  ec2Endpoint,
-  region,
-  requireLocalStack,
-  type SeedResult,
-  seedCluster,
-  uniqueClusterName,
-} from '../../helpers/localstack.ts';
+import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, killAllDaemons, startDaemonProcess } from './daemon-process.ts';
+import { type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -48,10 +38,9 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 }
 
 describe('vpc-ipamd on LocalStack (m5.large)', { timeout: 300_000 }, () => {
-  const clusterName = uniqueClusterName('ipamd');
-  let seed: SeedResult;
+  const node = new LocalStackNode('ipamd');
+  const clusterName = node.cluster.name;
   let instanceId: string;
-  let imds: ImdsFake;
   let dir: string;
   let env: Record<string, string>;
   let daemon: DaemonProcess | undefined;
@@ -101,28 +90,12 @@ describe('vpc-ipamd on LocalStack (m5.large)', { timeout: 300_000 }, () => {
   }
 
   before(async () => {
-    await requireLocalStack();
-    seed = await seedCluster({ clusterName });
-    const inst = seed.instances.find((i) => i.type === 'm5.large');
-    assert.ok(inst, 'the seed has an m5.large');
-    instanceId = inst.id;
-    imds = await startImdsFake({
-      source: liveEc2Source({ instanceId, endpoint: ec2Endpoint(), region: region() }, 200),
-    });
-    dir = await mkdtemp(join(tmpdir(), 'ipamd-ls-'));
+    await node.setUp();
+    instanceId = node.instance.id;
+    dir = node.workDir;
     metricsPort = await freePort();
     env = {
-      CLOUD_PROVIDER: 'aws',
-      CLUSTER_NAME: clusterName,
-      AWS_REGION: region(),
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      VPC_IPAM_EC2_ENDPOINT: ec2Endpoint(),
-      VPC_IPAM_IMDS_ENDPOINT: imds.url,
-      VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
-      VPC_IPAM_SOCKET: join(dir, 'run', 'ipamd.sock'),
-      VPC_IPAM_CHECKPOINT: join(dir, 'state', 'checkpoint.json'),
-      VPC_IPAM_NODE_SETUP: 'false', // never touch the root netns's routes with VPC addresses
+      ...node.env(),
       ENABLE_POD_WATCH: 'false',
       METRICS_PORT: String(metricsPort),
       WARM_ENI_TARGET: '1',
@@ -130,16 +103,10 @@ describe('vpc-ipamd on LocalStack (m5.large)', { timeout: 300_000 }, () => {
       VPC_IPAM_SHRINK_DELAY: '1',
       VPC_IPAM_RECONCILE_INTERVAL: '1',
       VPC_IPAM_ALLOCATE_WAIT: '20',
-      LOG_LEVEL: 'debug',
     };
   });
 
-  after(async () => {
-    await killAllDaemons();
-    await imds?.close();
-    if (seed) await deleteCluster({ clusterName });
-    if (dir && !process.env.KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
-  });
+  after(() => node.tearDown());
 
   test('starts, discovers the node through IMDSv2 and fills the primary interface', async () => {
     daemon = await startDaemonProcess(env, { logPath: join(dir, 'ipamd-1.log') });

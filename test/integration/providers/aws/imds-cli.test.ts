@@ -10,17 +10,15 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createAwsProvider } from '../../../../src/providers/aws/index.ts';
 import {
-  deleteCluster,
   ec2Endpoint,
+  LocalStackCluster,
   region,
   requireLocalStack,
   type SeedResult,
-  seedCluster,
-  uniqueClusterName,
 } from '../../../helpers/localstack.ts';
 
 const cli = join(import.meta.dirname, '../../../fakes/imds-aws.ts');
-const clusterName = uniqueClusterName('aws-imds-cli');
+const cluster = new LocalStackCluster('aws-imds-cli');
 let seed: SeedResult;
 let child: ChildProcess | undefined;
 let url = '';
@@ -41,15 +39,14 @@ async function startCli(
 }
 
 const setup = async () => {
-  await requireLocalStack();
-  seed = await seedCluster({ clusterName });
+  seed = await cluster.seed();
 };
 const teardown = async () => {
   if (child && child.exitCode === null) {
     child.kill('SIGTERM');
     await once(child, 'exit');
   }
-  if (seed) await deleteCluster({ clusterName });
+  await cluster.delete();
 };
 
 // Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
@@ -83,7 +80,7 @@ describe('IMDS fake CLI on a seeded instance', () => {
       region: region(),
       ec2Endpoint: ec2Endpoint(),
       imdsEndpoint: url,
-      clusterName,
+      clusterName: cluster.name,
       credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
       pickAddresses: true,
     });

@@ -7,20 +7,19 @@ import { after, before, describe, test } from 'node:test';
 import { createAwsProvider } from '../../../../src/providers/aws/index.ts';
 import { ThrottledError } from '../../../../src/providers/errors.ts';
 import type { ApiCallEvent } from '../../../../src/providers/types.ts';
-import { type ImdsFake, liveEc2Source, startImdsFake } from '../../../fakes/imds-aws.ts';
+import type { ImdsFake } from '../../../fakes/imds-aws.ts';
 import { startThrottlingProxy, type ThrottlingProxy } from '../../../fakes/throttling-proxy.ts';
 import {
-  deleteCluster,
   ec2Endpoint,
+  LocalStackCluster,
   region,
   requireLocalStack,
   type SeedResult,
-  seedCluster,
-  uniqueClusterName,
+  startInstanceImds,
 } from '../../../helpers/localstack.ts';
 
 const MAX_ATTEMPTS = 4;
-const clusterName = uniqueClusterName('aws-throttle');
+const cluster = new LocalStackCluster('aws-throttle');
 let seed: SeedResult;
 let imds: ImdsFake;
 let proxy: ThrottlingProxy;
@@ -28,18 +27,15 @@ const events: ApiCallEvent[] = [];
 let provider: ReturnType<typeof createAwsProvider>;
 
 const setup = async () => {
-  await requireLocalStack();
-  seed = await seedCluster({ clusterName });
+  seed = await cluster.seed();
   const large = seed.instances.find((i) => i.type === 'm5.large')!;
-  imds = await startImdsFake({
-    source: liveEc2Source({ instanceId: large.id, endpoint: ec2Endpoint(), region: region() }, 0),
-  });
+  imds = await startInstanceImds(large.id, 0);
   proxy = await startThrottlingProxy({ target: ec2Endpoint(), share: 0.5 });
   provider = createAwsProvider({
     region: region(),
     ec2Endpoint: proxy.url,
     imdsEndpoint: imds.url,
-    clusterName,
+    clusterName: cluster.name,
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
     limiter: { retry: { maxAttempts: MAX_ATTEMPTS, baseDelayMs: 20, maxDelayMs: 200 } },
     observer: { onCall: (e) => events.push(e) },
@@ -51,7 +47,7 @@ const teardown = async () => {
   await provider?.close();
   await proxy?.close();
   await imds?.close();
-  if (seed) await deleteCluster({ clusterName });
+  await cluster.delete();
 };
 
 // Outside the suite, so a missing LocalStack counts as a failed test, not only as cancelled ones.
