@@ -2,16 +2,18 @@
 // interfaces tagged for this cluster that nothing is attached to, judges them (leak-policy.ts)
 // and deletes those that are old enough and whose instance is gone. Each deletion is preceded by
 // a fresh look at that interface and a leadership check, so an interface attached meanwhile, or a
-// lease lost mid-sweep, stops it.
+// lease lost mid-sweep, stops it. The delete itself never detaches (onlyIfDetached): an interface
+// attached between the re-check and the delete is refused by the cloud and skipped.
 import type { Logger } from '../lib/log.ts';
-import type { LeakedInterface, LeakQuery } from '../providers/types.ts';
+import { isProviderError } from '../providers/errors.ts';
+import type { DeleteInterfaceOptions, LeakedInterface, LeakQuery } from '../providers/types.ts';
 import type { InstanceLiveness } from './instance-liveness.ts';
 import { judgeLeak, judgeLeaks, type LeakVerdict } from './leak-policy.ts';
 
 /** The part of CloudProvider the janitor uses. */
 export interface JanitorCloud {
   findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]>;
-  deleteInterface(interfaceId: string): Promise<void>;
+  deleteInterface(interfaceId: string, options?: DeleteInterfaceOptions): Promise<void>;
 }
 
 export interface JanitorOptions {
@@ -70,10 +72,16 @@ export class Janitor {
         continue;
       }
       try {
-        await cloud.deleteInterface(v.iface.id);
+        await cloud.deleteInterface(v.iface.id, { onlyIfDetached: true });
         report.deleted.push(v.iface.id);
         logger.info({ interfaceId: v.iface.id, reason: v.reason }, 'deleted leaked interface');
       } catch (err) {
+        if (isProviderError(err) && err.code === 'IN_USE') {
+          // Attached after the re-check: it is in use now, not leaked. Nothing was changed.
+          report.kept.push({ id: v.iface.id, reason: `in use at delete time: ${err.message}` });
+          logger.info({ interfaceId: v.iface.id }, 'leaked interface was attached meanwhile; skipped');
+          continue;
+        }
         report.failed.push({ id: v.iface.id, error: String(err) });
         logger.warn({ interfaceId: v.iface.id, err: String(err) }, 'could not delete leaked interface');
       }

@@ -7,6 +7,8 @@ export type ProviderErrorCode =
   | 'LIMIT_EXCEEDED'
   | 'NOT_FOUND'
   | 'UNAUTHORIZED'
+  /** The interface is attached and the caller asked not to detach it (deleteInterface onlyIfDetached). */
+  | 'IN_USE'
   | 'OTHER';
 
 export interface ProviderErrorDetails {
@@ -64,6 +66,13 @@ export class NotFoundError extends ProviderError {
 export class UnauthorizedError extends ProviderError {
   constructor(message: string, details: ProviderErrorDetails = {}) {
     super('UNAUTHORIZED', message, details);
+  }
+}
+
+/** The interface is attached (in use); nothing was changed. The janitor treats it as "skip". */
+export class InterfaceInUseError extends ProviderError {
+  constructor(message: string, details: ProviderErrorDetails = {}) {
+    super('IN_USE', message, details);
   }
 }
 

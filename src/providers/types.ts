@@ -64,6 +64,17 @@ export interface CreateInterfaceRequest {
 /** Either a count of IPs the cloud picks, or exact addresses (re-claiming known ones). */
 export type AssignRequest = { count: number } | { ips: string[] };
 
+export interface DeleteInterfaceOptions {
+  /**
+   * Never detach: delete only an interface that is not attached, else reject with
+   * InterfaceInUseError and change nothing. For cleanup of leaks (the janitor), where detaching a
+   * live node's interface would cut its pods off. The cloud's own delete refuses an attached
+   * interface atomically (EC2 InvalidNetworkInterface.InUse, ARM NicInUse); providers also look
+   * right before, because emulators (LocalStack) do not refuse.
+   */
+  onlyIfDetached?: boolean;
+}
+
 /** An interface that nothing is attached to and that our tags say we created. */
 export interface LeakedInterface {
   id: string;
@@ -98,8 +109,11 @@ export interface CloudProvider {
   /** Assign secondary IPs; resolves to the addresses actually added. */
   assignIps(interfaceId: string, req: AssignRequest): Promise<string[]>;
   unassignIps(interfaceId: string, ips: string[]): Promise<void>;
-  /** Detach (if attached) and delete. Never called on the primary interface. */
-  deleteInterface(interfaceId: string): Promise<void>;
+  /**
+   * Detach (if attached) and delete; with `onlyIfDetached`, reject an attached one instead
+   * (InterfaceInUseError). Never called on the primary interface.
+   */
+  deleteInterface(interfaceId: string, options?: DeleteInterfaceOptions): Promise<void>;
   findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]>;
 }
 

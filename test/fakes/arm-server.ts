@@ -278,6 +278,13 @@ export class FakeArmServer {
     };
   }
 
+  /** A VM takes the NIC (as a VM created or reconfigured with it would): new etag. */
+  attachNic(resourceGroup: string, name: string, vmResourceId: string): void {
+    const nic = this.mustNic(resourceGroup, name);
+    nic.vmResourceId = vmResourceId;
+    nic.etag = newEtag();
+  }
+
   /** Another writer changes the NIC (as the portal or a second controller would): new etag. */
   mutateNic(resourceGroup: string, name: string, change: (ipConfigs: IpConfig[]) => void): void {
     const nic = this.mustNic(resourceGroup, name);

@@ -4,6 +4,7 @@
 // tags what it creates, and can be told to fail (throttle, error) or to be slow.
 
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -14,6 +15,7 @@ import {
   type AssignRequest,
   type CloudProvider,
   type CreateInterfaceRequest,
+  type DeleteInterfaceOptions,
   type InterfaceInfo,
   type LeakedInterface,
   type NodeInfo,
@@ -240,10 +242,12 @@ export class MemoryProvider implements CloudProvider {
     for (const ip of ips) this.used.delete(ip);
   }
 
-  async deleteInterface(interfaceId: string): Promise<void> {
+  async deleteInterface(interfaceId: string, options: DeleteInterfaceOptions = {}): Promise<void> {
     await this.enter('deleteInterface');
     const i = this.iface(interfaceId);
     if (i.deviceIndex === 0) throw new OtherProviderError('refusing to delete the primary interface');
+    // Every interface here is attached to the node.
+    if (options.onlyIfDetached) throw new InterfaceInUseError(`${interfaceId} is attached; not deleted`);
     this.interfaces.splice(this.interfaces.indexOf(i), 1);
     for (const ip of [i.primaryIp, ...i.secondaryIps]) this.used.delete(ip);
   }

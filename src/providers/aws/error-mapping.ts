@@ -3,6 +3,7 @@
 // HTTP status and request id) without importing SDK types, so it is testable with plain objects.
 
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -104,6 +105,7 @@ export function toProviderError(err: unknown, api: string): ProviderError {
     return new ThrottledError(message, details);
   if (SUBNET_CODES.has(code)) return new SubnetExhaustedError(message, details);
   if (LIMIT_CODES.has(code)) return new LimitExceededError(message, details);
+  if (code === 'InvalidNetworkInterface.InUse') return new InterfaceInUseError(message, details);
   if (code.endsWith('.NotFound') || code.endsWith('NotFound')) return new NotFoundError(message, details);
   if (AUTH_CODES.has(code)) return new UnauthorizedError(message, details);
   return new OtherProviderError(message, details);

@@ -23,13 +23,14 @@ import {
   type NetworkInterface,
   UnassignPrivateIpAddressesCommand,
 } from '@aws-sdk/client-ec2';
-import { NotFoundError, OtherProviderError, SubnetExhaustedError } from '../errors.ts';
+import { InterfaceInUseError, NotFoundError, OtherProviderError, SubnetExhaustedError } from '../errors.ts';
 import { type BucketConfig, createRateLimitedCaller, type RetryPolicy } from '../rate-limit.ts';
 import {
   type ApiCallObserver,
   type AssignRequest,
   type CloudProvider,
   type CreateInterfaceRequest,
+  type DeleteInterfaceOptions,
   type InterfaceInfo,
   type LeakedInterface,
   type LeakQuery,
@@ -474,7 +475,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     });
   }
 
-  async function deleteInterface(interfaceId: string): Promise<void> {
+  async function deleteInterface(interfaceId: string, opts: DeleteInterfaceOptions = {}): Promise<void> {
     validateId('network interface', ENI_ID, interfaceId);
     return exclusive(async () => {
       let eni = await getEni(interfaceId);
@@ -483,7 +484,18 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
           `refusing to delete ${interfaceId}: it is an instance's primary interface`,
         );
       }
-      if (eni.Attachment?.AttachmentId && eni.Attachment.Status !== 'detached') {
+      const attached = Boolean(eni.Attachment?.AttachmentId && eni.Attachment.Status !== 'detached');
+      if (opts.onlyIfDetached) {
+        // EC2's DeleteNetworkInterface refuses an attached ENI itself, atomically
+        // (InvalidNetworkInterface.InUse, mapped to InterfaceInUseError); LocalStack deletes it
+        // anyway, so look right before as well.
+        if (attached || eni.Status !== 'available') {
+          throw new InterfaceInUseError(
+            `${interfaceId} is ${eni.Status ?? 'unknown'}${eni.Attachment?.InstanceId ? ` (attached to ${eni.Attachment.InstanceId})` : ''}; not deleted`,
+            { cloudCode: 'InvalidNetworkInterface.InUse' },
+          );
+        }
+      } else if (attached && eni.Attachment?.AttachmentId) {
         const attachmentId = eni.Attachment.AttachmentId;
         await caller.call('DetachNetworkInterface', 'attach', () =>
           ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: attachmentId })),

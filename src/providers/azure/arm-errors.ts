@@ -2,6 +2,7 @@
 // cloud-neutral ProviderError family, and tells the retry wrapper what is worth retrying.
 // Works on the error's duck-typed shape so it is testable without the SDK.
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -104,5 +105,6 @@ export function toProviderError(err: unknown, context?: { subnetId?: string }): 
     });
   }
   if (code && LIMIT.test(code)) return new LimitExceededError(msg, details);
+  if (code === 'NicInUse') return new InterfaceInUseError(msg, details);
   return new OtherProviderError(msg, details);
 }

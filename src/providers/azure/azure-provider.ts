@@ -16,6 +16,7 @@ import {
 } from '@azure/arm-network';
 import type { TokenCredential } from '@azure/identity';
 import {
+  InterfaceInUseError,
   isProviderError,
   LimitExceededError,
   NotFoundError,
@@ -29,6 +30,7 @@ import {
   type AssignRequest,
   type CloudProvider,
   type CreateInterfaceRequest,
+  type DeleteInterfaceOptions,
   type InterfaceInfo,
   type LeakedInterface,
   type LeakQuery,
@@ -329,7 +331,12 @@ export class AzureProvider implements CloudProvider {
     }
   }
 
-  async deleteInterface(interfaceId: string): Promise<void> {
+  /**
+   * Azure cannot detach a NIC from a running VM, so an attached NIC is always refused
+   * (InterfaceInUseError), with or without `onlyIfDetached`; ARM's own NicInUse (a VM took the NIC
+   * between our GET and DELETE) maps to the same error.
+   */
+  async deleteInterface(interfaceId: string, _options: DeleteInterfaceOptions = {}): Promise<void> {
     const ref = parseNicId(interfaceId);
     let nic: NetworkInterface;
     try {
@@ -339,8 +346,9 @@ export class AzureProvider implements CloudProvider {
       throw err;
     }
     if (nic.virtualMachine?.id) {
-      throw new OtherProviderError(
+      throw new InterfaceInUseError(
         `refusing to delete NIC ${interfaceId}: it is attached to ${nic.virtualMachine.id}, and Azure cannot detach a NIC from a running VM`,
+        { cloudCode: 'NicInUse' },
       );
     }
     await this.caller.call('NetworkInterfaces.delete', 'armWrite', () =>

@@ -15,7 +15,7 @@ import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-nod
 import { pino } from 'pino';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import { KubernetesNodeLiveness } from '../../../src/janitor/instance-liveness.ts';
-import { Janitor } from '../../../src/janitor/janitor.ts';
+import { Janitor, type JanitorCloud } from '../../../src/janitor/janitor.ts';
 import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
 import { createAwsProvider } from '../../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../../src/providers/types.ts';
@@ -184,6 +184,64 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
       // A second sweep finds nothing more to do.
       const again = await janitorFor(leaderElector).sweep();
       assert.deepEqual(again.deleted, []);
+    } finally {
+      await provider.close();
+    }
+  });
+
+  test('an interface attached between the re-check and the delete survives, attached (the delete never detaches)', async () => {
+    const { core } = clients();
+    const provider = createAwsProvider({
+      region: region(),
+      ec2Endpoint: ec2Endpoint(),
+      clusterName: cluster,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const racing = await eni('racing', {
+      [OWNER_TAGS.clusterName]: cluster,
+      [OWNER_TAGS.instanceId]: 'i-0123456789abcdef0',
+      [OWNER_TAGS.createdAt]: new Date(Date.now() - 2 * HOUR).toISOString(),
+      [OWNER_TAGS.managedBy]: 'vpc-ipam',
+    });
+    const live = seed.instances[0]!;
+    // The real provider, with a node taking the interface right after the janitor's re-check
+    // listed it as available (the window the janitor cannot close by looking again).
+    let listings = 0;
+    const cloud: JanitorCloud = {
+      async findLeakedInterfaces(q) {
+        // Only this case's interface, so the test does not depend on what the previous one left.
+        const found = (await provider.findLeakedInterfaces(q)).filter((c) => c.id === racing);
+        if (++listings === 2) {
+          await ec2.send(
+            new AttachNetworkInterfaceCommand({
+              NetworkInterfaceId: racing,
+              InstanceId: live.id,
+              DeviceIndex: 4,
+            }),
+          );
+        }
+        return found;
+      },
+      deleteInterface: (id, options) => provider.deleteInterface(id, options),
+    };
+    try {
+      const report = await new Janitor({
+        cloud,
+        liveness: new KubernetesNodeLiveness(core),
+        leadership: { isLeader: () => true },
+        clusterName: cluster,
+        graceMs: HOUR,
+        dryRun: false,
+        logger,
+      }).sweep();
+      assert.equal(listings, 2, 'one sweep listing, one re-check');
+      assert.deepEqual(report.deleted, []);
+      assert.deepEqual(report.failed, [], 'in use is a skip, not a failure');
+      const kept = report.kept.find((k) => k.id === racing);
+      assert.match(kept?.reason ?? '', /^in use at delete time: .*in-use/);
+      const d = await ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [racing] }));
+      assert.equal(d.NetworkInterfaces?.[0]?.Status, 'in-use', 'still there and never detached');
+      assert.equal(d.NetworkInterfaces?.[0]?.Attachment?.InstanceId, live.id);
     } finally {
       await provider.close();
     }

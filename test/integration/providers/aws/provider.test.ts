@@ -20,6 +20,7 @@ import {
 } from '../../../../src/providers/aws/ipv4.ts';
 import { isValidMac } from '../../../../src/providers/aws/mac.ts';
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -234,6 +235,33 @@ describe('AWS provider on LocalStack', () => {
     assert.equal((await rawEni(x.id)).PrivateIpAddresses?.length, 6);
     await Promise.all([provider.deleteInterface(x.id), provider.deleteInterface(y.id)]);
     assert.equal((await provider.listInterfaces()).length, 1);
+  });
+
+  test('deleteInterface onlyIfDetached: an attached ENI is refused and stays attached; a detached one is deleted', async () => {
+    const eni = await provider.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] });
+    try {
+      // LocalStack deletes an attached ENI when asked (EC2 refuses with InvalidNetworkInterface.InUse),
+      // so this proves the provider's own look before the delete.
+      const seen = events.length;
+      await assert.rejects(
+        provider.deleteInterface(eni.id, { onlyIfDetached: true }),
+        (e) => e instanceof InterfaceInUseError && e.code === 'IN_USE' && /in-use/.test(e.message),
+      );
+      assert.deepEqual(
+        events.slice(seen).map((e) => e.api),
+        ['DescribeNetworkInterfaces'],
+        'only looked: no detach, no delete',
+      );
+      const raw = await rawEni(eni.id);
+      assert.equal(raw.Status, 'in-use', 'still attached');
+      assert.equal(raw.Attachment?.InstanceId, large().id);
+      // Detached by someone else: now it may go.
+      await ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: raw.Attachment!.AttachmentId! }));
+      await provider.deleteInterface(eni.id, { onlyIfDetached: true });
+      await assert.rejects(rawEni(eni.id));
+    } finally {
+      await provider.deleteInterface(eni.id).catch(() => undefined);
+    }
   });
 
   test('errors are typed: unknown ids are NotFound, malformed ids are refused before any call', async () => {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -380,5 +381,33 @@ describe('Azure provider against the ARM fake', () => {
     await p.deleteInterface(old); // idempotent
     await assert.rejects(p.deleteInterface(tb.vm.nicIds[1]!), /attached/);
     assert.ok(tb.arm.nic(tb.resourceGroup, nicName(tb.vm.nicIds[1]!)));
+  });
+
+  test('deleteInterface onlyIfDetached: an attached NIC is refused as InterfaceInUse, also when a VM takes it between our GET and DELETE', async () => {
+    const p = tb.provider();
+    await p.describeNode();
+    const attached = tb.vm.nicIds[1]!;
+    await assert.rejects(
+      p.deleteInterface(attached, { onlyIfDetached: true }),
+      (e) => e instanceof InterfaceInUseError && e.cloudCode === 'NicInUse',
+    );
+    assert.equal(tb.arm.nic(tb.resourceGroup, nicName(attached))?.vmResourceId, tb.vm.resourceId);
+    // The race: detached when read, attached by the time the DELETE arrives. ARM refuses (NicInUse).
+    const racing = tb.arm.addDetachedNic({
+      resourceGroup: tb.resourceGroup,
+      name: 'leak-race',
+      location: tb.location,
+      subnetId: tb.subnetId,
+    });
+    tb.arm.onceBeforeWrite(() => tb.arm.attachNic(tb.resourceGroup, 'leak-race', tb.vm.resourceId));
+    await assert.rejects(
+      p.deleteInterface(racing, { onlyIfDetached: true }),
+      (e) => e instanceof InterfaceInUseError && /NicInUse/.test(e.message),
+    );
+    assert.equal(
+      tb.arm.nic(tb.resourceGroup, 'leak-race')?.vmResourceId,
+      tb.vm.resourceId,
+      'still there, attached',
+    );
   });
 });

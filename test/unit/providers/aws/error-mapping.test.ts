@@ -6,6 +6,7 @@ import {
   toProviderError,
 } from '../../../../src/providers/aws/error-mapping.ts';
 import {
+  InterfaceInUseError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -34,6 +35,7 @@ describe('toProviderError', () => {
     ['InvalidNetworkInterfaceID.NotFound', 400, NotFoundError],
     ['InvalidSubnetID.NotFound', 400, NotFoundError],
     ['InvalidAttachmentID.NotFound', 400, NotFoundError],
+    ['InvalidNetworkInterface.InUse', 400, InterfaceInUseError],
     ['UnauthorizedOperation', 403, UnauthorizedError],
     ['AuthFailure', 401, UnauthorizedError],
     ['InvalidParameterValue', 400, OtherProviderError],

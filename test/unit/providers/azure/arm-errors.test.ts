@@ -67,6 +67,7 @@ describe('toProviderError', () => {
     [restError(401, 'InvalidAuthenticationToken'), 'UNAUTHORIZED'],
     [restError(403, 'AuthorizationFailed'), 'UNAUTHORIZED'],
     [restError(400, 'PrivateIPAddressInUse'), 'OTHER'],
+    [restError(400, 'NicInUse'), 'IN_USE'],
     [restError(500), 'OTHER'],
   ];
   for (const [err, code] of cases) {
