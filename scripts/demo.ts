@@ -24,7 +24,7 @@ import { checkLocalStack } from '../localstack/health.ts';
 import { localEc2Client, type SeedResult } from '../localstack/seed.ts';
 import type { Allocation, PoolStatus } from '../src/ipam-daemon/api-types.ts';
 import { HOST_VETH_PREFIX } from '../src/netutils/names.ts';
-import { type CniOutcome, execPlugin } from '../test/helpers/cni-runtime.ts';
+import { addLikeKubelet, type CniOutcome, execPlugin, vpcCniConfig } from '../test/helpers/cni-runtime.ts';
 import { daemonGet, INTERNET_SERVER, LocalVpc, type VpcNode } from '../test/helpers/local-vpc.ts';
 import {
   deleteCluster,
@@ -346,15 +346,7 @@ async function main(): Promise<void> {
     say("     run in the node's network namespace; 'try again later' (code 11) retried like the kubelet)");
     say(`    node1 is an m5.large: 9 pod IPs per ENI, so pods 10..${podsLarge} get IPs of a secondary ENI,`);
     say('    which the daemon attached ahead of time (WARM_ENI_TARGET=1 keeps one spare ENI warm).');
-    const conf = (node: VpcNode, extra: Record<string, unknown> = {}) => ({
-      cniVersion: '1.1.0',
-      name: 'vpc',
-      type: 'vpc-cni',
-      socketPath: node.socketPath,
-      mtu: 1500,
-      logFile: join(node.dir, 'cni.log'),
-      ...extra,
-    });
+    const conf = vpcCniConfig;
     const pods: Pod[] = [];
     const addFailures: Failure[] = [];
     let seq = 0;
@@ -363,27 +355,18 @@ async function main(): Promise<void> {
       const ns = `${prefix}-p${n}`;
       const nsPath = await createNetns(ns, cleanup);
       const id = `${prefix}pod${n}${randomBytes(4).toString('hex')}`;
-      let o: CniOutcome;
-      let tries = 0;
       const started = performance.now();
-      for (;;) {
-        guard();
-        tries++;
-        o = await execPlugin(
-          plugin,
-          {
-            command: 'ADD',
-            containerId: id,
-            netns: nsPath,
-            ifName: 'eth0',
-            args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${name}`,
-          },
-          conf(node),
-          node.ns,
-        );
-        if (o.code === 0 || o.out?.code !== 11 || tries >= 10) break;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
+      const o = await addLikeKubelet(
+        plugin,
+        { containerId: id, netns: nsPath, podName: name },
+        conf(node),
+        node.ns,
+        {
+          maxAttempts: 10,
+          beforeAttempt: guard,
+        },
+      );
+      const tries = o.attempts;
       const addMs = tries === 1 ? o.ms : performance.now() - started;
       if (o.code !== 0) {
         addFailures.push({ name, o });

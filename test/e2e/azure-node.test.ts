@@ -20,9 +20,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type AzureTestbed, startAzureTestbed } from '../fakes/arm-testbed.ts';
-import { type CniOutcome, execPlugin } from '../helpers/cni-runtime.ts';
+import { addLikeKubelet, type CniOutcome, execPlugin, vpcCniConfig } from '../helpers/cni-runtime.ts';
 import { serveUnixToTcp, startNetnsForwarder } from '../helpers/forwarder.ts';
-import { daemonGet } from '../helpers/local-vpc.ts';
+import { daemonGet, stopChild } from '../helpers/local-vpc.ts';
 import {
   Cleanup,
   createNetns,
@@ -140,32 +140,12 @@ describe('local VNet e2e: an Azure node (ARM fake + netns + dist/vpc-cni)', { ti
     ]);
   }
 
-  const conf = () => ({
-    cniVersion: '1.1.0',
-    name: 'vpc',
-    type: 'vpc-cni',
-    socketPath,
-    mtu: 1500,
-    logFile: join(dir, 'cni.log'),
-  });
+  const conf = () => vpcCniConfig({ socketPath, dir });
 
-  async function add(nsPath: string, id: string): Promise<CniOutcome> {
-    for (let attempt = 0; ; attempt++) {
-      const o = await execPlugin(
-        plugin,
-        {
-          command: 'ADD',
-          containerId: id,
-          netns: nsPath,
-          ifName: 'eth0',
-          args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${id}`,
-        },
-        conf(),
-        nodeNs,
-      );
-      if (o.code === 0 || o.out?.code !== 11 || attempt >= 10) return o;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+  function add(nsPath: string, id: string): Promise<CniOutcome> {
+    return addLikeKubelet(plugin, { containerId: id, netns: nsPath, podName: id }, conf(), nodeNs, {
+      maxAttempts: 11,
+    });
   }
 
   async function startDaemon(): Promise<ChildProcess> {
@@ -343,15 +323,3 @@ describe('local VNet e2e: an Azure node (ARM fake + netns + dist/vpc-cni)', { ti
     server.stop();
   });
 });
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), 8000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}

@@ -19,11 +19,13 @@ import {
 import { localEc2Client } from '../../localstack/seed.ts';
 import { hostVethName } from '../../src/netutils/names.ts';
 import {
+  addLikeKubelet,
   type CniOutcome,
   type Conflist,
   conflistAdd,
   conflistRun,
   execPlugin,
+  vpcCniConfig,
 } from '../helpers/cni-runtime.ts';
 import {
   daemonGet,
@@ -69,39 +71,17 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
   let node2: VpcNode;
   let podSeq = 0;
 
-  const conf = (node: VpcNode, extra: Record<string, unknown> = {}) => ({
-    cniVersion: '1.1.0',
-    name: 'vpc',
-    type: 'vpc-cni',
-    socketPath: node.socketPath,
-    mtu: 1500,
-    logFile: join(node.dir, 'cni.log'),
-    ...extra,
-  });
+  const conf = vpcCniConfig;
 
   /** ADD as a runtime does, retrying "try again later" (code 11) like the kubelet. */
-  async function add(
+  function add(
     node: VpcNode,
     nsPath: string,
     id: string,
     extra: Record<string, unknown> = {},
   ): Promise<CniOutcome> {
-    for (let attempt = 0; ; attempt++) {
-      const o = await execPlugin(
-        plugin,
-        {
-          command: 'ADD',
-          containerId: id,
-          netns: nsPath,
-          ifName: 'eth0',
-          args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${id}`,
-        },
-        conf(node, extra),
-        node.ns,
-      );
-      if (o.code === 0 || o.out?.code !== 11 || attempt >= 10) return o;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+    const pod = { containerId: id, netns: nsPath, podName: id };
+    return addLikeKubelet(plugin, pod, conf(node, extra), node.ns, { maxAttempts: 11 });
   }
 
   async function newPod(node: VpcNode): Promise<Pod> {

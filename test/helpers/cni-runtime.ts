@@ -2,7 +2,9 @@
 // stdin, the result or error as JSON on stdout, exit code 0/1. Optionally inside a node netns
 // (`ip netns exec <node>`), since in the e2e VPC that netns is the node's host network.
 // Also runs conflists (chaining: name/cniVersion injected, prevResult passed along, DEL reversed).
+// vpcCniConfig / addLikeKubelet: the vpc-cni config and the retried ADD the e2e suites and the demo use.
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 
 export interface CniCall {
   command: 'ADD' | 'DEL' | 'CHECK' | 'VERSION' | 'GC' | 'STATUS';
@@ -64,6 +66,53 @@ export function execPlugin(
     child.stdin.on('error', () => {}); // the plugin may exit before reading stdin
     child.stdin.end(JSON.stringify(config));
   });
+}
+
+/** vpc-cni's network config for a node: its daemon socket, MTU 1500, the log in the node's dir. */
+export function vpcCniConfig(
+  node: { socketPath: string; dir: string },
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    cniVersion: '1.1.0',
+    name: 'vpc',
+    type: 'vpc-cni',
+    socketPath: node.socketPath,
+    mtu: 1500,
+    logFile: join(node.dir, 'cni.log'),
+    ...extra,
+  };
+}
+
+/**
+ * ADD of a pod's eth0 as the kubelet does it: "try again later" (CNI error 11) is retried 1 s
+ * apart, up to maxAttempts calls in all; any other outcome is returned at once. beforeAttempt
+ * runs before each call (the demo's deadline check).
+ */
+export async function addLikeKubelet(
+  binary: string,
+  pod: { containerId: string; netns: string; podName: string },
+  config: Record<string, unknown>,
+  nodeNs: string,
+  opts: { maxAttempts: number; beforeAttempt?: () => void },
+): Promise<CniOutcome & { attempts: number }> {
+  for (let attempts = 1; ; attempts++) {
+    opts.beforeAttempt?.();
+    const o = await execPlugin(
+      binary,
+      {
+        command: 'ADD',
+        containerId: pod.containerId,
+        netns: pod.netns,
+        ifName: 'eth0',
+        args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.podName}`,
+      },
+      config,
+      nodeNs,
+    );
+    if (o.code === 0 || o.out?.code !== 11 || attempts >= opts.maxAttempts) return { ...o, attempts };
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 export interface Conflist {
