@@ -199,20 +199,25 @@ describe('socket API hardening', () => {
     assert.match(out, /^HTTP\/1\.1 431/);
   });
 
-  test('a slow client that never finishes its headers is cut off', async () => {
-    const server = h.server;
-    assert.ok(server);
-    const s = await startSocketServer({
-      socketPath: join(h.dir, 'slow', 'ipamd.sock'),
+  /** A second server on the same daemon with short header/request timeouts, checked every 100 ms. */
+  const startImpatientServer = (sock: string) =>
+    startSocketServer({
+      socketPath: sock,
       daemon: h.daemon,
       logger: quietLogger,
       headersTimeoutMs: 300,
       requestTimeoutMs: 400,
       connectionsCheckingIntervalMs: 100,
     });
+
+  test('a slow client that never finishes its headers is cut off', async () => {
+    const server = h.server;
+    assert.ok(server);
+    const sock = join(h.dir, 'slow', 'ipamd.sock');
+    const s = await startImpatientServer(sock);
     try {
       const t0 = Date.now();
-      const out = await raw(join(h.dir, 'slow', 'ipamd.sock'), 'POST /v1/allocate HTTP/1.1\r\nHost: x\r\n', {
+      const out = await raw(sock, 'POST /v1/allocate HTTP/1.1\r\nHost: x\r\n', {
         waitMs: 5000,
       });
       const took = Date.now() - t0;
@@ -226,14 +231,7 @@ describe('socket API hardening', () => {
 
   test('a slow body is cut off too', async () => {
     const sock = join(h.dir, 'slow2', 'ipamd.sock');
-    const s = await startSocketServer({
-      socketPath: sock,
-      daemon: h.daemon,
-      logger: quietLogger,
-      headersTimeoutMs: 300,
-      requestTimeoutMs: 400,
-      connectionsCheckingIntervalMs: 100,
-    });
+    const s = await startImpatientServer(sock);
     try {
       const t0 = Date.now();
       await raw(
