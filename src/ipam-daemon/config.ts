@@ -6,153 +6,30 @@
 // group, parse) and read it in loadConfig via `get(...)`. The Helm chart is tested against this
 // catalogue, so every entry here must be settable from values.yaml.
 
+import {
+  absPath,
+  bool,
+  ConfigError,
+  type ConfigIssue,
+  cidrList,
+  type Env,
+  type EnvVarSpec,
+  int,
+  LOG_LEVELS,
+  type LogLevel,
+  list,
+  oneOf,
+  seconds,
+  text,
+  url,
+} from '../lib/env-catalogue.ts';
 import { DEFAULT_SOCKET_PATH } from './api-types.ts';
 import { KUBERNETES_ENV_VARS } from './k8s/env.ts';
 
-export type EnvGroup = 'cloud' | 'warm-pool' | 'daemon' | 'snat' | 'kubernetes' | 'observability';
+// The catalogue's building blocks live in lib/env-catalogue.ts; re-exported for the daemon's users.
+export type { ConfigIssue, Env, EnvGroup, EnvVarSpec, LogLevel } from '../lib/env-catalogue.ts';
+export { ConfigError, parseIpv4Cidr } from '../lib/env-catalogue.ts';
 
-export interface EnvVarSpec<T = unknown> {
-  name: string;
-  /** Older / alternative names read when `name` is unset. */
-  aliases?: readonly string[];
-  /** The value used when unset, as a string; null when unset means "not set" (feature off/derived). */
-  default: string | null;
-  /** Human description of the accepted values, quoted in errors. */
-  accepted: string;
-  description: string;
-  group: EnvGroup;
-  /** Throws a plain Error with a short reason; loadConfig wraps it into a ConfigError. */
-  parse(raw: string): T;
-}
-
-export interface ConfigIssue {
-  variable: string;
-  value: string;
-  accepted: string;
-  reason: string;
-}
-
-/** A bad environment: names every offending variable and what it accepts. */
-export class ConfigError extends Error {
-  readonly issues: ConfigIssue[];
-  /** The first offending variable (convenience for callers and tests). */
-  readonly variable: string;
-  readonly accepted: string;
-  constructor(issues: ConfigIssue[]) {
-    const lines = issues.map(
-      (i) => `${i.variable}=${JSON.stringify(i.value)} is invalid (${i.reason}); accepted: ${i.accepted}`,
-    );
-    super(lines.length === 1 ? lines[0] : `invalid configuration:\n  ${lines.join('\n  ')}`);
-    this.name = 'ConfigError';
-    this.issues = issues;
-    this.variable = issues[0]?.variable ?? '';
-    this.accepted = issues[0]?.accepted ?? '';
-  }
-}
-
-// ---- parsers (each throws Error(reason)) ----
-
-function int(min: number, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
-  return (raw) => {
-    if (!/^\d+$/.test(raw.trim())) throw new Error('not a whole number');
-    const n = Number(raw.trim());
-    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
-    return n;
-  };
-}
-
-function seconds(min: number, max: number): (raw: string) => number {
-  return (raw) => {
-    const t = raw.trim();
-    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
-    const n = Number(t);
-    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
-    return n;
-  };
-}
-
-function bool(raw: string): boolean {
-  const t = raw.trim().toLowerCase();
-  if (t === 'true' || t === '1' || t === 'yes') return true;
-  if (t === 'false' || t === '0' || t === 'no' || t === '') return false;
-  throw new Error('not a boolean');
-}
-
-function oneOf<T extends string>(values: readonly T[]): (raw: string) => T {
-  return (raw) => {
-    const t = raw.trim().toLowerCase();
-    const hit = values.find((v) => v === t);
-    if (hit === undefined) throw new Error('unknown value');
-    return hit;
-  };
-}
-
-function list(itemPattern: RegExp, what: string): (raw: string) => string[] {
-  return (raw) => {
-    const items = raw
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
-    for (const item of items)
-      if (!itemPattern.test(item)) throw new Error(`${JSON.stringify(item)} is not ${what}`);
-    return [...new Set(items)];
-  };
-}
-
-function url(raw: string): string {
-  const t = raw.trim();
-  let u: URL;
-  try {
-    u = new URL(t);
-  } catch {
-    throw new Error('not a URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme must be http or https');
-  return t.replace(/\/+$/, '');
-}
-
-function absPath(raw: string): string {
-  const t = raw.trim();
-  if (!t.startsWith('/') || t.includes('\0') || t.split('/').includes('..') || t.endsWith('/')) {
-    throw new Error('not an absolute file path without ".."');
-  }
-  return t;
-}
-
-function text(pattern: RegExp, what: string): (raw: string) => string {
-  return (raw) => {
-    const t = raw.trim();
-    if (!pattern.test(t)) throw new Error(`not ${what}`);
-    return t;
-  };
-}
-
-/** IPv4 CIDR, normalised (host bits must be zero). */
-export function parseIpv4Cidr(raw: string): string {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(raw.trim());
-  if (!m) throw new Error(`${JSON.stringify(raw)} is not an IPv4 CIDR`);
-  const octets = m.slice(1, 5).map(Number);
-  const bits = Number(m[5]);
-  if (octets.some((o) => o > 255) || bits > 32) throw new Error(`${JSON.stringify(raw)} is not an IPv4 CIDR`);
-  const addr = octets.reduce((a, o) => a * 256 + o, 0);
-  const size = 2 ** (32 - bits);
-  if (addr % size !== 0) throw new Error(`${JSON.stringify(raw)} has host bits set`);
-  return `${octets.join('.')}/${bits}`;
-}
-
-function cidrList(raw: string): string[] {
-  return [
-    ...new Set(
-      raw
-        .split(',')
-        .map((s) => s.trim())
-        .filter((s) => s !== '')
-        .map(parseIpv4Cidr),
-    ),
-  ];
-}
-
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 const CLOUDS = ['aws', 'azure'] as const;
 const RANDOMIZE_SNAT = ['none', 'hashrandom', 'prng'] as const;
 export type RandomizeSnat = (typeof RANDOMIZE_SNAT)[number];
@@ -465,7 +342,6 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
 ];
 
 export type CloudChoice = (typeof CLOUDS)[number];
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface WarmPoolConfig {
   warmEniTarget: number;
@@ -512,8 +388,6 @@ export interface DaemonConfig {
   /** CLOUD_PROVIDER=azure settings (the IMDS endpoint is shared: aws.imdsEndpoint). */
   azure?: { armEndpoint: string | null; subscriptionId: string | null; resourceGroup: string | null };
 }
-
-export type Env = Readonly<Record<string, string | undefined>>;
 
 /** Parse and validate the whole environment. Throws ConfigError listing every bad variable. */
 export function loadConfig(env: Env): DaemonConfig {

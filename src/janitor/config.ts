@@ -1,55 +1,18 @@
 // Every environment variable the janitor accepts (JANITOR_ENV_VARS; the Helm chart is tested
 // against it) and loadJanitorConfig(env), a pure parse that names the bad variable and what it accepts.
-import type { EnvVarSpec } from '../ipam-daemon/config.ts';
+import {
+  bool,
+  ConfigError,
+  type Env,
+  type EnvVarSpec,
+  LOG_LEVELS,
+  oneOf,
+  seconds,
+  text,
+  url,
+} from '../lib/env-catalogue.ts';
 
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-function seconds(min: number, max: number): (raw: string) => number {
-  return (raw) => {
-    const t = raw.trim();
-    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
-    const n = Number(t);
-    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
-    return n;
-  };
-}
-
-function bool(raw: string): boolean {
-  const t = raw.trim().toLowerCase();
-  if (t === 'true' || t === '1' || t === 'yes') return true;
-  if (t === 'false' || t === '0' || t === 'no') return false;
-  throw new Error('not a boolean');
-}
-
-function pattern(re: RegExp, what: string): (raw: string) => string {
-  return (raw) => {
-    const t = raw.trim();
-    if (!re.test(t)) throw new Error(`not ${what}`);
-    return t;
-  };
-}
-
-function oneOf<T extends string>(values: readonly T[]): (raw: string) => T {
-  return (raw) => {
-    const hit = values.find((v) => v === raw.trim().toLowerCase());
-    if (hit === undefined) throw new Error('unknown value');
-    return hit;
-  };
-}
-
-function url(raw: string): string {
-  const t = raw.trim();
-  let u: URL;
-  try {
-    u = new URL(t);
-  } catch {
-    throw new Error('not a URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme must be http or https');
-  return t.replace(/\/+$/, '');
-}
-
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
   {
@@ -66,7 +29,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     accepted: 'the cluster name the daemons tag interfaces with (required)',
     description: 'Only interfaces tagged with this cluster name are considered.',
     group: 'cloud',
-    parse: pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a valid cluster name'),
+    parse: text(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a valid cluster name'),
   },
   {
     name: 'AWS_REGION',
@@ -75,7 +38,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     accepted: 'an AWS region such as us-east-1 (required on AWS)',
     description: 'AWS region of the cluster.',
     group: 'cloud',
-    parse: pattern(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region'),
+    parse: text(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region'),
   },
   {
     name: 'VPC_IPAM_EC2_ENDPOINT',
@@ -115,7 +78,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     accepted: 'a DNS-1123 name',
     description: 'The coordination.k8s.io Lease that elects the one active janitor.',
     group: 'kubernetes',
-    parse: pattern(NAME, 'a DNS-1123 name'),
+    parse: text(NAME, 'a DNS-1123 name'),
   },
   {
     name: 'POD_NAMESPACE',
@@ -123,7 +86,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     accepted: 'a namespace name (downward API metadata.namespace)',
     description: 'Namespace of the Lease.',
     group: 'kubernetes',
-    parse: pattern(NAME, 'a namespace name'),
+    parse: text(NAME, 'a namespace name'),
   },
   {
     name: 'POD_NAME',
@@ -131,7 +94,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     accepted: 'this pod name (downward API metadata.name; default: the host name)',
     description: 'Identity written into the Lease.',
     group: 'kubernetes',
-    parse: pattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'a pod name'),
+    parse: text(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'a pod name'),
   },
   {
     name: 'LEASE_DURATION',
@@ -186,19 +149,15 @@ export interface JanitorConfig {
   logLevel: string;
 }
 
-export class JanitorConfigError extends Error {
-  readonly variable: string;
+/** A ConfigError for one variable, under its own name. */
+export class JanitorConfigError extends ConfigError {
   constructor(variable: string, value: string | undefined, accepted: string, reason: string) {
-    super(`${variable}=${JSON.stringify(value ?? '')} is invalid (${reason}); accepted: ${accepted}`);
+    super([{ variable, value: value ?? '', accepted, reason }]);
     this.name = 'JanitorConfigError';
-    this.variable = variable;
   }
 }
 
-export function loadJanitorConfig(
-  env: Readonly<Record<string, string | undefined>>,
-  hostname: string,
-): JanitorConfig {
+export function loadJanitorConfig(env: Env, hostname: string): JanitorConfig {
   const get = <T>(name: string): T | null => {
     const spec = JANITOR_ENV_VARS.find((s) => s.name === name)!;
     let raw = env[name];

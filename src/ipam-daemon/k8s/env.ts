@@ -1,26 +1,9 @@
 // The daemon's Kubernetes-side environment variables. They are appended to DAEMON_ENV_VARS (so the
 // chart test and the docs see one catalogue) and parsed here, next to the code that uses them.
-import type { EnvVarSpec } from '../config.ts';
+import { bool, ConfigError, type Env, type EnvVarSpec, seconds } from '../../lib/env-catalogue.ts';
 
 const LABEL_KEY =
   /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-
-function seconds(min: number, max: number): (raw: string) => number {
-  return (raw) => {
-    const t = raw.trim();
-    if (!/^\d+(\.\d+)?$/.test(t)) throw new Error('not a non-negative number of seconds');
-    const n = Number(t);
-    if (n < min || n > max) throw new Error(`out of range ${min}..${max}`);
-    return n;
-  };
-}
-
-function bool(raw: string): boolean {
-  const t = raw.trim().toLowerCase();
-  if (t === 'true' || t === '1' || t === 'yes') return true;
-  if (t === 'false' || t === '0' || t === 'no' || t === '') return false;
-  throw new Error('not a boolean');
-}
 
 function labelKey(raw: string): string {
   const t = raw.trim();
@@ -75,18 +58,17 @@ export interface KubernetesSettings {
   networkConfigLabel: string;
 }
 
-export class KubernetesEnvError extends Error {
-  readonly variable: string;
+/** A ConfigError for one variable, under its own name (the daemon logs it at start-up). */
+export class KubernetesEnvError extends ConfigError {
   constructor(variable: string, value: string, accepted: string, reason: string) {
-    super(`${variable}=${JSON.stringify(value)} is invalid (${reason}); accepted: ${accepted}`);
+    super([{ variable, value, accepted, reason }]);
     this.name = 'KubernetesEnvError';
-    this.variable = variable;
   }
 }
 
 /** Parse this module's variables; NODE_NAME and ENABLE_POD_WATCH come from the daemon config. */
 export function loadKubernetesSettings(
-  env: Readonly<Record<string, string | undefined>>,
+  env: Env,
   base: { nodeName: string; enablePodWatch: boolean },
 ): KubernetesSettings {
   const get = <T>(name: string): T => {
