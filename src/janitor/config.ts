@@ -1,53 +1,32 @@
 // Every environment variable the janitor accepts (JANITOR_ENV_VARS; the Helm chart is tested
 // against it) and loadJanitorConfig(env), a pure parse that names the bad variable and what it accepts.
-import {
-  bool,
-  ConfigError,
-  type Env,
-  type EnvVarSpec,
-  LOG_LEVELS,
-  oneOf,
-  seconds,
-  text,
-  url,
-} from '../lib/env-catalogue.ts';
+import { DAEMON_ENV_VARS } from '../ipam-daemon/config.ts';
+import { bool, ConfigError, type Env, type EnvVarSpec, seconds, text } from '../lib/env-catalogue.ts';
 
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+/**
+ * A variable the daemon reads too takes the daemon's entry (same parse and accepted values: the
+ * janitor must accept every cluster name the daemons tag with), with the janitor's own wording.
+ */
+function daemonVar(name: string, own: Partial<EnvVarSpec> = {}): EnvVarSpec {
+  const spec = DAEMON_ENV_VARS.find((s) => s.name === name);
+  if (!spec) throw new Error(`janitor config bug: ${name} is not in DAEMON_ENV_VARS`);
+  return { ...spec, ...own };
+}
+
 export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
-  {
-    name: 'CLOUD_PROVIDER',
-    default: 'aws',
-    accepted: 'aws | azure',
-    description: 'Which cloud holds the interfaces.',
-    group: 'cloud',
-    parse: oneOf(['aws', 'azure'] as const),
-  },
-  {
-    name: 'CLUSTER_NAME',
+  daemonVar('CLOUD_PROVIDER', { description: 'Which cloud holds the interfaces.' }),
+  daemonVar('CLUSTER_NAME', {
     default: null,
     accepted: 'the cluster name the daemons tag interfaces with (required)',
     description: 'Only interfaces tagged with this cluster name are considered.',
-    group: 'cloud',
-    parse: text(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a valid cluster name'),
-  },
-  {
-    name: 'AWS_REGION',
-    aliases: ['AWS_DEFAULT_REGION'],
-    default: null,
+  }),
+  daemonVar('AWS_REGION', {
     accepted: 'an AWS region such as us-east-1 (required on AWS)',
     description: 'AWS region of the cluster.',
-    group: 'cloud',
-    parse: text(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region'),
-  },
-  {
-    name: 'VPC_IPAM_EC2_ENDPOINT',
-    default: null,
-    accepted: 'an http(s) URL (default: the regional EC2 endpoint)',
-    description: 'EC2 API endpoint override (LocalStack, VPC endpoints).',
-    group: 'cloud',
-    parse: url,
-  },
+  }),
+  daemonVar('VPC_IPAM_EC2_ENDPOINT'),
   {
     name: 'JANITOR_GRACE_PERIOD',
     default: '3600',
@@ -120,14 +99,7 @@ export const JANITOR_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'kubernetes',
     parse: seconds(0.01, 3600),
   },
-  {
-    name: 'LOG_LEVEL',
-    default: 'info',
-    accepted: LOG_LEVELS.join(' | '),
-    description: 'pino log level (JSON logs on stdout).',
-    group: 'observability',
-    parse: oneOf(LOG_LEVELS),
-  },
+  daemonVar('LOG_LEVEL'),
 ];
 
 export interface JanitorConfig {
