@@ -5,8 +5,9 @@
 // UNTESTED against a kernel: the development kernel is built without ipvlan. The plan below is
 // unit-tested; the wiring has never run. See docs/cni.md.
 import type { IpTool } from '../../netutils/ip.ts';
-import { hostVethName, POD_GATEWAY, ROUTE_PROTO, vethMacs } from '../../netutils/names.ts';
+import { POD_GATEWAY, ROUTE_PROTO } from '../../netutils/names.ts';
 import { parseCidr } from '../../netutils/validate.ts';
+import { planVethLink } from './veth.ts';
 
 /** Name of the pod-side end of the host veth. */
 export const IPVLAN_HOST_LINK = 'vpc-host';
@@ -33,8 +34,8 @@ export interface IpvlanPlan {
 }
 
 export function planIpvlanAdd(spec: IpvlanPodSpec): IpvlanPlan {
-  const hostName = hostVethName(spec.containerId, spec.ifName);
-  const { host: hostMac, pod: podMac } = vethMacs(spec.containerId, spec.ifName);
+  // The host veth is the routed mode's pair, its pod end named IPVLAN_HOST_LINK (ifName is the slave).
+  const { hostName, hostMac, linkLines } = planVethLink({ ...spec, peerName: IPVLAN_HOST_LINK });
   const prefix = parseCidr(spec.subnetCidr)?.prefix ?? 32;
   const mtu = String(spec.mtu);
   const hostLines: string[][] = [
@@ -44,18 +45,7 @@ export function planIpvlanAdd(spec: IpvlanPodSpec): IpvlanPlan {
       'mode',
       'l2',
     ]),
-    ['link', 'add', 'name', hostName, 'address', hostMac, 'mtu', mtu, 'type', 'veth'].concat([
-      'peer',
-      'name',
-      IPVLAN_HOST_LINK,
-      'address',
-      podMac,
-      'mtu',
-      mtu,
-      'netns',
-      spec.netns,
-    ]),
-    ['link', 'set', 'dev', hostName, 'up'],
+    ...linkLines,
     ['route', 'replace', `${spec.ip}/32`, 'dev', hostName, 'scope', 'link', 'proto', String(ROUTE_PROTO)],
   ];
   const podLines: string[][] = [

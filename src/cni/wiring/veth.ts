@@ -37,7 +37,10 @@ export interface VethPlan {
   podLines: string[][];
 }
 
-export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' | 'mtu'>;
+export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' | 'mtu'> & {
+  /** Name of the end inside the pod (default: ifName; the host end is named after ifName anyway). */
+  peerName?: string;
+};
 
 export function planVethLink(
   spec: VethLinkSpec,
@@ -50,7 +53,7 @@ export function planVethLink(
     ['link', 'add', 'name', hostName, 'address', hostMac, 'mtu', mtu, 'type', 'veth'].concat([
       'peer',
       'name',
-      spec.ifName,
+      spec.peerName ?? spec.ifName,
       'address',
       podMac,
       'mtu',

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ipFromPrevResult, planGc } from '../../../src/cni/plugin.ts';
 import { planIpvlanAdd } from '../../../src/cni/wiring/ipvlan.ts';
-import { diagnoseVeth, planHostCleanup, planVethAdd } from '../../../src/cni/wiring/veth.ts';
-import { hostVethName } from '../../../src/netutils/names.ts';
+import { diagnoseVeth, planHostCleanup, planVethAdd, planVethLink } from '../../../src/cni/wiring/veth.ts';
+import { hostVethName, ROUTE_PROTO } from '../../../src/netutils/names.ts';
 
 const spec = {
   containerId: 'c1',
@@ -102,6 +102,29 @@ describe('ipvlan plan (kernel-untested mode)', () => {
     assert.ok(pod.includes('addr add 10.64.1.9/24 dev eth0'));
     assert.ok(pod.includes('route add default via 10.64.1.1 dev eth0'));
     assert.ok(pod.includes('route add 172.20.0.0/16 via 169.254.1.1 dev vpc-host src 10.64.1.9'));
+  });
+
+  test("the host veth is the routed mode's pair, its pod end named vpc-host (eth0 is the ipvlan slave)", () => {
+    const p = planIpvlanAdd({
+      ...spec,
+      subnetCidr: '10.64.1.0/24',
+      gateway: '10.64.1.1',
+      parent: 'eth1',
+      hostDestinations: [],
+    });
+    const routed = planVethLink(spec);
+    assert.equal(p.hostName, routed.hostName);
+    assert.equal(p.hostMac, routed.hostMac);
+    const host = p.hostLines.map((l) => l.join(' '));
+    assert.equal(
+      host[1],
+      `link add name ${routed.hostName} address ${routed.hostMac} mtu 1500 type veth peer name vpc-host address ${routed.podMac} mtu 1500 netns /run/netns/p1`,
+    );
+    assert.equal(host[2], `link set dev ${routed.hostName} up`);
+    assert.equal(
+      host[3],
+      `route replace 10.64.1.9/32 dev ${routed.hostName} scope link proto ${ROUTE_PROTO}`,
+    );
   });
 });
 
