@@ -4,7 +4,7 @@
 // always the latest state, and none when nothing changed.
 import { type CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { Logger } from '../../lib/log.ts';
-import type { PoolStatus } from '../api-types.ts';
+import type { PoolInterfaceStatus, PoolStatus } from '../api-types.ts';
 
 export const NODE_STATUS_API = {
   group: 'vpc-ipam.io',
@@ -12,27 +12,29 @@ export const NODE_STATUS_API = {
   plural: 'nodeipamstatuses',
 } as const;
 
-export interface NodeStatusBody {
-  instanceId: string;
-  instanceType: string;
-  maxPods: number;
-  total: number;
-  assigned: number;
-  cooling: number;
-  free: number;
+/**
+ * The object's status (updatedAt is added when it is written): the pool's own fields, per
+ * interface too, minus the IP lists and drift details the CRD schema does not declare.
+ */
+export interface NodeStatusBody
+  extends Pick<
+    PoolStatus,
+    | 'instanceId'
+    | 'instanceType'
+    | 'maxPods'
+    | 'total'
+    | 'assigned'
+    | 'cooling'
+    | 'free'
+    | 'plan'
+    | 'noIpReason'
+  > {
   interfaceCount: number;
-  plan: string;
-  noIpReason: string | null;
   networkConfig: string | null;
-  interfaces: {
-    interfaceId: string;
-    deviceIndex: number;
-    subnetId: string;
-    total: number;
-    assigned: number;
-    cooling: number;
-    free: number;
-  }[];
+  interfaces: Pick<
+    PoolInterfaceStatus,
+    'interfaceId' | 'deviceIndex' | 'subnetId' | 'total' | 'assigned' | 'cooling' | 'free'
+  >[];
 }
 
 export function statusBody(pool: PoolStatus, networkConfig: string | null): NodeStatusBody {
