@@ -87,18 +87,34 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * prevResult[key] when present: a list of objects, each with the string `field` that list's entries
+ * must have; anything else is a decode error naming the list or the entry.
+ */
+function entries<F extends string>(
+  raw: Record<string, unknown>,
+  key: string,
+  field: F,
+): (Record<string, unknown> & Record<F, string>)[] | undefined {
+  const list = raw[key];
+  if (list === undefined) return undefined;
+  if (!Array.isArray(list)) throw new CniError(ErrorCode.DECODE, `prevResult.${key} is not a list`);
+  return list.map((item, n) => {
+    if (!isObject(item) || typeof item[field] !== 'string') {
+      throw new CniError(ErrorCode.DECODE, `prevResult.${key}[${n}] has no ${field}`);
+    }
+    return item as Record<string, unknown> & Record<F, string>;
+  });
+}
+
 /** Reads a prevResult of any supported version into the 1.x shape; throws CniError(6) on garbage. */
 export function parseResult(raw: unknown): CniResult {
   if (!isObject(raw)) throw new CniError(ErrorCode.DECODE, 'prevResult is not an object');
   const version = typeof raw.cniVersion === 'string' ? raw.cniVersion : LATEST_VERSION;
   const out: CniResult = { cniVersion: version };
-  if (raw.interfaces !== undefined) {
-    if (!Array.isArray(raw.interfaces))
-      throw new CniError(ErrorCode.DECODE, 'prevResult.interfaces is not a list');
-    out.interfaces = raw.interfaces.map((i, n) => {
-      if (!isObject(i) || typeof i.name !== 'string') {
-        throw new CniError(ErrorCode.DECODE, `prevResult.interfaces[${n}] has no name`);
-      }
+  const interfaces = entries(raw, 'interfaces', 'name');
+  if (interfaces) {
+    out.interfaces = interfaces.map((i) => {
       const iface: CniInterface = { name: i.name };
       if (typeof i.mac === 'string') iface.mac = i.mac;
       if (typeof i.mtu === 'number') iface.mtu = i.mtu;
@@ -106,27 +122,18 @@ export function parseResult(raw: unknown): CniResult {
       return iface;
     });
   }
-  if (raw.ips !== undefined) {
-    if (!Array.isArray(raw.ips)) throw new CniError(ErrorCode.DECODE, 'prevResult.ips is not a list');
-    out.ips = raw.ips.map((ip, n) => {
-      if (!isObject(ip) || typeof ip.address !== 'string') {
-        throw new CniError(ErrorCode.DECODE, `prevResult.ips[${n}] has no address`);
-      }
+  const ips = entries(raw, 'ips', 'address');
+  if (ips) {
+    out.ips = ips.map((ip) => {
       const c: CniIpConfig = { address: ip.address };
       if (typeof ip.gateway === 'string') c.gateway = ip.gateway;
       if (typeof ip.interface === 'number') c.interface = ip.interface;
       return c;
     });
   }
-  if (raw.routes !== undefined) {
-    if (!Array.isArray(raw.routes)) throw new CniError(ErrorCode.DECODE, 'prevResult.routes is not a list');
-    out.routes = raw.routes.map((r, n) => {
-      if (!isObject(r) || typeof r.dst !== 'string') {
-        throw new CniError(ErrorCode.DECODE, `prevResult.routes[${n}] has no dst`);
-      }
-      return typeof r.gw === 'string' ? { dst: r.dst, gw: r.gw } : { dst: r.dst };
-    });
-  }
+  const routes = entries(raw, 'routes', 'dst');
+  if (routes)
+    out.routes = routes.map((r) => (typeof r.gw === 'string' ? { dst: r.dst, gw: r.gw } : { dst: r.dst }));
   if (isObject(raw.dns)) out.dns = raw.dns as CniDns;
   return out;
 }

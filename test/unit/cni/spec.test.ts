@@ -51,6 +51,23 @@ describe('CNI spec I/O', () => {
     }
   });
 
+  test('a decode error names the list, or the entry and the field it lacks', () => {
+    const cases: [unknown, string][] = [
+      [{ interfaces: {} }, 'prevResult.interfaces is not a list'],
+      [{ interfaces: [{ name: 'a' }, { name: 1 }] }, 'prevResult.interfaces[1] has no name'],
+      [{ ips: [{ address: '10.0.0.1/32' }, 'x'] }, 'prevResult.ips[1] has no address'],
+      [{ routes: 'x' }, 'prevResult.routes is not a list'],
+      [{ routes: [{ gw: '1.1.1.1' }] }, 'prevResult.routes[0] has no dst'],
+    ];
+    for (const [bad, message] of cases) {
+      assert.throws(
+        () => parseResult(bad),
+        (e: unknown) => e instanceof CniError && e.code === 6 && e.message === message,
+        message,
+      );
+    }
+  });
+
   test('chaining appends our interfaces and re-indexes our IPs', () => {
     const prev = {
       cniVersion: '1.0.0',
