@@ -83,6 +83,19 @@ export interface PoolInterfaceStatus {
   assigned: number;
   cooling: number;
   free: number;
+  /** Assigned IPs the cloud no longer has (drift): their pods lost their address. */
+  lost?: number;
+  /** The interface is gone from the cloud (drift); kept while pods hold IPs on it. */
+  gone?: boolean;
+  /** Every IP the pool holds on it, with its state. */
+  ips?: PoolIpStatus[];
+}
+
+export interface PoolIpStatus {
+  ip: string;
+  state: 'free' | 'assigned' | 'cooling' | 'releasing';
+  /** Assigned but gone from the cloud (drift). */
+  lost?: boolean;
 }
 
 export interface PoolStatus {
@@ -93,6 +106,8 @@ export interface PoolStatus {
   assigned: number;
   cooling: number;
   free: number;
+  /** Assigned IPs the cloud no longer has (drift). */
+  lost?: number;
   /** What the engine wants next, and why (human words). */
   plan: string;
   /** Why no IP can be had right now, when that is the case. */

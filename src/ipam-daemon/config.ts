@@ -235,6 +235,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'warm-pool',
     parse: seconds(0, 86400),
   },
+  {
+    name: 'VPC_IPAM_RESYNC_INTERVAL',
+    default: '60',
+    accepted: 'seconds >= 0 (decimals allowed; 0 turns the resync off)',
+    description:
+      "How often the node's interfaces are re-listed to repair drift (IPs or interfaces added or removed behind the daemon's back): from instance metadata, which costs no API budget; without it, from the API every 10th time.",
+    group: 'warm-pool',
+    parse: seconds(0, 86400),
+  },
   // --- daemon ---
   {
     name: 'VPC_IPAM_SOCKET',
@@ -355,6 +364,8 @@ export interface WarmPoolConfig {
   reconcileIntervalMs: number;
   allocateWaitMs: number;
   subnetBackoffMs: number;
+  /** Drift resync interval (VPC_IPAM_RESYNC_INTERVAL); 0 or absent: off. */
+  resyncIntervalMs?: number;
 }
 
 export interface SnatConfig {
@@ -443,6 +454,7 @@ export function loadConfig(env: Env): DaemonConfig {
       reconcileIntervalMs: Math.round((get<number>('VPC_IPAM_RECONCILE_INTERVAL') ?? 10) * 1000),
       allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
       subnetBackoffMs: Math.round((get<number>('VPC_IPAM_SUBNET_BACKOFF') ?? 300) * 1000),
+      resyncIntervalMs: Math.round((get<number>('VPC_IPAM_RESYNC_INTERVAL') ?? 60) * 1000),
     },
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',

@@ -6,6 +6,8 @@
 //   'released'     (AllocationRecord)
 //   'no-ip'        ({ reason, message, containerId, ifName })
 //   'pool-changed' (PoolStatus)
+//   'drift'        (DriftEvent): a repair after the cloud changed behind the daemon's back
+//   'resync'       ({ source, outcome, repairs, durationMs }): one drift resync
 //   'error'        is never emitted: failures are logged and surface in status().
 
 import { EventEmitter } from 'node:events';
@@ -18,7 +20,7 @@ import {
   SubnetExhaustedError,
   ThrottledError,
 } from '../providers/errors.ts';
-import type { CloudProvider, InterfaceInfo, NodeInfo } from '../providers/types.ts';
+import type { CloudProvider, InterfaceInfo, MetadataInterface, NodeInfo } from '../providers/types.ts';
 import { OWNER_TAGS } from '../providers/types.ts';
 import type {
   AllocateRequest,
@@ -50,6 +52,13 @@ import {
   type PoolTargets,
   plan,
 } from './pool-engine.ts';
+import {
+  type KnownInterface,
+  type ObservedInterface,
+  planResync,
+  type ResyncAction,
+  type ResyncPlan,
+} from './resync-plan.ts';
 import { goneRecoveries, type IpHolder, planRecovery, recoveredKey } from './route-recovery.ts';
 
 /**
@@ -62,6 +71,37 @@ export interface NodeSetupHook {
 
 export interface Clock {
   now(): number;
+}
+
+/** The drift resync (resync-plan.ts): re-list the node's interfaces and repair the pool. */
+export interface ResyncOptions {
+  /** Between two resyncs; 0 turns the resync off. Default: pool.resyncIntervalMs, else off. */
+  intervalMs: number;
+  /** Without usable instance metadata, the API is listed only every `apiEvery` intervals. */
+  apiEvery: number;
+  /** The daemon's own changes win this long over a listing that disagrees (metadata lags). */
+  graceMs: number;
+  /** Least time between two on-demand API resyncs (after a NotFound from the cloud). */
+  onDemandMinGapMs: number;
+}
+
+export type DriftKind =
+  | 'ip-removed'
+  | 'ip-lost'
+  | 'ip-regained'
+  | 'ip-added'
+  | 'interface-removed'
+  | 'interface-added';
+
+export interface DriftEvent {
+  kind: DriftKind;
+  interfaceId: string;
+  ip?: string;
+  /** For ip-lost / ip-regained: the allocation's key and pod. */
+  key?: string;
+  pod?: string;
+  source: 'metadata' | 'api';
+  message: string;
 }
 
 export interface DaemonOptions {
@@ -81,6 +121,8 @@ export interface DaemonOptions {
    * When set, IPs routed to a pod are never handed out, whatever the checkpoint says (route-recovery.ts).
    */
   podRoutes?: () => Promise<PodHostRoute[]>;
+  /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */
+  resync?: Partial<ResyncOptions>;
   /** Crash tests only. */
   beforeCheckpointRename?: BeforeRenameHook;
 }
@@ -136,6 +178,19 @@ export class Daemon extends EventEmitter {
   private writtenVersion = 0;
   private writing: Promise<void> | null = null;
   private state: 'new' | 'starting' | 'ready' | 'stopping' | 'stopped' = 'new';
+  private readonly resyncOpts: ResyncOptions;
+  private lastResyncAt = 0;
+  private lastApiResyncAt = 0;
+  private lastOnDemandAt = Number.NEGATIVE_INFINITY;
+  /** Why an on-demand API resync is wanted (a NotFound from the cloud), or null. */
+  private resyncWanted: string | null = null;
+  /** The daemon's own recent cloud changes (epoch ms), so a lagging listing does not undo them. */
+  private readonly recent = {
+    assignedIps: new Map<string, number>(),
+    unassignedIps: new Map<string, number>(),
+    createdInterfaces: new Map<string, number>(),
+    deletedInterfaces: new Map<string, number>(),
+  };
 
   constructor(opts: DaemonOptions) {
     super();
@@ -143,6 +198,13 @@ export class Daemon extends EventEmitter {
     this.provider = opts.provider;
     this.clock = opts.clock ?? realClock;
     this.log = opts.logger;
+    this.resyncOpts = {
+      intervalMs: opts.pool.resyncIntervalMs ?? 0,
+      apiEvery: 10,
+      graceMs: 30_000,
+      onDemandMinGapMs: 10_000,
+      ...opts.resync,
+    };
   }
 
   get ready(): boolean {
@@ -172,6 +234,7 @@ export class Daemon extends EventEmitter {
     ds.check();
     await this.persist();
     this.state = 'ready';
+    this.lastResyncAt = this.lastApiResyncAt = this.clock.now();
     this.log.info(
       {
         instanceId: node.instanceId,
@@ -205,10 +268,15 @@ export class Daemon extends EventEmitter {
     });
   }
 
-  private isOurs(i: InterfaceInfo): boolean {
+  private isOurs(i: { tags: Record<string, string> }): boolean {
     return (
       i.tags[OWNER_TAGS.managedBy] !== undefined || i.tags[OWNER_TAGS.instanceId] === this.node?.instanceId
     );
+  }
+
+  /** The pool uses this interface's secondary IPs: a pod subnet, and ours or the primary. */
+  private lendsIps(i: { deviceIndex: number; subnetId: string; tags: Record<string, string> }): boolean {
+    return (i.deviceIndex === 0 || this.isOurs(i)) && this.subnets.some((s) => s.id === i.subnetId);
   }
 
   /** Record an interface; `initial` ones were attached before we started (setup runs once for all). */
@@ -231,13 +299,29 @@ export class Daemon extends EventEmitter {
     ds.upsertInterface(rec);
     this.ifaceTags.set(i.id, i.tags);
     // Interfaces we do not manage take a slot but lend no IPs to the pool.
-    if (managed && podSubnet) ds.addIps(i.id, i.secondaryIps);
+    if (managed && podSubnet) this.addIps(i.id, i.secondaryIps);
     if (needsSetup && managed && podSubnet) this.setupPending.add(i.id);
     if (!initial)
       this.log.info(
         { interfaceId: i.id, deviceIndex: i.deviceIndex, subnetId: i.subnetId },
         'interface added',
       );
+  }
+
+  private addIps(interfaceId: string, ips: string[]): void {
+    const { moved, skipped } = this.mustDs().addIps(interfaceId, ips);
+    if (moved.length > 0) {
+      this.log.warn(
+        { interfaceId, ips: moved },
+        'the cloud moved these IPs to this interface (drift); moved in the pool',
+      );
+    }
+    if (skipped.length > 0) {
+      this.log.error(
+        { interfaceId, ips: skipped },
+        'the cloud put IPs on this interface that are still held on another one (drift): pods holding them lost their address; not handed out until they are released',
+      );
+    }
   }
 
   /** Run node setup; on success the interfaces waiting for it become usable. */
@@ -450,6 +534,269 @@ export class Daemon extends EventEmitter {
     }
   }
 
+  // ---- drift resync ----
+
+  private noteRecent(m: Map<string, number>, keys: string[]): void {
+    const now = this.clock.now();
+    for (const k of keys) m.set(k, now);
+  }
+
+  private throttled(now: number): boolean {
+    return this.cloudBackoff?.reason === 'throttled' && this.cloudBackoff.until > now;
+  }
+
+  /** The API may be listed for a periodic resync: rarely, as the Describe budget is per account. */
+  private apiResyncAllowed(now: number, everyIntervals = this.resyncOpts.apiEvery): boolean {
+    return !this.throttled(now) && now - this.lastApiResyncAt >= this.resyncOpts.intervalMs * everyIntervals;
+  }
+
+  /** Which listing a resync due now should read, or null when none is due. */
+  private resyncSource(now: number): 'metadata' | 'api' | null {
+    const o = this.resyncOpts;
+    if (o.intervalMs <= 0) return null;
+    if (
+      this.resyncWanted !== null &&
+      now - this.lastOnDemandAt >= o.onDemandMinGapMs &&
+      !this.throttled(now)
+    ) {
+      return 'api';
+    }
+    if (now - this.lastResyncAt < o.intervalMs) return null;
+    if (this.provider.listInterfacesFromMetadata) return 'metadata';
+    if (this.apiResyncAllowed(now)) return 'api';
+    return null;
+  }
+
+  /** Re-list the node's interfaces and repair the pool where the cloud changed behind our back. */
+  async resyncNow(source: 'metadata' | 'api' = 'api'): Promise<ResyncPlan | null> {
+    if (this.loopRunning) await this.loopRunning;
+    return this.resync(source);
+  }
+
+  private async resync(source: 'metadata' | 'api'): Promise<ResyncPlan | null> {
+    const started = this.clock.now();
+    this.lastResyncAt = started;
+    if (source === 'api' && this.resyncWanted !== null) {
+      this.log.info({ reason: this.resyncWanted }, 'drift resync on demand');
+      this.resyncWanted = null;
+      this.lastOnDemandAt = started;
+    }
+    let observed: ObservedInterface[];
+    let infos: InterfaceInfo[] | null = null;
+    try {
+      if (source === 'metadata' && this.provider.listInterfacesFromMetadata) {
+        observed = (await this.provider.listInterfacesFromMetadata()).map(fromMetadata);
+      } else {
+        infos = await this.provider.listInterfaces();
+        this.lastApiResyncAt = started;
+        observed = infos.map(fromApi);
+      }
+    } catch (err) {
+      this.emit('resync', { source, outcome: 'error', repairs: 0, durationMs: this.clock.now() - started });
+      if (source === 'metadata' && this.apiResyncAllowed(this.clock.now())) {
+        this.log.warn({ err: errText(err) }, 'drift resync: instance metadata unreadable; listing the API');
+        return this.resync('api');
+      }
+      this.log.warn(
+        { err: errText(err), source },
+        'drift resync: cannot list the interfaces; retrying later',
+      );
+      return null;
+    }
+    const now = this.clock.now();
+    for (const m of Object.values(this.recent)) {
+      for (const [k, at] of m) if (now - at >= this.resyncOpts.graceMs) m.delete(k);
+    }
+    const p = planResync(this.knownInterfaces(), observed, this.recent, now, this.resyncOpts.graceMs);
+    // Metadata cannot say whose an unknown interface is (no subnet, no tags): ask the API, at most
+    // once per interval.
+    if (
+      source === 'metadata' &&
+      p.actions.some((a) => a.kind === 'unknown-interface') &&
+      this.apiResyncAllowed(now, 1)
+    ) {
+      return this.resync('api');
+    }
+    if (p.distrust) this.log.warn({ source, why: p.distrust }, 'drift resync: listing ignored');
+    for (const d of p.deferred) this.log.debug({ source, ...d }, 'drift resync: deferred');
+    const repairs = await this.applyResync(p, source, infos);
+    this.emit('resync', { source, outcome: 'ok', repairs, durationMs: this.clock.now() - started });
+    return p;
+  }
+
+  private knownInterfaces(): KnownInterface[] {
+    const ds = this.mustDs();
+    return [...ds.interfaces.values()].map((r) => ({
+      id: r.id,
+      mac: r.mac,
+      deviceIndex: r.deviceIndex,
+      primaryIp: r.primaryIp,
+      managed: this.lendsIps({ ...r, tags: this.ifaceTags.get(r.id) ?? {} }),
+      draining: r.draining,
+      gone: r.gone === true,
+      ips: ds.ipsOf(r.id).map((s) => ({
+        ip: s.ip,
+        state: s.state,
+        ...(s.key !== undefined ? { key: s.key } : {}),
+        ...(s.lost ? { lost: true } : {}),
+      })),
+    }));
+  }
+
+  /** Apply a resync plan (synchronously up to the persist); returns the number of repairs. */
+  private async applyResync(
+    p: ResyncPlan,
+    source: 'metadata' | 'api',
+    infos: InterfaceInfo[] | null,
+  ): Promise<number> {
+    const ds = this.mustDs();
+    const drift: DriftEvent[] = [];
+    let changed = false;
+    let interfacesChanged = false;
+    const podOfKey = (key: string) => {
+      const a = ds.list().find((x) => keyOf(x) === key);
+      return a ? (podOf(a) ?? key) : key;
+    };
+    for (const a of p.actions as ResyncAction[]) {
+      switch (a.kind) {
+        case 'drop-ip':
+          ds.dropIps([a.ip]);
+          changed = true;
+          drift.push({
+            kind: 'ip-removed',
+            interfaceId: a.interfaceId,
+            ip: a.ip,
+            source,
+            message: `${a.ip} (${a.was}) is no longer on ${a.interfaceId}: removed from the pool`,
+          });
+          break;
+        case 'lose-ip': {
+          ds.markLost(a.ip);
+          changed = true;
+          const pod = podOfKey(a.key);
+          drift.push({
+            kind: 'ip-lost',
+            interfaceId: a.interfaceId,
+            ip: a.ip,
+            key: a.key,
+            pod,
+            source,
+            message: `${a.ip} of pod ${pod} is no longer on ${a.interfaceId}: the pod has lost its address (restart it); the IP is never handed out again unless the cloud has it back`,
+          });
+          break;
+        }
+        case 'regain-ip': {
+          ds.clearLost(a.ip);
+          const pod = podOfKey(a.key);
+          drift.push({
+            kind: 'ip-regained',
+            interfaceId: a.interfaceId,
+            ip: a.ip,
+            key: a.key,
+            pod,
+            source,
+            message: `${a.ip} of pod ${pod} is on ${a.interfaceId} again`,
+          });
+          break;
+        }
+        case 'add-ip':
+          if (!ds.interfaces.has(a.interfaceId) || ds.ipState(a.ip)) break;
+          ds.addIps(a.interfaceId, [a.ip]);
+          changed = true;
+          drift.push({
+            kind: 'ip-added',
+            interfaceId: a.interfaceId,
+            ip: a.ip,
+            source,
+            message: `${a.ip} appeared on ${a.interfaceId}: added to the pool as free`,
+          });
+          break;
+        case 'interface-gone': {
+          const rec = ds.interfaces.get(a.interfaceId);
+          if (!rec) break;
+          const held = ds.ipsOf(a.interfaceId).some((s) => s.state === 'assigned');
+          if (held) ds.upsertInterface({ ...rec, gone: true, usable: false, deletable: false });
+          else this.forgetInterface(a.interfaceId);
+          changed = interfacesChanged = true;
+          drift.push({
+            kind: 'interface-removed',
+            interfaceId: a.interfaceId,
+            source,
+            message: held
+              ? `interface ${a.interfaceId} is gone: its pods lost their addresses; no IP is handed out from it`
+              : `interface ${a.interfaceId} is gone: forgotten`,
+          });
+          break;
+        }
+        case 'forget-interface':
+          if (ds.ipsOf(a.interfaceId).some((s) => s.state === 'assigned')) break;
+          this.forgetInterface(a.interfaceId);
+          changed = interfacesChanged = true;
+          this.log.info({ interfaceId: a.interfaceId }, 'gone interface forgotten: no pod holds an IP on it');
+          break;
+        case 'interface-back': {
+          const rec = ds.interfaces.get(a.interfaceId);
+          if (!rec) break;
+          const lends = this.lendsIps({ ...rec, tags: this.ifaceTags.get(rec.id) ?? {} });
+          const needsSetup = this.opts.nodeSetup !== undefined && rec.deviceIndex !== 0;
+          ds.upsertInterface({
+            ...rec,
+            gone: false,
+            usable: lends && !needsSetup,
+            deletable: rec.deviceIndex !== 0 && this.isOurs({ tags: this.ifaceTags.get(rec.id) ?? {} }),
+          });
+          if (lends && needsSetup) this.setupPending.add(rec.id);
+          changed = interfacesChanged = true;
+          drift.push({
+            kind: 'interface-added',
+            interfaceId: a.interfaceId,
+            source,
+            message: `interface ${a.interfaceId} is listed again`,
+          });
+          break;
+        }
+        case 'unknown-interface': {
+          const info = infos?.find((i) => (a.id !== '' ? i.id === a.id : i.mac === a.mac));
+          if (!info) break; // metadata only: learnt from the API at the next chance
+          this.addInterface(info, false);
+          changed = interfacesChanged = true;
+          drift.push({
+            kind: 'interface-added',
+            interfaceId: info.id,
+            source,
+            message: `interface ${info.id} (device ${info.deviceIndex}) appeared on the node${this.lendsIps(info) ? '' : '; not ours or not in a pod subnet: its IPs are not used'}`,
+          });
+          break;
+        }
+      }
+    }
+    for (const d of drift) {
+      const fields = { drift: d.kind, interfaceId: d.interfaceId, ip: d.ip, pod: d.pod, source };
+      if (d.kind === 'ip-lost' || (d.kind === 'interface-removed' && d.message.includes('lost'))) {
+        this.log.error(fields, d.message);
+      } else this.log.warn(fields, d.message);
+      this.emit('drift', d);
+    }
+    if (changed) {
+      if (interfacesChanged) await this.runNodeSetup();
+      // A cloud error may have been the drift itself (NotFound on a gone interface): plan afresh.
+      if (this.cloudBackoff?.reason === 'cloud-error') {
+        this.cloudBackoff = null;
+        this.errorStreak = 0;
+      }
+      this.serveWaiters();
+      await this.persist();
+      this.emit('pool-changed', this.status());
+    }
+    return drift.length;
+  }
+
+  private forgetInterface(id: string): void {
+    this.mustDs().removeInterface(id);
+    this.ifaceTags.delete(id);
+    this.setupPending.delete(id);
+  }
+
   // ---- persistence ----
 
   private snapshot(): CheckpointData {
@@ -586,6 +933,7 @@ export class Daemon extends EventEmitter {
         const assigned = states.filter((s) => s.state === 'assigned').length;
         const cooling = states.filter((s) => s.state === 'cooling').length;
         const free = states.filter((s) => s.state === 'free').length;
+        const lost = states.filter((s) => s.lost).length;
         return {
           interfaceId: i.id,
           mac: i.mac,
@@ -595,6 +943,9 @@ export class Daemon extends EventEmitter {
           assigned,
           cooling,
           free,
+          lost,
+          ...(i.gone ? { gone: true } : {}),
+          ips: states.map((s) => ({ ip: s.ip, state: s.state, ...(s.lost ? { lost: true } : {}) })),
         };
       });
     return {
@@ -605,6 +956,7 @@ export class Daemon extends EventEmitter {
       assigned: interfaces.reduce((n, i) => n + i.assigned, 0),
       cooling: interfaces.reduce((n, i) => n + i.cooling, 0),
       free: interfaces.reduce((n, i) => n + i.free, 0),
+      lost: interfaces.reduce((n, i) => n + i.lost, 0),
       plan: p.why,
       noIpReason: p.noIp ? `${p.noIp.reason}: ${p.noIp.message}` : null,
       interfaces,
@@ -756,6 +1108,8 @@ export class Daemon extends EventEmitter {
   /** One plan + execute round. Returns whether any cloud action succeeded. */
   private async reconcileOnce(): Promise<boolean> {
     const ds = this.mustDs();
+    const resyncSource = this.resyncSource(this.clock.now());
+    if (resyncSource) await this.resync(resyncSource);
     if (this.opts.podRoutes && ds.recovered().length > 0) await this.releaseGoneRecoveries();
     if (this.subnets.some((s) => s.backoffUntil !== null && s.backoffUntil <= this.clock.now())) {
       await this.refreshSubnets();
@@ -799,8 +1153,9 @@ export class Daemon extends EventEmitter {
       case 'assign':
         return async () => {
           const ips = await this.provider.assignIps(a.interfaceId, { count: a.count });
+          this.noteRecent(this.recent.assignedIps, ips);
           if (!ds.interfaces.has(a.interfaceId)) return;
-          ds.addIps(a.interfaceId, ips);
+          this.addIps(a.interfaceId, ips);
           this.adjustSubnet(ds.interfaces.get(a.interfaceId)?.subnetId, ips.length);
           this.log.info({ interfaceId: a.interfaceId, ips: ips.length }, 'assigned IPs');
         };
@@ -812,6 +1167,8 @@ export class Daemon extends EventEmitter {
             secondaryIpCount: a.ipCount,
             tags: { [OWNER_TAGS.clusterName]: this.opts.clusterName },
           });
+          this.noteRecent(this.recent.createdInterfaces, [info.id]);
+          this.noteRecent(this.recent.assignedIps, info.secondaryIps);
           this.addInterface(info, false);
           this.adjustSubnet(a.subnetId, info.secondaryIps.length + 1);
           await this.runNodeSetup();
@@ -826,6 +1183,7 @@ export class Daemon extends EventEmitter {
             ds.unreserve(taken);
             throw err;
           }
+          this.noteRecent(this.recent.unassignedIps, taken);
           ds.dropIps(taken);
           this.adjustSubnet(ds.interfaces.get(a.interfaceId)?.subnetId, -taken.length);
           this.log.info({ interfaceId: a.interfaceId, ips: taken }, 'gave IPs back');
@@ -849,6 +1207,8 @@ export class Daemon extends EventEmitter {
             if (cur) ds.upsertInterface({ ...cur, draining: false });
             throw err;
           }
+          this.noteRecent(this.recent.deletedInterfaces, [a.interfaceId]);
+          this.noteRecent(this.recent.unassignedIps, taken);
           ds.removeInterface(a.interfaceId);
           this.ifaceTags.delete(a.interfaceId);
           this.adjustSubnet(rec.subnetId, -(taken.length + 1));
@@ -892,6 +1252,11 @@ export class Daemon extends EventEmitter {
   private onActionError(a: PoolAction, err: unknown): 'try-another-subnet' | 'backoff' {
     const now = this.clock.now();
     this.log.warn({ action: a, err: errText(err) }, 'pool action failed');
+    if (isProviderError(err) && err.code === 'NOT_FOUND' && a.kind !== 'create') {
+      // An interface or IP we thought we had is gone: the cloud changed behind our back.
+      this.resyncWanted = `${a.kind} on ${a.interfaceId}: ${errText(err)}`;
+      this.rerun = true;
+    }
     if (err instanceof SubnetExhaustedError || (isProviderError(err) && err.code === 'SUBNET_EXHAUSTED')) {
       const subnetId =
         a.kind === 'create'
@@ -937,6 +1302,7 @@ export class Daemon extends EventEmitter {
       this.mustDs().nextCoolingEnd(),
       this.excessSince === null ? null : this.excessSince + this.opts.pool.shrinkDelayMs,
       this.cloudBackoff?.until ?? null,
+      this.resyncOpts.intervalMs > 0 ? this.lastResyncAt + this.resyncOpts.intervalMs : null,
       ...this.subnets.map((s) => s.backoffUntil),
     ].filter((t): t is number => t !== null && t > now);
     if (candidates.length === 0) return;
@@ -985,7 +1351,15 @@ function stripRecord(rec: AllocationRecord): Allocation {
   return rest;
 }
 
-function podOf(req: AllocateRequest): string | undefined {
+function fromMetadata(i: MetadataInterface): ObservedInterface {
+  return { id: i.id, mac: i.mac, deviceIndex: i.deviceIndex, ips: i.ips };
+}
+
+function fromApi(i: InterfaceInfo): ObservedInterface {
+  return { id: i.id, mac: i.mac, deviceIndex: i.deviceIndex, ips: [i.primaryIp, ...i.secondaryIps] };
+}
+
+function podOf(req: { podName?: string; podNamespace?: string }): string | undefined {
   return req.podName ? `${req.podNamespace ?? 'default'}/${req.podName}` : undefined;
 }
 

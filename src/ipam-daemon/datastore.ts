@@ -19,6 +19,8 @@ export interface InterfaceRecord {
   deletable: boolean;
   /** Being deleted: hand nothing out. */
   draining: boolean;
+  /** Gone from the cloud (drift), kept only while pods hold IPs on it: hand nothing out. */
+  gone?: boolean;
 }
 
 export type IpStateKind = 'free' | 'assigned' | 'cooling' | 'releasing';
@@ -31,6 +33,13 @@ export interface IpState {
   key?: string;
   /** For cooling IPs: epoch ms when it becomes free. */
   coolUntil?: number;
+  /**
+   * Assigned, but gone from the cloud (drift): the pod keeps its record, and the IP is dropped
+   * instead of cooling when the pod releases it, unless the cloud has it back by then.
+   */
+  lost?: boolean;
+  /** A lost IP the cloud has put on another of our interfaces: where it goes at the release. */
+  cloudInterfaceId?: string;
 }
 
 export type AllocationMeta = Omit<
@@ -87,19 +96,36 @@ export class Datastore {
     this.interfaces.set(rec.id, { ...rec });
   }
 
-  /** Add IPs the cloud assigned to an interface; they arrive free. */
-  addIps(interfaceId: string, ips: string[]): void {
+  /**
+   * Add IPs the cloud assigned to an interface; they arrive free. An address the pool still has on
+   * another interface was moved by the cloud behind our back (drift; the cloud's answer is the
+   * fresher truth): a free or cooling one moves along, one held by a pod is marked lost there and
+   * not handed out twice (the drift resync adds it once that pod is gone), one being released is
+   * left to that release. Returns what was moved and what was left out.
+   */
+  addIps(interfaceId: string, ips: string[]): { moved: string[]; skipped: string[] } {
     if (!this.interfaces.has(interfaceId)) throw new InvariantError(`unknown interface ${interfaceId}`);
+    const moved: string[] = [];
+    const skipped: string[] = [];
     for (const ip of ips) {
       const cur = this.ips.get(ip);
-      if (cur) {
-        if (cur.interfaceId !== interfaceId) {
-          throw new InvariantError(`${ip} is already on ${cur.interfaceId}, cannot add it to ${interfaceId}`);
+      if (cur && cur.interfaceId !== interfaceId) {
+        if (cur.state === 'free' || cur.state === 'cooling') {
+          cur.interfaceId = interfaceId;
+          moved.push(ip);
+        } else {
+          if (cur.state === 'assigned') {
+            cur.lost = true;
+            cur.cloudInterfaceId = interfaceId;
+          }
+          skipped.push(ip);
         }
         continue;
       }
+      if (cur) continue;
       this.ips.set(ip, { ip, interfaceId, state: 'free' });
     }
+    return { moved, skipped };
   }
 
   /** Forget an interface and every IP on it (it must hold no assignment). */
@@ -140,6 +166,23 @@ export class Datastore {
       const s = this.ips.get(ip);
       if (s?.state === 'assigned') throw new InvariantError(`cannot drop assigned ${ip}`);
       this.ips.delete(ip);
+    }
+  }
+
+  /** An assigned IP the cloud no longer has (drift). Returns whether it was assigned. */
+  markLost(ip: string): boolean {
+    const s = this.ips.get(ip);
+    if (s?.state !== 'assigned') return false;
+    s.lost = true;
+    return true;
+  }
+
+  /** The cloud has a lost IP back. */
+  clearLost(ip: string): void {
+    const s = this.ips.get(ip);
+    if (s) {
+      delete s.lost;
+      delete s.cloudInterfaceId;
     }
   }
 
@@ -200,7 +243,7 @@ export class Datastore {
 
   private allocatable(interfaceId: string): boolean {
     const i = this.interfaces.get(interfaceId);
-    return i?.usable === true && !i.draining;
+    return i?.usable === true && !i.draining && !i.gone;
   }
 
   /**
@@ -258,7 +301,15 @@ export class Datastore {
     if (!rec) return undefined;
     this.byKey.delete(k);
     const s = this.ips.get(rec.ip);
-    if (s && s.key === k) {
+    const movedTo = s?.cloudInterfaceId;
+    if (s && s.key === k && s.lost && (movedTo === undefined || !this.interfaces.has(movedTo))) {
+      // The cloud does not have it: it leaves the pool (the drift resync re-adds it if it comes back).
+      this.ips.delete(s.ip);
+    } else if (s && s.key === k) {
+      // A lost IP the cloud put on another of our interfaces cools down there.
+      if (movedTo !== undefined) s.interfaceId = movedTo;
+      delete s.lost;
+      delete s.cloudInterfaceId;
       delete s.key;
       if (this.cooldownMs > 0) {
         s.state = 'cooling';
@@ -319,21 +370,26 @@ export class Datastore {
 
   /** The engine's view of one interface. */
   engineView(): EngineInterface[] {
-    return [...this.interfaces.values()].map((i) => {
-      const states = this.ipsOf(i.id);
-      return {
-        id: i.id,
-        deviceIndex: i.deviceIndex,
-        subnetId: i.subnetId,
-        usable: i.usable && !i.draining,
-        deletable: i.deletable && !i.draining,
-        // IPs being released are already leaving: do not count them.
-        total: states.filter((s) => s.state !== 'releasing').length,
-        assigned: states.filter((s) => s.state === 'assigned').length,
-        cooling: states.filter((s) => s.state === 'cooling').length,
-        freeIps: i.draining ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
-      };
-    });
+    // A gone interface (drift) no longer takes a slot on the node, nor lends an IP: the engine
+    // must not see it, or it would never create the interface that replaces it.
+    return [...this.interfaces.values()]
+      .filter((i) => !i.gone)
+      .map((i) => {
+        // A lost IP counts where the cloud has it (it takes a slot there).
+        const states = [...this.ips.values()].filter((s) => (s.cloudInterfaceId ?? s.interfaceId) === i.id);
+        return {
+          id: i.id,
+          deviceIndex: i.deviceIndex,
+          subnetId: i.subnetId,
+          usable: i.usable && !i.draining && !i.gone,
+          deletable: i.deletable && !i.draining && !i.gone,
+          // IPs being released are already leaving: do not count them.
+          total: states.filter((s) => s.state !== 'releasing').length,
+          assigned: states.filter((s) => s.state === 'assigned').length,
+          cooling: states.filter((s) => s.state === 'cooling').length,
+          freeIps: i.draining ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
+        };
+      });
   }
 
   /** Full record for the API. */

@@ -49,6 +49,18 @@ export class DaemonMetrics implements ApiCallObserver {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly driftRepairs = new Counter({
+    name: 'vpc_ipam_drift_repairs_total',
+    help: 'Repairs after the cloud changed behind the daemon (drift resync), by kind: ip-removed, ip-lost (a pod lost its address), ip-regained, ip-added, interface-removed, interface-added',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly resyncs = new Counter({
+    name: 'vpc_ipam_resyncs_total',
+    help: 'Drift resyncs (re-listing the node interfaces), by source (metadata, api) and outcome (ok, error)',
+    labelNames: ['source', 'outcome'] as const,
+    registers: [this.registry],
+  });
   private readonly apiCalls = new Counter({
     name: 'vpc_ipam_cloud_api_calls_total',
     help: 'Cloud API call attempts by API and outcome (ok, throttled, error)',
@@ -89,6 +101,10 @@ export class DaemonMetrics implements ApiCallObserver {
     daemon.on('released', () => this.releases.inc());
     daemon.on('no-ip', (e: { reason: string }) => this.noIp.inc({ reason: e.reason }));
     daemon.on('pool-changed', (s: PoolStatus) => this.updatePool(s));
+    daemon.on('drift', (e: { kind: string }) => this.driftRepairs.inc({ kind: e.kind }));
+    daemon.on('resync', (e: { source: string; outcome: string }) =>
+      this.resyncs.inc({ source: e.source, outcome: e.outcome }),
+    );
   }
 
   /** Socket server hook: allocation outcomes and latency. */

@@ -43,6 +43,20 @@ export interface InterfaceInfo {
   tags: Record<string, string>;
 }
 
+/**
+ * An interface as the instance metadata service lists it (free to read, no API budget): enough to
+ * notice IPs and interfaces added or removed out of band, not enough to judge an unknown one
+ * (no subnet, no tags: those come from listInterfaces()).
+ */
+export interface MetadataInterface {
+  /** The interface id as listInterfaces() spells it; '' when metadata cannot name it. */
+  id: string;
+  mac: string;
+  deviceIndex: number;
+  /** Every private IPv4 on the interface, its primary first. */
+  ips: string[];
+}
+
 export interface SubnetInfo {
   id: string;
   cidr: string;
@@ -103,6 +117,11 @@ export interface CloudProvider {
   describeNode(): Promise<NodeInfo>;
   /** Interfaces attached to this node, sorted by device index. */
   listInterfaces(): Promise<InterfaceInfo[]>;
+  /**
+   * The same, read from instance metadata (AWS IMDS, Azure IMDS): no API budget spent, but it may
+   * lag the API by seconds. Optional: the daemon's drift resync falls back to listInterfaces().
+   */
+  listInterfacesFromMetadata?(): Promise<MetadataInterface[]>;
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
   /** Create an interface in the subnet and attach it at the lowest free device index. */
   createInterface(req: CreateInterfaceRequest): Promise<InterfaceInfo>;

@@ -18,6 +18,7 @@ import {
   type DeleteInterfaceOptions,
   type InterfaceInfo,
   type LeakedInterface,
+  type MetadataInterface,
   type NodeInfo,
   OWNER_TAGS,
   type SubnetInfo,
@@ -58,6 +59,10 @@ export class MemoryProvider implements CloudProvider {
   /** Failures to inject on the next calls of an API (FIFO). */
   readonly failNext: Record<string, FailureKind[]> = {};
   latencyMs: number;
+  /** A stale copy of the interfaces served as instance metadata (IMDS lags the API), or null: live. */
+  private metadataSnapshot: InterfaceInfo[] | null = null;
+  /** Make listInterfacesFromMetadata fail (unreadable metadata). */
+  metadataFails = false;
   private readonly used = new Set<string>();
   private seq = 0;
 
@@ -162,6 +167,87 @@ export class MemoryProvider implements CloudProvider {
   async listInterfaces(): Promise<InterfaceInfo[]> {
     await this.enter('listInterfaces');
     return structuredClone([...this.interfaces].sort((a, b) => a.deviceIndex - b.deviceIndex));
+  }
+
+  /** Instance metadata: the live interfaces, or the frozen copy while freezeMetadata() holds. */
+  async listInterfacesFromMetadata(): Promise<MetadataInterface[]> {
+    this.calls.listInterfacesFromMetadata = (this.calls.listInterfacesFromMetadata ?? 0) + 1;
+    if (this.metadataFails) throw new OtherProviderError('IMDS: connection refused', { cloudCode: 'IMDS' });
+    return (this.metadataSnapshot ?? this.interfaces)
+      .map((i) => ({
+        id: i.id,
+        mac: i.mac,
+        deviceIndex: i.deviceIndex,
+        ips: [i.primaryIp, ...i.secondaryIps],
+      }))
+      .sort((a, b) => a.deviceIndex - b.deviceIndex);
+  }
+
+  /** Metadata keeps answering what it says now (lagging the API) until thawMetadata(). */
+  freezeMetadata(): void {
+    this.metadataSnapshot = structuredClone(this.interfaces);
+  }
+
+  thawMetadata(): void {
+    this.metadataSnapshot = null;
+  }
+
+  // ---- changes behind the daemon's back (an operator, another tool, a console click) ----
+
+  /**
+   * Unassign a secondary IP out of band. The address stays taken in the subnet (as when the other
+   * tool moved it elsewhere), so assignIps never hands it back by chance; putIpBackOutOfBand does.
+   */
+  removeIpOutOfBand(ip: string): void {
+    const i = this.interfaces.find((x) => x.secondaryIps.includes(ip));
+    if (!i) throw new Error(`${ip} is not a secondary IP on any interface`);
+    i.secondaryIps = i.secondaryIps.filter((x) => x !== ip);
+  }
+
+  /** Re-assign an address removed by removeIpOutOfBand to an interface. */
+  putIpBackOutOfBand(interfaceId: string, ip: string): void {
+    this.iface(interfaceId).secondaryIps.push(ip);
+  }
+
+  /** Assign a new secondary IP out of band; returns it. */
+  addIpOutOfBand(interfaceId: string): string {
+    const i = this.iface(interfaceId);
+    const ip = this.allocateIp(i.subnetId);
+    i.secondaryIps.push(ip);
+    return ip;
+  }
+
+  /** Detach and delete an interface out of band. */
+  removeInterfaceOutOfBand(interfaceId: string): InterfaceInfo {
+    const i = this.iface(interfaceId);
+    this.interfaces.splice(this.interfaces.indexOf(i), 1);
+    for (const ip of [i.primaryIp, ...i.secondaryIps]) this.used.delete(ip);
+    return i;
+  }
+
+  /** Attach an interface out of band (tags decide whether the daemon may use it). */
+  addInterfaceOutOfBand(opts: {
+    secondaryIps: number;
+    tags?: Record<string, string>;
+    subnetId?: string;
+  }): InterfaceInfo {
+    const subnetId = opts.subnetId ?? this.node.primarySubnetId;
+    const taken = new Set(this.interfaces.map((i) => i.deviceIndex));
+    let deviceIndex = 1;
+    while (taken.has(deviceIndex)) deviceIndex++;
+    const n = ++this.seq;
+    const info: InterfaceInfo = {
+      id: `eni-${n.toString(16).padStart(8, '0')}`,
+      mac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`,
+      deviceIndex,
+      subnetId,
+      subnetCidr: this.subnet(subnetId).cidr,
+      primaryIp: this.allocateIp(subnetId),
+      secondaryIps: Array.from({ length: opts.secondaryIps }, () => this.allocateIp(subnetId)),
+      tags: opts.tags ?? {},
+    };
+    this.interfaces.push(info);
+    return structuredClone(info);
   }
 
   async describeSubnets(ids: string[]): Promise<SubnetInfo[]> {

@@ -36,7 +36,8 @@ const lines = (s: string) =>
     .map((l) => l.trim())
     .filter((l) => l !== '');
 
-export async function readImdsIdentity(options: ImdsReaderOptions = {}): Promise<ImdsIdentity> {
+/** One IMDSv2 reader (the SDK client + our error wrapping) for the given endpoint. */
+function imdsGetter(options: ImdsReaderOptions): (path: string) => Promise<string> {
   const endpoint = options.endpoint ?? DEFAULT_IMDS_ENDPOINT;
   const service = new MetadataService({
     endpoint,
@@ -47,7 +48,7 @@ export async function readImdsIdentity(options: ImdsReaderOptions = {}): Promise
     ec2MetadataV1Disabled: true,
   });
   // No leading slash: the SDK prefixes the endpoint's path ("/").
-  const get = async (path: string): Promise<string> => {
+  return async (path: string): Promise<string> => {
     try {
       return (await service.request(`latest/meta-data/${path}`, {})).trim();
     } catch (err) {
@@ -57,6 +58,47 @@ export async function readImdsIdentity(options: ImdsReaderOptions = {}): Promise
       );
     }
   };
+}
+
+export interface ImdsInterface {
+  interfaceId: string;
+  mac: string;
+  deviceIndex: number;
+  /** local-ipv4s: the primary first. */
+  ips: string[];
+}
+
+/**
+ * Every interface IMDS lists for the instance (network/interfaces/macs/<mac>/...): free to read,
+ * so the daemon's drift resync uses it instead of DescribeNetworkInterfaces. IMDS may lag the
+ * EC2 API by a few seconds.
+ */
+export async function readImdsInterfaces(options: ImdsReaderOptions = {}): Promise<ImdsInterface[]> {
+  const get = imdsGetter(options);
+  const macs = lines(await get('network/interfaces/macs/')).map((l) => l.replace(/\/$/, ''));
+  const out = await Promise.all(
+    macs.map(async (mac) => {
+      const m = `network/interfaces/macs/${mac}`;
+      const [interfaceId, device, ips] = await Promise.all([
+        get(`${m}/interface-id`),
+        get(`${m}/device-number`),
+        get(`${m}/local-ipv4s`),
+      ]);
+      const deviceIndex = Number(device);
+      if (!Number.isInteger(deviceIndex) || deviceIndex < 0) {
+        throw new OtherProviderError(`IMDS: device-number of ${mac} is ${JSON.stringify(device)}`, {
+          cloudCode: 'IMDS',
+        });
+      }
+      return { interfaceId, mac: mac.toLowerCase(), deviceIndex, ips: lines(ips) };
+    }),
+  );
+  return out.sort((a, b) => a.deviceIndex - b.deviceIndex);
+}
+
+export async function readImdsIdentity(options: ImdsReaderOptions = {}): Promise<ImdsIdentity> {
+  const endpoint = options.endpoint ?? DEFAULT_IMDS_ENDPOINT;
+  const get = imdsGetter(options);
   const [instanceId, instanceType, availabilityZone, region, mac] = await Promise.all([
     get('instance-id'),
     get('instance-type'),

@@ -34,12 +34,13 @@ import {
   type InterfaceInfo,
   type LeakedInterface,
   type LeakQuery,
+  type MetadataInterface,
   type NodeInfo,
   OWNER_TAGS,
   type SubnetInfo,
 } from '../types.ts';
 import { classifyEc2Error, toProviderError } from './error-mapping.ts';
-import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity } from './imds.ts';
+import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity, readImdsInterfaces } from './imds.ts';
 import { cidrContains, isIpv4, isReservedInSubnet, pickFreeAddresses } from './ipv4.ts';
 import { checkInterfaceLimit, checkIpLimit, chooseDeviceIndex, type InstanceLimits } from './limits.ts';
 import { normalizeMac } from './mac.ts';
@@ -273,6 +274,12 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     );
     const cidrs = await subnetCidrs(enis.map((e) => e.SubnetId ?? '').filter((s) => s));
     return enis.map((e) => toInterfaceInfo(e, cidrs)).sort((a, b) => a.deviceIndex - b.deviceIndex);
+  }
+
+  /** From IMDS: no EC2 call, so no Describe budget (the drift resync runs this every minute). */
+  async function listInterfacesFromMetadata(): Promise<MetadataInterface[]> {
+    const ifs = await readImdsInterfaces({ endpoint: options.imdsEndpoint ?? DEFAULT_IMDS_ENDPOINT });
+    return ifs.map((i) => ({ id: i.interfaceId, mac: i.mac, deviceIndex: i.deviceIndex, ips: i.ips }));
   }
 
   /** Every address in use in the subnet, by any interface (for pickAddresses). */
@@ -548,6 +555,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     cloud: 'aws',
     describeNode,
     listInterfaces,
+    listInterfacesFromMetadata,
     describeSubnets,
     createInterface,
     assignIps,

@@ -34,6 +34,7 @@ import {
   type InterfaceInfo,
   type LeakedInterface,
   type LeakQuery,
+  type MetadataInterface,
   type NodeInfo,
   OWNER_TAGS,
   type SubnetInfo,
@@ -82,6 +83,8 @@ interface Discovery {
   resourceGroup: string;
   /** NIC resource ids in device order. */
   nicIds: string[];
+  /** Their MACs (normalized), same order. */
+  nicMacs: string[];
 }
 
 const token = () => randomBytes(4).toString('hex');
@@ -165,7 +168,13 @@ export class AzureProvider implements CloudProvider {
       return i === -1 ? macs.length + (n.primary ? -0.5 : 0) : i;
     };
     mine.sort((a, b) => order(a) - order(b) || (a.name ?? '').localeCompare(b.name ?? ''));
-    return { vm, subscriptionId, resourceGroup, nicIds: mine.map((n) => n.id!) };
+    return {
+      vm,
+      subscriptionId,
+      resourceGroup,
+      nicIds: mine.map((n) => n.id!),
+      nicMacs: mine.map((n) => (n.macAddress ? normalizeMac(n.macAddress) : '')),
+    };
   }
 
   private arm(): NetworkManagementClient {
@@ -234,6 +243,21 @@ export class AzureProvider implements CloudProvider {
       });
     }
     return out;
+  }
+
+  /**
+   * From Azure IMDS (network.interface[], in the VM's NIC order, each with its ipConfigurations'
+   * addresses, the primary first): one IMDS GET, no ARM read. NIC ids come from discovery, by MAC.
+   */
+  async listInterfacesFromMetadata(): Promise<MetadataInterface[]> {
+    const d = await this.discover();
+    const vm = await fetchInstanceMetadata({
+      ...(this.opts.imdsEndpoint ? { endpoint: this.opts.imdsEndpoint } : {}),
+    });
+    return vm.interfaces.map((i, deviceIndex) => {
+      const at = d.nicMacs.indexOf(i.mac);
+      return { id: at === -1 ? '' : (d.nicIds[at] ?? ''), mac: i.mac, deviceIndex, ips: [...i.ips] };
+    });
   }
 
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
