@@ -64,6 +64,32 @@ describe('Azure provider against the ARM fake', () => {
     }
   });
 
+  test('listInterfacesFromMetadata: the IMDS network section, NIC ids by MAC, no ARM request', async () => {
+    const p = tb.provider();
+    const nicId = tb.vm.nicIds[1]!;
+    const added = await p.assignIps(nicId, { count: 3 });
+    const api = await p.listInterfaces();
+    const armBefore = tb.arm.requests.length;
+    const meta = await p.listInterfacesFromMetadata();
+    assert.equal(tb.arm.requests.length, armBefore, 'metadata only');
+    assert.deepEqual(
+      meta.map((m) => ({ ...m, ips: [...m.ips] })),
+      api.map((i) => ({
+        id: i.id,
+        mac: i.mac,
+        deviceIndex: i.deviceIndex,
+        ips: [i.primaryIp, ...i.secondaryIps],
+      })),
+    );
+    assert.deepEqual(
+      meta[1]!.ips.slice(1).sort(),
+      [...added].sort(),
+      'the secondaries just added, the primary first',
+    );
+    await p.unassignIps(nicId, added);
+    assert.deepEqual((await p.listInterfacesFromMetadata())[1]!.ips.length, 1, 'a live view');
+  });
+
   test('assignIps {count}: one createOrUpdate LRO adds a batch; primary configuration untouched', async () => {
     const p = tb.provider();
     const nicId = tb.vm.nicIds[0]!;

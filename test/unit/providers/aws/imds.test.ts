@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { readImdsIdentity } from '../../../../src/providers/aws/imds.ts';
+import { readImdsIdentity, readImdsInterfaces } from '../../../../src/providers/aws/imds.ts';
 import { OtherProviderError } from '../../../../src/providers/errors.ts';
 import { type ImdsFake, type ImdsInstanceData, startImdsFake } from '../../../fakes/imds-aws.ts';
 
@@ -100,6 +100,30 @@ describe('IMDSv2 fake protocol', () => {
     assert.equal((await get('/latest/meta-data/nope')).status, 404);
     const doc = JSON.parse(await (await get('/latest/dynamic/instance-identity/document')).text());
     assert.equal(doc.region, 'us-east-1');
+  });
+});
+
+describe('readImdsInterfaces', () => {
+  test('every interface by MAC: id, device number, local-ipv4s (primary first), by device index', async () => {
+    const before = fake.stats.requests;
+    const ifs = await readImdsInterfaces({ endpoint: fake.url });
+    assert.deepEqual(ifs, [
+      {
+        interfaceId: 'eni-00000000000000001',
+        mac: '02:00:00:aa:bb:01',
+        deviceIndex: 0,
+        ips: ['10.70.0.4', '10.70.0.17'],
+      },
+      { interfaceId: 'eni-00000000000000002', mac: '02:00:00:aa:bb:02', deviceIndex: 1, ips: ['10.70.16.9'] },
+    ]);
+    assert.ok(fake.stats.requests > before);
+  });
+
+  test('an unreachable IMDS is a clear OtherProviderError', async () => {
+    await assert.rejects(
+      readImdsInterfaces({ endpoint: 'http://127.0.0.1:9', retries: 0, timeoutMs: 500 }),
+      (e) => e instanceof OtherProviderError && /network\/interfaces\/macs/.test(e.message),
+    );
   });
 });
 
