@@ -568,11 +568,6 @@ export class Daemon extends EventEmitter {
   }
 
   /** Re-list the node's interfaces and repair the pool where the cloud changed behind our back. */
-  async resyncNow(source: 'metadata' | 'api' = 'api'): Promise<ResyncPlan | null> {
-    if (this.loopRunning) await this.loopRunning;
-    return this.resync(source);
-  }
-
   private async resync(source: 'metadata' | 'api'): Promise<ResyncPlan | null> {
     const started = this.clock.now();
     this.lastResyncAt = started;
