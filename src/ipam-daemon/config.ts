@@ -44,6 +44,16 @@ const HOST = /^[A-Za-z0-9.:[\]-]{1,253}$/;
  */
 export const AZURE_DEFAULT_WARM_IP_TARGET = 16;
 
+/** VPC_IPAM_MIN_GROW_STEP when unset. */
+export const DEFAULT_MIN_GROW_STEP = 4;
+
+/**
+ * VPC_IPAM_MIN_GROW_STEP when unset on Azure: every grow is one ARM PUT against a
+ * subscription-wide write budget (about 1,000 per 5 minutes for Microsoft.Network), so grow in
+ * Azure CNS's batch size rather than 4 at a time.
+ */
+export const AZURE_DEFAULT_MIN_GROW_STEP = 16;
+
 /** The catalogue. Order is the documentation order. */
 export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
   // --- cloud ---
@@ -195,10 +205,10 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
   },
   {
     name: 'VPC_IPAM_MIN_GROW_STEP',
-    default: '4',
-    accepted: 'a whole number >= 1',
+    default: null,
+    accepted: `a whole number >= 1 (unset: ${DEFAULT_MIN_GROW_STEP}; on CLOUD_PROVIDER=azure, ${AZURE_DEFAULT_MIN_GROW_STEP})`,
     description:
-      'In IP-target mode, grow by at least this many IPs per cloud call, so churn with a small WARM_IP_TARGET does not cost one API call per pod.',
+      'In IP-target mode, grow by at least this many IPs per cloud call, so churn with a small WARM_IP_TARGET does not cost one API call per pod. On Azure every grow is one ARM write against a subscription-wide budget, hence the larger default there.',
     group: 'warm-pool',
     parse: int(1, 1024),
   },
@@ -430,6 +440,7 @@ export function loadConfig(env: Env): DaemonConfig {
   }
 
   const metricsPort = get<number>('METRICS_PORT');
+  const minGrowStep = get<number>('VPC_IPAM_MIN_GROW_STEP');
   const metricsAddress = get<string>('METRICS_ADDRESS');
   const config: DaemonConfig = {
     cloud: get<CloudChoice>('CLOUD_PROVIDER') ?? 'aws',
@@ -449,7 +460,7 @@ export function loadConfig(env: Env): DaemonConfig {
       maxEni: get<number>('MAX_ENI'),
       cooldownMs: (get<number>('IP_COOLDOWN_PERIOD') ?? 30) * 1000,
       maxPods: get<number>('MAX_PODS'),
-      minGrowStep: get<number>('VPC_IPAM_MIN_GROW_STEP') ?? 4,
+      minGrowStep: minGrowStep ?? DEFAULT_MIN_GROW_STEP,
       shrinkDelayMs: Math.round((get<number>('VPC_IPAM_SHRINK_DELAY') ?? 60) * 1000),
       reconcileIntervalMs: Math.round((get<number>('VPC_IPAM_RECONCILE_INTERVAL') ?? 10) * 1000),
       allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
@@ -478,7 +489,7 @@ export function loadConfig(env: Env): DaemonConfig {
     },
   };
   if (issues.length > 0) throw new ConfigError(issues);
-  const derived = applyCloudDefaults(config);
+  const derived = applyCloudDefaults(config, { minGrowStepSet: minGrowStep !== null });
   if (derived.length > 0) config.derivedDefaults = derived;
   return config;
 }
@@ -487,15 +498,26 @@ export function loadConfig(env: Env): DaemonConfig {
  * Azure: IP mode unless the user chose a mode. "Chose" = WARM_IP_TARGET or MINIMUM_IP_TARGET is
  * set, to 0 as well (0 counts as unset in the engine, so WARM_IP_TARGET=0 means ENI mode with
  * WARM_ENI_TARGET). WARM_ENI_TARGET alone does not count: the chart always renders it, and a
- * 255-IP NIC is rarely what anyone wants warm.
+ * 255-IP NIC is rarely what anyone wants warm. Independently, an unset VPC_IPAM_MIN_GROW_STEP
+ * becomes 16 there (one ARM write per 16 IPs instead of per 4).
  */
-function applyCloudDefaults(config: DaemonConfig): string[] {
+function applyCloudDefaults(config: DaemonConfig, set: { minGrowStepSet: boolean }): string[] {
+  if (config.cloud !== 'azure') return [];
   const pool = config.pool;
-  if (config.cloud !== 'azure' || pool.warmIpTarget !== null || pool.minimumIpTarget !== null) return [];
-  pool.warmIpTarget = AZURE_DEFAULT_WARM_IP_TARGET;
-  return [
-    `CLOUD_PROVIDER=azure with neither WARM_IP_TARGET nor MINIMUM_IP_TARGET set: IP mode with WARM_IP_TARGET=${AZURE_DEFAULT_WARM_IP_TARGET} (a NIC holds 256 IPs: ENI mode grows and keeps them 255 at a time). set WARM_IP_TARGET and/or MINIMUM_IP_TARGET to choose (WARM_IP_TARGET=0: ENI mode with WARM_ENI_TARGET)`,
-  ];
+  const derived: string[] = [];
+  if (pool.warmIpTarget === null && pool.minimumIpTarget === null) {
+    pool.warmIpTarget = AZURE_DEFAULT_WARM_IP_TARGET;
+    derived.push(
+      `CLOUD_PROVIDER=azure with neither WARM_IP_TARGET nor MINIMUM_IP_TARGET set: IP mode with WARM_IP_TARGET=${AZURE_DEFAULT_WARM_IP_TARGET} (a NIC holds 256 IPs: ENI mode grows and keeps them 255 at a time). set WARM_IP_TARGET and/or MINIMUM_IP_TARGET to choose (WARM_IP_TARGET=0: ENI mode with WARM_ENI_TARGET)`,
+    );
+  }
+  if (!set.minGrowStepSet) {
+    pool.minGrowStep = AZURE_DEFAULT_MIN_GROW_STEP;
+    derived.push(
+      `CLOUD_PROVIDER=azure with VPC_IPAM_MIN_GROW_STEP unset: VPC_IPAM_MIN_GROW_STEP=${AZURE_DEFAULT_MIN_GROW_STEP} (every grow is one ARM PUT against a subscription-wide write budget of about 1,000 per 5 minutes, so IP-mode grows bring at least ${AZURE_DEFAULT_MIN_GROW_STEP} IPs). set VPC_IPAM_MIN_GROW_STEP to choose`,
+    );
+  }
+  return derived;
 }
 
 function emptyToNull(v: string[] | null): string[] | null {

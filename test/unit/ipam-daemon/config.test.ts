@@ -57,7 +57,7 @@ describe('loadConfig', () => {
     const azure = loadConfig({ CLOUD_PROVIDER: 'azure' });
     assert.equal(azure.pool.warmIpTarget, 16);
     assert.equal(azure.pool.minimumIpTarget, null);
-    assert.equal(azure.derivedDefaults?.length, 1);
+    assert.equal(azure.derivedDefaults?.length, 2);
     assert.match(azure.derivedDefaults?.[0] ?? '', /CLOUD_PROVIDER=azure .*WARM_IP_TARGET=16/);
     // The chart renders WARM_ENI_TARGET always and the others as "": still the Azure default.
     const chart = loadConfig({
@@ -68,7 +68,7 @@ describe('loadConfig', () => {
     });
     assert.equal(chart.pool.warmIpTarget, 16);
     // A chosen mode is kept as it is.
-    const min = loadConfig({ CLOUD_PROVIDER: 'azure', MINIMUM_IP_TARGET: '30' });
+    const min = loadConfig({ CLOUD_PROVIDER: 'azure', MINIMUM_IP_TARGET: '30', VPC_IPAM_MIN_GROW_STEP: '4' });
     assert.deepEqual(
       [min.pool.warmIpTarget, min.pool.minimumIpTarget, min.derivedDefaults],
       [null, 30, undefined],
@@ -80,6 +80,33 @@ describe('loadConfig', () => {
     // AWS keeps the AWS VPC CNI's default.
     const aws = loadConfig({ CLOUD_PROVIDER: 'aws' });
     assert.deepEqual([aws.pool.warmIpTarget, aws.derivedDefaults], [null, undefined]);
+  });
+
+  test('VPC_IPAM_MIN_GROW_STEP: 4 unset, 16 unset on Azure (logged), as set otherwise', () => {
+    assert.equal(loadConfig({}).pool.minGrowStep, 4);
+    assert.equal(loadConfig({ CLOUD_PROVIDER: 'aws', VPC_IPAM_MIN_GROW_STEP: '' }).pool.minGrowStep, 4);
+    const azure = loadConfig({ CLOUD_PROVIDER: 'azure' });
+    assert.equal(azure.pool.minGrowStep, 16);
+    assert.ok(
+      azure.derivedDefaults?.some((d) =>
+        /CLOUD_PROVIDER=azure with VPC_IPAM_MIN_GROW_STEP unset: VPC_IPAM_MIN_GROW_STEP=16/.test(d),
+      ),
+      `logged as a derived default: ${JSON.stringify(azure.derivedDefaults)}`,
+    );
+    // The chart renders "" for unset: still the Azure default; independent of the IP-mode default.
+    const chart = loadConfig({ CLOUD_PROVIDER: 'azure', VPC_IPAM_MIN_GROW_STEP: '', WARM_IP_TARGET: '3' });
+    assert.deepEqual(
+      [chart.pool.minGrowStep, chart.pool.warmIpTarget, chart.derivedDefaults?.length],
+      [16, 3, 1],
+    );
+    // Set explicitly (to 4 too): kept, nothing derived.
+    const set = loadConfig({ CLOUD_PROVIDER: 'azure', VPC_IPAM_MIN_GROW_STEP: '4', WARM_IP_TARGET: '3' });
+    assert.deepEqual([set.pool.minGrowStep, set.derivedDefaults], [4, undefined]);
+    assert.equal(loadConfig({ VPC_IPAM_MIN_GROW_STEP: '7' }).pool.minGrowStep, 7);
+    // The catalogue tells both defaults.
+    const spec = DAEMON_ENV_VARS.find((s) => s.name === 'VPC_IPAM_MIN_GROW_STEP');
+    assert.match(spec?.accepted ?? '', /unset: 4; on CLOUD_PROVIDER=azure, 16/);
+    assert.throws(() => loadConfig({ VPC_IPAM_MIN_GROW_STEP: '0' }), /VPC_IPAM_MIN_GROW_STEP/);
   });
 
   test('the primary name wins over its alias', () => {

@@ -246,6 +246,47 @@ describe('daemon on Azure (ARM fake)', () => {
     }
   });
 
+  test('the Azure defaults from loadConfig (WARM_IP_TARGET=16, VPC_IPAM_MIN_GROW_STEP=16): one ARM PUT per 16 IPs as pods arrive one by one', async () => {
+    // A testbed of its own: the NICs hold no IPs left by the other scenarios.
+    const own = await startAzureTestbed();
+    const sub = await mkdtemp(join(dir, 'step-'));
+    const pool = loadConfig({ CLOUD_PROVIDER: 'azure' }).pool;
+    assert.deepEqual([pool.warmIpTarget, pool.minGrowStep], [16, 16]);
+    const n = await startNode(own, sub, pool);
+    const nicPuts = () =>
+      own.arm.requests.filter((r) => r.method === 'PUT' && r.path.includes('/networkInterfaces/')).length;
+    try {
+      const putsBefore = nicPuts();
+      await settle(n);
+      assert.equal(n.daemon.status().free, 16, 'the warm pool');
+      const grows: number[] = [];
+      let total = n.daemon.status().total;
+      let puts = nicPuts();
+      for (let i = 0; i < 40; i++) {
+        const r = await allocate(n, `step${i}`);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        await settle(n);
+        const now = n.daemon.status().total;
+        const p = nicPuts();
+        if (now !== total) grows.push(now - total);
+        assert.ok(p - puts <= (now > total ? 1 : 0), `pod ${i}: ${p - puts} PUTs for ${now - total} IPs`);
+        total = now;
+        puts = p;
+        assert.ok(n.daemon.status().free >= 16, 'WARM_IP_TARGET free IPs kept');
+      }
+      // Past the first 16 the pool grows 16 at a time: pods 1, 17 and 33 each cost one PUT.
+      assert.deepEqual(grows, [16, 16, 16], 'each grow brought 16 IPs');
+      const all = nicPuts() - putsBefore;
+      assert.equal(all, 4, `4 NIC PUTs for 40 pods + 16 warm (the warm fill and 3 grows), got ${all}`);
+      assertCloudAgrees(own, n);
+      for (let i = 0; i < 40; i++)
+        await call(n.socketPath, 'POST', '/v1/release', { containerId: `step${i}`, ifName: 'eth0' });
+    } finally {
+      await n.stop();
+      await own.close();
+    }
+  });
+
   test('the Azure default (WARM_IP_TARGET=16 from loadConfig) fills a small subnet: batches are capped at its free count', async () => {
     // /28: 9 pod IPs at most. A batch of 16 would be refused whole (SubnetIsFull) and the node
     // would get nothing; capped at the subnet's free count it gets all 9, with no refused PUT.
