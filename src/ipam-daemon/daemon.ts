@@ -56,8 +56,10 @@ import {
   type KnownInterface,
   type ObservedInterface,
   planResync,
+  plansAdds,
   type ResyncAction,
   type ResyncPlan,
+  type RoutedIps,
 } from './resync-plan.ts';
 import { goneRecoveries, type IpHolder, planRecovery, recoveredKey } from './route-recovery.ts';
 
@@ -90,6 +92,7 @@ export type DriftKind =
   | 'ip-lost'
   | 'ip-regained'
   | 'ip-added'
+  | 'ip-held'
   | 'interface-removed'
   | 'interface-added';
 
@@ -184,6 +187,13 @@ export class Daemon extends EventEmitter {
   private lastOnDemandAt = Number.NEGATIVE_INFINITY;
   /** Why an on-demand API resync is wanted (a NotFound from the cloud), or null. */
   private resyncWanted: string | null = null;
+  /**
+   * The pods' host routes as last read (IP -> host veth; start, resyncs that add IPs, releases of
+   * recovered entries); null before the first read. An IP entering the pool that a route claims is
+   * held for that pod instead of made free. A stale view errs safe: an IP held for a route that is
+   * gone is released at the next route check.
+   */
+  private routeView: ReadonlyMap<string, string> | null = null;
   /** The daemon's own recent cloud changes (epoch ms), so a lagging listing does not undo them. */
   private readonly recent = {
     assignedIps: new Map<string, number>(),
@@ -310,6 +320,7 @@ export class Daemon extends EventEmitter {
 
   private addIps(interfaceId: string, ips: string[]): void {
     const { moved, skipped } = this.mustDs().addIps(interfaceId, ips);
+    this.holdRouted(ips);
     if (moved.length > 0) {
       this.log.warn(
         { interfaceId, ips: moved },
@@ -465,6 +476,7 @@ export class Daemon extends EventEmitter {
       this.log.warn({ err: errText(err) }, 'cannot read pod host routes; trusting the checkpoint alone');
       return;
     }
+    this.noteRoutes(routes);
     const p = planRecovery(routes, (ip) => this.holderOf(ip));
     const now = this.clock.now();
     const recovered: PodHostRoute[] = [];
@@ -488,6 +500,51 @@ export class Daemon extends EventEmitter {
         'recovered IPs of running pods from their host routes; each is held until its route disappears',
       );
     } else this.log.info(fields, 'pod host routes checked; nothing to recover');
+  }
+
+  private noteRoutes(routes: readonly PodHostRoute[]): void {
+    this.routeView = new Map(routes.map((r) => [r.ip, r.hostVeth]));
+  }
+
+  /**
+   * Re-read the pods' host routes before IPs become free: the view for planResync (undefined
+   * without a route reader, null when unreadable).
+   */
+  private async freshRoutes(): Promise<RoutedIps> {
+    const read = this.opts.podRoutes;
+    if (!read) return undefined;
+    try {
+      const routes = await read();
+      this.noteRoutes(routes);
+      return this.routeView;
+    } catch (err) {
+      this.log.warn(
+        { err: errText(err) },
+        'drift resync: cannot read pod host routes; IPs that appeared in the cloud wait for the next resync',
+      );
+      return null;
+    }
+  }
+
+  /**
+   * IPs that just entered the pool as free (a grow, a new interface) but that a pod's host route
+   * claims (the cloud handed back an address a running pod still uses): hold them for that pod.
+   */
+  private holdRouted(ips: readonly string[]): void {
+    const view = this.routeView;
+    if (!view) return;
+    const ds = this.mustDs();
+    const now = this.clock.now();
+    for (const ip of ips) {
+      const hostVeth = view.get(ip);
+      if (hostVeth === undefined || ds.ipState(ip)?.state !== 'free') continue;
+      if (ds.recover(recoveredKey({ ip, hostVeth }), ip, hostVeth, now)) {
+        this.log.warn(
+          { ip, hostVeth },
+          "the cloud returned an IP a running pod's host route still claims: held for that pod, not handed out",
+        );
+      }
+    }
   }
 
   private holderOf(ip: string): IpHolder {
@@ -518,6 +575,7 @@ export class Daemon extends EventEmitter {
       this.log.warn({ err: errText(err) }, 'cannot read pod host routes; recovered IPs stay held');
       return;
     }
+    this.noteRoutes(routes);
     const gone = goneRecoveries(held, routes);
     if (gone.length === 0) return;
     const now = this.clock.now();
@@ -602,7 +660,7 @@ export class Daemon extends EventEmitter {
     for (const m of Object.values(this.recent)) {
       for (const [k, at] of m) if (now - at >= this.resyncOpts.graceMs) m.delete(k);
     }
-    const p = planResync(this.knownInterfaces(), observed, this.recent, now, this.resyncOpts.graceMs);
+    let p = planResync(this.knownInterfaces(), observed, this.recent, now, this.resyncOpts.graceMs);
     // Metadata cannot say whose an unknown interface is (no subnet, no tags): ask the API, at most
     // once per interval.
     if (
@@ -611,6 +669,13 @@ export class Daemon extends EventEmitter {
       this.apiResyncAllowed(now, 1)
     ) {
       return this.resync('api');
+    }
+    // IPs about to become free: re-read the pods' host routes first, so an address a running pod
+    // still uses (its lost mark dropped by a restart, say) is held for it, never handed out.
+    const newInterface = infos !== null && p.actions.some((a) => a.kind === 'unknown-interface');
+    if (this.opts.podRoutes && (plansAdds(p) || newInterface)) {
+      const routed = await this.freshRoutes();
+      p = planResync(this.knownInterfaces(), observed, this.recent, now, this.resyncOpts.graceMs, routed);
     }
     if (p.distrust) this.log.warn({ source, why: p.distrust }, 'drift resync: listing ignored');
     for (const d of p.deferred) this.log.debug({ source, ...d }, 'drift resync: deferred');
@@ -706,6 +771,22 @@ export class Daemon extends EventEmitter {
             message: `${a.ip} appeared on ${a.interfaceId}: added to the pool as free`,
           });
           break;
+        case 'hold-ip': {
+          if (!ds.interfaces.has(a.interfaceId) || ds.ipState(a.ip)) break;
+          ds.addIps(a.interfaceId, [a.ip]);
+          const key = recoveredKey({ ip: a.ip, hostVeth: a.hostVeth });
+          ds.recover(key, a.ip, a.hostVeth, this.clock.now());
+          changed = true;
+          drift.push({
+            kind: 'ip-held',
+            interfaceId: a.interfaceId,
+            ip: a.ip,
+            key: keyOf(key),
+            source,
+            message: `${a.ip} appeared on ${a.interfaceId} but a running pod's host route (dev ${a.hostVeth}) still claims it: held for that pod, not handed out, until the route is gone`,
+          });
+          break;
+        }
         case 'interface-gone': {
           const rec = ds.interfaces.get(a.interfaceId);
           if (!rec) break;

@@ -51,7 +51,7 @@ export class DaemonMetrics implements ApiCallObserver {
   });
   readonly driftRepairs = new Counter({
     name: 'vpc_ipam_drift_repairs_total',
-    help: 'Repairs after the cloud changed behind the daemon (drift resync), by kind: ip-removed, ip-lost (a pod lost its address), ip-regained, ip-added, interface-removed, interface-added',
+    help: 'Repairs after the cloud changed behind the daemon (drift resync), by kind: ip-removed, ip-lost (a pod lost its address), ip-regained, ip-added, ip-held (appeared but a running pod host route claims it), interface-removed, interface-added',
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });

@@ -10,6 +10,9 @@
 //   forgotten once no pod holds an IP on it;
 // - an IP present in the cloud but unknown is added as free, only on interfaces whose IPs the pool
 //   uses, never an interface's primary IP; an unknown interface needs the API (subnet, tags) first;
+// - but an unknown IP that a running pod's host route still claims (`<ip>/32 dev <our veth>`) is
+//   never free: it is held for that pod instead (a recovered entry, released when the route goes);
+//   when the routes could not be read, the add waits for the next resync;
 // - the daemon's own changes win for `graceMs`: metadata lags the API by seconds, so an IP the
 //   daemon assigned (or an interface it created) recently is not dropped for being absent, and one
 //   it unassigned (or an interface it deleted) recently is not re-added for being present.
@@ -65,6 +68,8 @@ export type ResyncAction =
   | { kind: 'regain-ip'; interfaceId: string; ip: string; key: string }
   /** An IP on a managed interface that the pool does not know: add it as free. */
   | { kind: 'add-ip'; interfaceId: string; ip: string }
+  /** An unknown IP on a managed interface that a pod's host route claims: add it, held for that pod. */
+  | { kind: 'hold-ip'; interfaceId: string; ip: string; hostVeth: string }
   /** The interface is gone (its IPs have their own actions); `forget` when no pod holds an IP on it. */
   | { kind: 'interface-gone'; interfaceId: string; forget: boolean }
   /** A gone interface on which no pod holds an IP any more. */
@@ -87,12 +92,25 @@ export interface ResyncPlan {
   distrust: string | null;
 }
 
+/**
+ * The pods' host routes, IP -> host veth: `undefined` when the daemon has no route view at all
+ * (unknown IPs are added as free, as before), `null` when it has one but could not read it now
+ * (unknown IPs wait: adding them blind could hand a running pod's IP to a new one).
+ */
+export type RoutedIps = ReadonlyMap<string, string> | null | undefined;
+
+/** Does the plan make IPs free (the daemon re-reads the pods' host routes before applying it)? */
+export function plansAdds(p: ResyncPlan): boolean {
+  return p.actions.some((a) => a.kind === 'add-ip' || a.kind === 'hold-ip');
+}
+
 export function planResync(
   known: KnownInterface[],
   observed: ObservedInterface[],
   recent: RecentChanges,
   now: number,
   graceMs: number,
+  routed?: RoutedIps,
 ): ResyncPlan {
   const actions: ResyncAction[] = [];
   const deferred: Deferred[] = [];
@@ -190,7 +208,16 @@ export function planResync(
         });
         continue;
       }
-      actions.push({ kind: 'add-ip', interfaceId: k.id, ip });
+      if (routed === null) {
+        deferred.push({
+          what: `${ip} on ${k.id}`,
+          why: "unknown, but the pods' host routes cannot be read to tell whether a pod still uses it",
+        });
+        continue;
+      }
+      const hostVeth = routed?.get(ip);
+      if (hostVeth !== undefined) actions.push({ kind: 'hold-ip', interfaceId: k.id, ip, hostVeth });
+      else actions.push({ kind: 'add-ip', interfaceId: k.id, ip });
       held.set(ip, k.id);
     }
   }

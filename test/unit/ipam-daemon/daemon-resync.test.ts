@@ -350,3 +350,129 @@ describe('drift resync', () => {
     }
   });
 });
+
+describe("never hand out an IP a pod's host route still claims", () => {
+  const VETH = 'vpc0123456789a';
+
+  test('a resync that adds IPs re-reads the routes: a routed one is held for its pod, freed when the route goes', async () => {
+    let table: Array<{ ip: string; hostVeth: string }> = [];
+    let reads = 0;
+    const { h, drift } = await start({
+      pool: { cooldownMs: 0 },
+      daemon: {
+        podRoutes: async () => {
+          reads++;
+          return table;
+        },
+      },
+    });
+    try {
+      const eni0 = h.provider.interfaces[0]!.id;
+      // In sync: a resync with nothing to add does not read the routes.
+      const idle = reads;
+      await tick(h);
+      assert.equal(reads, idle, 'no route read when the resync adds nothing');
+      // The cloud lists an address again that a running pod still has (e.g. a restart dropped the
+      // lost mark): its host route is on one of our veths.
+      const routed = h.provider.addIpOutOfBand(eni0);
+      const plain = h.provider.addIpOutOfBand(eni0);
+      table = [{ ip: routed, hostVeth: VETH }];
+      await tick(h);
+      assert.ok(reads > idle, 'the resync re-read the routes before adding');
+      assert.deepEqual(
+        drift.map((d) => [d.kind, d.ip]),
+        [
+          ['ip-held', routed],
+          ['ip-added', plain],
+        ],
+      );
+      assert.match(drift[0]!.message, new RegExp(`dev ${VETH}.*held for that pod`));
+      const held = h.daemon.list().find((a) => a.ip === routed);
+      assert.equal(held?.recoveredFrom, VETH, 'held by a recovered entry');
+      const got: string[] = [];
+      for (let n = 0; n < 20; n++) got.push(await allocateChecked(h, n));
+      assert.ok(!got.includes(routed), 'never handed to a new pod');
+      assert.ok(got.includes(plain), 'the unrouted one is handed out');
+      assertUnique(h);
+      // The pod is gone (its DEL removed the veth): the IP is released and can be used.
+      table = [];
+      await tick(h, 1);
+      assert.equal(
+        h.daemon.list().find((a) => a.ip === routed),
+        undefined,
+      );
+      await tick(h, 1);
+      const next = await allocateChecked(h, 99);
+      assert.equal(next, routed, 'the only free IP after the route went');
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('routes unreadable during a resync: the unknown IP waits, added once they can be read', async () => {
+    let fail = false;
+    const { h, drift } = await start({
+      daemon: {
+        podRoutes: async () => {
+          if (fail) throw new Error('ip: netlink error');
+          return [];
+        },
+      },
+    });
+    try {
+      const eni0 = h.provider.interfaces[0]!.id;
+      fail = true;
+      const ip = h.provider.addIpOutOfBand(eni0);
+      await tick(h);
+      assert.equal(drift.length, 0, 'nothing added blind');
+      assert.equal(
+        ipsOf(h.daemon.status(), eni0).find((s) => s.ip === ip),
+        undefined,
+      );
+      fail = false;
+      await tick(h);
+      assert.deepEqual(
+        drift.map((d) => [d.kind, d.ip]),
+        [['ip-added', ip]],
+      );
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a grow that returns an address a pod route claims: held, never handed out', async () => {
+    let table: Array<{ ip: string; hostVeth: string }> = [];
+    const { h } = await start({ daemon: { podRoutes: async () => table } });
+    try {
+      const eni0 = h.provider.interfaces[0]!.id;
+      // An address the cloud will hand back on the next assign, still routed to a running pod.
+      const back = h.provider.addIpOutOfBand(eni0);
+      h.provider.removeIpOutOfBand(back);
+      table = [{ ip: back, hostVeth: VETH }];
+      // The view is refreshed at the latest when routes are read; start read it empty, so prime it
+      // the way the daemon does (a resync that adds IPs) with an unrelated add.
+      h.provider.addIpOutOfBand(eni0);
+      await tick(h);
+      const orig = h.provider.assignIps.bind(h.provider);
+      let injected = false;
+      h.provider.assignIps = async (id, req) => {
+        const ips = await orig(id, req);
+        if (injected) return ips;
+        injected = true;
+        h.provider.putIpBackOutOfBand(id, back);
+        return [back, ...ips];
+      };
+      const got: string[] = [];
+      for (let n = 0; n < 20; n++) {
+        got.push(await allocateChecked(h, n));
+        await h.daemon.reconcileNow();
+      }
+      assert.ok(injected, 'the grow happened');
+      assert.equal(h.daemon.list().find((a) => a.ip === back)?.recoveredFrom, VETH);
+      assert.ok(!got.includes(back), 'never handed to a new pod');
+      assertUnique(h);
+    } finally {
+      await h.close();
+    }
+  });
+});

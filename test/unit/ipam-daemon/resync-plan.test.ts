@@ -9,6 +9,7 @@ import {
   type KnownInterface,
   type ObservedInterface,
   planResync,
+  plansAdds,
   type RecentChanges,
   type ResyncAction,
 } from '../../../src/ipam-daemon/resync-plan.ts';
@@ -158,6 +159,53 @@ describe('planResync: IPs', () => {
       { kind: 'drop-ip', interfaceId: 'eni-0', ip: '10.0.0.11', was: 'free' },
       { kind: 'add-ip', interfaceId: 'eni-1', ip: '10.0.0.11' },
     ]);
+  });
+
+  test("an unknown IP a pod's host route still claims is held for that pod, never added as free", () => {
+    const p0 = primary([{ ip: '10.0.0.11', state: 'free' }]);
+    const s1 = secondary();
+    const observed = [seen(p0, ['10.0.0.11', '10.0.0.20', '10.0.0.21']), seen(s1, ['10.0.1.20'])];
+    const routed = new Map([
+      ['10.0.0.20', 'vpc0123456789a'],
+      ['10.0.1.20', 'vpc0123456789b'],
+      ['10.0.0.11', 'vpc0123456789c'], // already in the pool: start-up recovery's business, not the resync's
+    ]);
+    const p = planResync([p0, s1], observed, recent(), NOW, GRACE, routed);
+    assert.deepEqual(p.actions, [
+      { kind: 'hold-ip', interfaceId: 'eni-0', ip: '10.0.0.20', hostVeth: 'vpc0123456789a' },
+      { kind: 'add-ip', interfaceId: 'eni-0', ip: '10.0.0.21' },
+      { kind: 'hold-ip', interfaceId: 'eni-1', ip: '10.0.1.20', hostVeth: 'vpc0123456789b' },
+    ]);
+    assert.equal(plansAdds(p), true);
+    // Without a route view the same IPs are plain adds (what the daemon plans before reading routes).
+    const blind = planResync([p0, s1], observed, recent(), NOW, GRACE);
+    assert.deepEqual(
+      blind.actions.map((a) => a.kind),
+      ['add-ip', 'add-ip', 'add-ip'],
+    );
+    // A free IP that moved here, routed to a pod: dropped there, held here.
+    const moved = planResync(
+      [p0, s1],
+      [seen(p0, []), seen(s1, ['10.0.0.11'])],
+      recent(),
+      NOW,
+      GRACE,
+      new Map([['10.0.0.11', 'vpc0123456789c']]),
+    );
+    assert.deepEqual(moved.actions, [
+      { kind: 'drop-ip', interfaceId: 'eni-0', ip: '10.0.0.11', was: 'free' },
+      { kind: 'hold-ip', interfaceId: 'eni-1', ip: '10.0.0.11', hostVeth: 'vpc0123456789c' },
+    ]);
+  });
+
+  test('routes unreadable: unknown IPs wait (deferred), the other repairs go ahead', () => {
+    const p0 = primary([{ ip: '10.0.0.11', state: 'free' }]);
+    const p = planResync([p0], [seen(p0, ['10.0.0.20'])], recent(), NOW, GRACE, null);
+    assert.deepEqual(p.actions, [{ kind: 'drop-ip', interfaceId: 'eni-0', ip: '10.0.0.11', was: 'free' }]);
+    assert.equal(p.deferred.length, 1);
+    assert.match(p.deferred[0]?.why ?? '', /host routes cannot be read/);
+    assert.equal(plansAdds(p), false);
+    assert.equal(plansAdds(run([p0], [seen(p0, ['10.0.0.11'])])), false, 'in sync: no adds');
   });
 
   test('an assigned IP that moved is lost on its interface and not handed out on the other', () => {
@@ -346,7 +394,18 @@ describe('planResync: invariants on random states', () => {
           pool.filter(() => r() < 0.15).map((ip) => [ip, NOW - Math.floor(r() * 2 * GRACE)]),
         ),
       });
-      const p = planResync(known, observed, rc, NOW, GRACE);
+      const routedMode = r();
+      const routed =
+        routedMode < 0.3
+          ? undefined
+          : routedMode < 0.4
+            ? null
+            : new Map(
+                pool
+                  .filter(() => r() < 0.3)
+                  .map((ip) => [ip, `vpc${ip.replaceAll('.', '').padStart(11, '0')}`]),
+              );
+      const p = planResync(known, observed, rc, NOW, GRACE, routed);
       const where = `seed ${seed}`;
       const stateOf = new Map(known.flatMap((k) => k.ips.map((s) => [s.ip, { k, s }] as const)));
       const dropped = new Set<string>();
@@ -368,7 +427,11 @@ describe('planResync: invariants on random states', () => {
           const cur = stateOf.get(a.ip);
           assert.ok(cur?.s.state === 'assigned' && !cur.s.lost, `${where}: loses only assigned, once`);
         }
-        if (a.kind === 'add-ip') {
+        if (a.kind === 'add-ip' || a.kind === 'hold-ip') {
+          assert.notEqual(routed, null, `${where}: nothing added while the routes are unreadable`);
+          if (a.kind === 'add-ip')
+            assert.ok(!routed?.has(a.ip), `${where}: an IP a pod route claims is never added as free`);
+          else assert.equal(a.hostVeth, routed?.get(a.ip), `${where}: held for the veth its route is on`);
           const k = known.find((x) => x.id === a.interfaceId);
           assert.ok(k?.managed, `${where}: adds only on managed interfaces`);
           assert.notEqual(a.ip, k.primaryIp, `${where}: never the primary`);
@@ -390,6 +453,7 @@ describe('planResync: invariants on random states', () => {
       'lose-ip',
       'regain-ip',
       'add-ip',
+      'hold-ip',
       'interface-gone',
       'forget-interface',
       'interface-back',
