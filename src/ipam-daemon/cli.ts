@@ -27,23 +27,28 @@ export function table(headers: string[], rows: Array<Array<string | number>>): s
 export function formatPool(p: PoolStatus): string {
   const lines = [
     `instance ${p.instanceId} (${p.instanceType}), max pods ${p.maxPods}`,
-    `IPs: ${p.total} total, ${p.assigned} assigned, ${p.cooling} cooling, ${p.free} free`,
+    `IPs: ${p.total} total, ${p.assigned} assigned, ${p.cooling} cooling, ${p.free} free, ${p.lost ?? 0} lost`,
     `plan: ${p.plan}`,
   ];
   if (p.noIpReason) lines.push(`NO IP: ${p.noIpReason}`);
+  if ((p.lost ?? 0) > 0)
+    lines.push(
+      `LOST: ${p.lost} pod IP(s) are gone from the cloud (drift): those pods have no working address; delete them so they get new IPs (Node events PodIPLost name them)`,
+    );
   lines.push('');
   lines.push(
     table(
-      ['DEV', 'INTERFACE', 'MAC', 'SUBNET', 'TOTAL', 'ASSIGNED', 'COOLING', 'FREE'],
+      ['DEV', 'INTERFACE', 'MAC', 'SUBNET', 'TOTAL', 'ASSIGNED', 'COOLING', 'FREE', 'LOST'],
       p.interfaces.map((i) => [
         i.deviceIndex,
-        i.interfaceId,
+        i.gone ? `${i.interfaceId} (gone)` : i.interfaceId,
         i.mac,
         i.subnetId,
         i.total,
         i.assigned,
         i.cooling,
         i.free,
+        i.lost ?? 0,
       ]),
     ),
   );

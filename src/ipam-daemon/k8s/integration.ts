@@ -1,5 +1,6 @@
-// Wires the daemon to Kubernetes: NodeIPAMStatus publishing on 'pool-changed', Events on 'no-ip',
-// and the pod watcher that releases allocations of pods that are gone. Nothing here can crash the
+// Wires the daemon to Kubernetes: NodeIPAMStatus publishing on 'pool-changed', Events on 'no-ip'
+// and on 'drift' (a pod lost its address), and the pod watcher that releases allocations of pods
+// that are gone. Nothing here can crash the
 // daemon: API failures are logged and retried; the data path never waits on the API server.
 import type { EventEmitter } from 'node:events';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
@@ -8,7 +9,7 @@ import type { PoolStatus } from '../api-types.ts';
 import type { KubernetesSettings } from './env.ts';
 import { loadKubeConfig } from './kube-client.ts';
 import { resolvePodNetwork } from './network-config.ts';
-import { NodeEventRecorder, type NoIpOccurrence } from './node-events.ts';
+import { type DriftOccurrence, NodeEventRecorder, type NoIpOccurrence } from './node-events.ts';
 import { NodeStatusPublisher } from './node-status.ts';
 import { type AllocationSource, createNodePodsReflector, PodWatcher } from './pod-watcher.ts';
 
@@ -57,8 +58,10 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
   const events = new NodeEventRecorder({ core, nodeName: settings.nodeName, nodeUid, logger });
   const onPool = () => publisher.update(daemon.status());
   const onNoIp = (o: NoIpOccurrence) => events.noIp(o);
+  const onDrift = (o: DriftOccurrence) => events.drift(o);
   daemon.on('pool-changed', onPool);
   daemon.on('no-ip', onNoIp);
+  daemon.on('drift', onDrift);
   onPool();
 
   let podWatcher: PodWatcher | null = null;
@@ -80,6 +83,7 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
     async stop() {
       daemon.off('pool-changed', onPool);
       daemon.off('no-ip', onNoIp);
+      daemon.off('drift', onDrift);
       await podWatcher?.stop();
       await publisher.flush();
       await publisher.stop();

@@ -1,6 +1,7 @@
-// Kubernetes Events on the Node when an IP cannot be had, with the reason. Repeats are aggregated
-// as kubelet does: one Event per reason, its count and lastTimestamp patched at most once per
-// interval, a new Event after a quiet period, so a burst of failing pods costs a handful of writes.
+// Kubernetes Events on the Node when an IP cannot be had, with the reason, and when a pod lost its
+// address to drift (the cloud removed it behind the daemon's back). Repeats are aggregated as
+// kubelet does: one Event per reason, its count and lastTimestamp patched at most once per
+// interval, a new Event after a quiet period, so a burst costs a handful of writes.
 
 import { randomBytes } from 'node:crypto';
 import { type CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
@@ -9,6 +10,27 @@ import type { Logger } from '../../lib/log.ts';
 export interface NoIpOccurrence {
   reason: string;
   message: string;
+}
+
+/** The daemon's 'drift' event, as far as Events need it (DriftEvent in daemon.ts). */
+export interface DriftOccurrence {
+  kind: string;
+  interfaceId: string;
+  ip?: string;
+  pod?: string;
+}
+
+/** The Event reason for a pod whose IP the cloud no longer has. */
+export const POD_IP_LOST_REASON = 'PodIPLost';
+
+/** How many affected pods one aggregated Event's message names (the count says how many in all). */
+const MAX_NAMED = 10;
+
+/** What the operator reads for one pod that lost its address. */
+export function podIpLostMessage(o: DriftOccurrence): string {
+  const pod = o.pod ?? 'unknown pod';
+  const ip = o.ip ?? 'its IP';
+  return `pod ${pod} lost its IP ${ip}: the address is no longer on interface ${o.interfaceId} (removed outside vpc-ipam). The pod has no working network address; delete the pod so it is recreated with a new IP, and check what removed the address (console, scripts, another tool). vpc-ipam does not hand ${ip} out again unless the cloud has it back on the interface.`;
 }
 
 /** NO_IP reason codes (subnet-full, ...) to an Event reason (NoIPSubnetFull, ...). */
@@ -25,6 +47,8 @@ interface Series {
   last: number;
   lastWriteAt: number;
   message: string;
+  /** Drift Events: the pods named so far in this series ("<pod> (<ip> on <interface>)"). */
+  affected: string[];
 }
 
 export interface NodeEventRecorderOptions {
@@ -53,7 +77,18 @@ export class NodeEventRecorder {
   }
 
   noIp(occurrence: NoIpOccurrence): void {
-    const reason = eventReason(occurrence.reason);
+    this.occur(eventReason(occurrence.reason), occurrence.message);
+  }
+
+  /** A drift repair: a pod that lost its address becomes a PodIPLost Warning; other kinds are logs only. */
+  drift(occurrence: DriftOccurrence): void {
+    if (occurrence.kind !== 'ip-lost') return;
+    const who = `${occurrence.pod ?? 'unknown pod'} (${occurrence.ip ?? '?'} on ${occurrence.interfaceId})`;
+    this.occur(POD_IP_LOST_REASON, podIpLostMessage(occurrence), who);
+  }
+
+  /** `affected`: who this occurrence is about, named in the aggregated message when several are. */
+  private occur(reason: string, message: string, affected?: string): void {
     const now = this.now();
     const ttl = this.opts.seriesTtlMs ?? 10 * 60_000;
     let s = this.series.get(reason);
@@ -65,13 +100,23 @@ export class NodeEventRecorder {
         first: now,
         last: now,
         lastWriteAt: Number.NEGATIVE_INFINITY,
-        message: occurrence.message,
+        message,
+        affected: [],
       };
       this.series.set(reason, s);
     }
     s.count += 1;
     s.last = now;
-    s.message = occurrence.message;
+    s.message = message;
+    if (affected !== undefined) {
+      if (!s.affected.includes(affected)) s.affected.push(affected);
+      // One Event per reason: when several are affected, the message names them (the latest few).
+      if (s.affected.length > 1) {
+        const named = s.affected.slice(-MAX_NAMED).join(', ');
+        const more = s.affected.length > MAX_NAMED ? ` and ${s.affected.length - MAX_NAMED} earlier` : '';
+        s.message = `${message} Pods that lost their IP in this series (${s.affected.length}): ${named}${more}.`;
+      }
+    }
     this.schedule(reason, s);
   }
 
@@ -146,7 +191,7 @@ export class NodeEventRecorder {
       }
       s.written = count;
     } catch (err) {
-      logger.warn({ err: String(err), reason }, 'could not record the no-IP Event');
+      logger.warn({ err: String(err), reason }, 'could not record the Node Event');
       // Not retried: the next occurrence carries the count. An Event deleted meanwhile (TTL)
       // is recreated under a new name.
       if (s.written > 0 && (err as { code?: number }).code === 404) {

@@ -11,7 +11,14 @@ const run = promisify(execFile);
 describe('vpc-ipam CLI', () => {
   let h: Harness;
   before(async () => {
-    h = await startHarness({ socket: true, realClock: true, pool: { warmEniTarget: 0 } });
+    // Resync on every loop (1 ms interval) so a test can make drift visible at once.
+    h = await startHarness({
+      socket: true,
+      realClock: true,
+      pool: { warmEniTarget: 0, resyncIntervalMs: 1 },
+      // The IPs this test assigns are seconds old: no grace for the daemon's own recent changes.
+      daemon: { resync: { graceMs: 0 } },
+    });
     await h.daemon.reconcileNow();
     await h.daemon.allocate({
       containerId: 'abcdef0123456789',
@@ -30,10 +37,32 @@ describe('vpc-ipam CLI', () => {
     ]);
     const lines = stdout.split('\n');
     assert.match(lines[0] ?? '', /^instance i-0123456789abcdef0 \(m5\.large\), max pods 29$/);
-    assert.match(lines[1] ?? '', /^IPs: 9 total, 1 assigned, 0 cooling, 8 free$/);
+    assert.match(lines[1] ?? '', /^IPs: 9 total, 1 assigned, 0 cooling, 8 free, 0 lost$/);
+    assert.ok(!stdout.includes('LOST:'), 'no warning when nothing is lost');
     const header = lines.find((l) => l.startsWith('DEV'));
-    assert.match(header ?? '', /^DEV\s+INTERFACE\s+MAC\s+SUBNET\s+TOTAL\s+ASSIGNED\s+COOLING\s+FREE$/);
-    assert.match(stdout, /\n0\s+eni-00000000\s+02:00:00:00:00:00\s+subnet-aaaa0001\s+9\s+1\s+0\s+8\n?/);
+    assert.match(header ?? '', /^DEV\s+INTERFACE\s+MAC\s+SUBNET\s+TOTAL\s+ASSIGNED\s+COOLING\s+FREE\s+LOST$/);
+    assert.match(stdout, /\n0\s+eni-00000000\s+02:00:00:00:00:00\s+subnet-aaaa0001\s+9\s+1\s+0\s+8\s+0\n?/);
+  });
+
+  test('a lost pod IP (drift) shows in the counts, the LOST column and a warning line', async () => {
+    // The pod's IP removed behind the daemon's back; the resync marks it lost.
+    const ip = h.daemon.list()[0]!.ip;
+    h.provider.removeIpOutOfBand(ip);
+    await new Promise((r) => setTimeout(r, 5));
+    await h.daemon.reconcileNow();
+    assert.equal(h.daemon.status().lost, 1, 'the resync marked it lost');
+    try {
+      const out: string[] = [];
+      assert.equal(await runCli(['--socket', h.socketPath], {}, (s) => out.push(s)), 0);
+      const text = out.join('\n');
+      assert.match(text, /\nIPs: 9 total, 1 assigned, 0 cooling, 8 free, 1 lost\n/);
+      assert.match(text, /\nLOST: 1 pod IP\(s\) are gone from the cloud .*delete them/);
+      assert.match(text, /\n0\s+eni-00000000\s+02:00:00:00:00:00\s+subnet-aaaa0001\s+9\s+1\s+0\s+8\s+1\n?/);
+    } finally {
+      h.provider.putIpBackOutOfBand(h.provider.interfaces[0]!.id, ip);
+      await new Promise((r) => setTimeout(r, 5));
+      await h.daemon.reconcileNow();
+    }
   });
 
   test('allocations table and --json', async () => {

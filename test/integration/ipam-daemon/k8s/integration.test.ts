@@ -188,6 +188,74 @@ describe('daemon Kubernetes integration against the fake API server', () => {
     }
   });
 
+  test("drift 'ip-lost' becomes an aggregated PodIPLost Warning naming the pod, the IP, the interface and the fix", async () => {
+    const daemon = new FakeDaemon();
+    const k8s = await startKubernetesIntegration({ daemon, settings: settings(), logger, kubeConfig: kc });
+    type Ev = KubeObject & {
+      reason: string;
+      type: string;
+      count: number;
+      message: string;
+      involvedObject: { kind: string; name: string; uid: string };
+    };
+    try {
+      const lost = (n: number) => ({
+        kind: 'ip-lost',
+        interfaceId: 'eni-0abc',
+        ip: `10.0.0.${20 + n}`,
+        key: `c${n}/eth0`,
+        pod: `default/web-${n}`,
+        source: 'metadata',
+        message: 'the daemon log line',
+      });
+      daemon.emit('drift', lost(1));
+      // Other repairs are not Events (logs and metrics only).
+      daemon.emit('drift', {
+        kind: 'ip-added',
+        interfaceId: 'eni-0abc',
+        ip: '10.0.0.99',
+        source: 'metadata',
+        message: '',
+      });
+      daemon.emit('drift', {
+        kind: 'ip-removed',
+        interfaceId: 'eni-0abc',
+        ip: '10.0.0.98',
+        source: 'api',
+        message: '',
+      });
+      await k8s.events.flush();
+      let events = server.list('events', 'default') as Ev[];
+      assert.equal(events.length, 1, JSON.stringify(events));
+      const e = events[0]!;
+      assert.deepEqual(
+        [e.reason, e.type, e.count, e.involvedObject.kind, e.involvedObject.name, e.involvedObject.uid],
+        ['PodIPLost', 'Warning', 1, 'Node', NODE, nodeUid],
+      );
+      assert.match(e.message, /pod default\/web-1 lost its IP 10\.0\.0\.21/);
+      assert.match(e.message, /interface eni-0abc/);
+      assert.match(e.message, /delete the pod so it is recreated with a new IP/);
+      // A burst (an interface removed with its pods): one Event, counted, naming every pod.
+      for (let n = 2; n <= 6; n++) daemon.emit('drift', lost(n));
+      await k8s.events.flush();
+      events = server.list('events', 'default') as Ev[];
+      assert.equal(events.length, 1, 'aggregated into the same Event');
+      assert.equal(events[0]!.count, 6);
+      assert.match(events[0]!.message, /pod default\/web-6 lost its IP 10\.0\.0\.26/);
+      for (let n = 1; n <= 6; n++)
+        assert.ok(
+          events[0]!.message.includes(`default/web-${n} (10.0.0.${20 + n} on eni-0abc)`),
+          `web-${n} named: ${events[0]!.message}`,
+        );
+      assert.ok(k8s.events.writes <= 3, `${k8s.events.writes} writes for 6 occurrences`);
+      const patches = server.requests.filter((q) => q.method === 'PATCH' && q.path.includes('/events/'));
+      assert.ok(patches.every((p) => p.contentType === 'application/merge-patch+json'));
+    } finally {
+      await k8s.stop();
+      for (const e of server.list('events', 'default')) server.remove('events', e.metadata!.name!, 'default');
+    }
+  });
+
   test('custom networking: the node label wins, else the zone; a missing config is a clear error', async () => {
     const pnc = (name: string, spec: Record<string, unknown>) =>
       server.put('podnetworkconfigs.vpc-ipam.io', {
