@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-tools="${VPC_IPAM_TOOLS:-$HOME/.cache/vpc-ipam/tools}"
+tools="${VPC_IPAM_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vpc-ipam/tools}"
 mkdir -p "$tools/bin"
 
 say() { printf '[setup] %s\n' "$*" >&2; }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-tools="${VPC_IPAM_TOOLS:-$HOME/.cache/vpc-ipam/tools}"
+tools="${VPC_IPAM_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vpc-ipam/tools}"
 
 if [ "$(id -u)" != 0 ]; then
   echo "[test] the e2e suites need root (network namespaces, veth, iptables); run as root" >&2
