@@ -4,6 +4,8 @@
 # comes in as the node@24 devDependency), the LocalStack venv, helm (Go module proxy) and
 # kubernetes-validate (PyPI). Re-running skips what is already there.
 set -euo pipefail
+# npm, pip and go keep their caches under HOME; CI may start us without it.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 cd "$(dirname "$0")/.."
 root=$PWD
 tools="${VPC_IPAM_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vpc-ipam/tools}"

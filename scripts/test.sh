@@ -4,6 +4,8 @@
 # integration against LocalStack and local fakes, e2e in network namespaces) with node's test
 # runner. Suites that cannot run fail loudly; nothing is skipped.
 set -euo pipefail
+# npm, pip and go keep their caches under HOME; CI may start us without it.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 cd "$(dirname "$0")/.."
 root=$PWD
 tools="${VPC_IPAM_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vpc-ipam/tools}"
