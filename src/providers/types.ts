@@ -134,6 +134,13 @@ export interface CloudProvider {
    */
   deleteInterface(interfaceId: string, options?: DeleteInterfaceOptions): Promise<void>;
   findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]>;
+  /**
+   * For the janitor: instance id -> true while the instance exists (running, stopped, pending...),
+   * false when the cloud says it is gone (terminated, shutting down, unknown). Ids the cloud
+   * cannot judge are left out. On any failure every id is reported as existing (never delete on
+   * doubt). Optional: without it the janitor relies on Kubernetes Nodes alone.
+   */
+  instancesExist?(instanceIds: string[]): Promise<Map<string, boolean>>;
 }
 
 /** Tag keys written on every interface we create, so leaks can be found and attributed. */

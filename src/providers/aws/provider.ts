@@ -12,6 +12,7 @@ import {
   AttachNetworkInterfaceCommand,
   CreateNetworkInterfaceCommand,
   DeleteNetworkInterfaceCommand,
+  DescribeInstancesCommand,
   DescribeInstanceTypesCommand,
   DescribeNetworkInterfacesCommand,
   DescribeSubnetsCommand,
@@ -81,6 +82,11 @@ export interface AwsProviderOptions {
 const ENI_ID = /^eni-[0-9a-f]{8,17}$/;
 const SUBNET_ID = /^subnet-[0-9a-f]{8,17}$/;
 const SG_ID = /^sg-[0-9a-f]{8,17}$/;
+const INSTANCE_ID = /^i-[0-9a-f]{8,17}$/;
+/** Ids per DescribeInstances call: EC2 accepts up to 200 values in one filter. */
+const INSTANCE_BATCH = 100;
+/** States after which an instance never comes back: its interfaces are orphans. */
+const GONE_STATES = new Set(['shutting-down', 'terminated']);
 
 function validateId(kind: string, re: RegExp, id: string): void {
   if (typeof id !== 'string' || !re.test(id)) {
@@ -551,6 +557,47 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     return out;
   }
 
+  /**
+   * For the janitor: true while the instance exists (pending, running, stopping, stopped), false
+   * once it is shutting down, terminated or unknown to EC2. Asks with an `instance-id` filter
+   * rather than InstanceIds, because EC2 fails a whole InstanceIds request when one id is unknown
+   * (InvalidInstanceID.NotFound); a filter just leaves the unknown ones out. Never deletes on
+   * doubt: if a call fails, every id of this request is reported as existing. Malformed ids are
+   * left out of the answer (unknown: the janitor keeps their interfaces).
+   */
+  async function instancesExist(instanceIds: string[]): Promise<Map<string, boolean>> {
+    const ids = [...new Set(instanceIds)].filter((id) => typeof id === 'string' && INSTANCE_ID.test(id));
+    const out = new Map<string, boolean>();
+    try {
+      const seen = new Map<string, boolean>();
+      for (let i = 0; i < ids.length; i += INSTANCE_BATCH) {
+        const batch = ids.slice(i, i + INSTANCE_BATCH);
+        let token: string | undefined;
+        do {
+          const page = await describe('DescribeInstances', () =>
+            ec2.send(
+              new DescribeInstancesCommand({
+                Filters: [{ Name: 'instance-id', Values: batch }],
+                MaxResults: 1000,
+                NextToken: token,
+              }),
+            ));
+          for (const inst of (page.Reservations ?? []).flatMap((r) => r.Instances ?? [])) {
+            if (!inst.InstanceId) continue;
+            // No state name is a doubt too: count it as existing.
+            const alive = !GONE_STATES.has(inst.State?.Name ?? '');
+            seen.set(inst.InstanceId, (seen.get(inst.InstanceId) ?? false) || alive);
+          }
+          token = page.NextToken;
+        } while (token);
+      }
+      for (const id of ids) out.set(id, seen.get(id) ?? false);
+    } catch {
+      for (const id of ids) out.set(id, true);
+    }
+    return out;
+  }
+
   return {
     cloud: 'aws',
     describeNode,
@@ -562,6 +609,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     unassignIps,
     deleteInterface,
     findLeakedInterfaces,
+    instancesExist,
     async close() {
       await caller.stop();
       ec2.destroy();

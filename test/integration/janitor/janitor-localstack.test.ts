@@ -14,7 +14,11 @@ import {
 import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { localEc2Client } from '../../../localstack/seed.ts';
-import { KubernetesNodeLiveness } from '../../../src/janitor/instance-liveness.ts';
+import {
+  CloudLiveness,
+  CombinedLiveness,
+  KubernetesNodeLiveness,
+} from '../../../src/janitor/instance-liveness.ts';
 import { Janitor, type JanitorCloud } from '../../../src/janitor/janitor.ts';
 import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
 import { createAwsProvider } from '../../../src/providers/aws/index.ts';
@@ -242,6 +246,69 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
       const d = await ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [racing] }));
       assert.equal(d.NetworkInterfaces?.[0]?.Status, 'in-use', 'still there and never detached');
       assert.equal(d.NetworkInterfaces?.[0]?.Attachment?.InstanceId, live.id);
+    } finally {
+      await provider.close();
+    }
+  });
+
+  test('an interface whose instance runs in EC2 but is no Kubernetes Node survives when the cloud is asked too', async () => {
+    const { core } = clients();
+    const provider = createAwsProvider({
+      region: region(),
+      ec2Endpoint: ec2Endpoint(),
+      clusterName: cluster,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const notANode = seed.instances[1]!; // running in EC2, absent from the Nodes (only [0] is one)
+    const old = new Date(Date.now() - 2 * HOUR).toISOString();
+    const owned = (instanceId: string) => ({
+      [OWNER_TAGS.clusterName]: cluster,
+      [OWNER_TAGS.instanceId]: instanceId,
+      [OWNER_TAGS.createdAt]: old,
+      [OWNER_TAGS.managedBy]: 'vpc-ipam',
+    });
+    const ec2Only = await eni('ec2-only', owned(notANode.id));
+    const gone = await eni('gone-everywhere', owned('i-0fedcba9876543210'));
+    const mine = new Set([ec2Only, gone]);
+    // Only this case's interfaces, so the test does not depend on what the previous ones left.
+    const cloud: JanitorCloud = {
+      findLeakedInterfaces: async (q) =>
+        (await provider.findLeakedInterfaces(q)).filter((c) => mine.has(c.id)),
+      deleteInterface: (id, options) => provider.deleteInterface(id, options),
+    };
+    const janitor = (liveness: ConstructorParameters<typeof Janitor>[0]['liveness'], dryRun: boolean) =>
+      new Janitor({
+        cloud,
+        liveness,
+        leadership: { isLeader: () => true },
+        clusterName: cluster,
+        graceMs: HOUR,
+        dryRun,
+        logger,
+      });
+    try {
+      // Control: with the Nodes alone, both would go (a dry run, so nothing is touched).
+      const nodesOnly = await janitor(new KubernetesNodeLiveness(core), true).sweep();
+      assert.deepEqual(
+        nodesOnly.kept
+          .filter((k) => k.reason === 'dry run')
+          .map((k) => k.id)
+          .sort(),
+        [ec2Only, gone].sort(),
+      );
+      // As main.ts wires it: the Nodes and the cloud, gone only when both say so.
+      const both = new CombinedLiveness([
+        new KubernetesNodeLiveness(core),
+        new CloudLiveness({ instancesExist: (ids) => provider.instancesExist!(ids) }),
+      ]);
+      const report = await janitor(both, false).sweep();
+      assert.deepEqual(report.deleted, [gone]);
+      assert.deepEqual(report.failed, []);
+      const kept = report.kept.find((k) => k.id === ec2Only);
+      assert.equal(kept?.reason, `instance ${notANode.id} still exists`);
+      const left = await existing();
+      assert.ok(left.has(ec2Only), 'the running instance keeps its interface');
+      assert.equal(left.has(gone), false);
     } finally {
       await provider.close();
     }
