@@ -99,34 +99,11 @@ export class LocalVpc {
     mkdirSync(this.dir, { recursive: true });
     for (const ns of [this.fabric, this.inet, this.onprem]) await createNetns(ns, this.cleanup);
     const p = this.prefix;
-    await run('ip', [
-      'link',
-      'add',
-      `${p}fi`,
-      'netns',
-      this.fabric,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      `${p}if`,
-      'netns',
-      this.inet,
-    ]);
-    await run('ip', [
-      'link',
-      'add',
-      `${p}fo`,
-      'netns',
-      this.fabric,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      `${p}of`,
-      'netns',
-      this.onprem,
-    ]);
+    // Transit links: fabric <-> internet gateway, fabric <-> on-prem.
+    const transit = (a: string, nsA: string, b: string, nsB: string) =>
+      run('ip', ['link', 'add', a, 'netns', nsA, 'type', 'veth', 'peer', 'name', b, 'netns', nsB]);
+    await transit(`${p}fi`, this.fabric, `${p}if`, this.inet);
+    await transit(`${p}fo`, this.fabric, `${p}of`, this.onprem);
     const fab = [
       `addr add 198.18.0.1/30 dev ${p}fi`,
       `link set ${p}fi up`,
