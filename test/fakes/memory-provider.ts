@@ -231,7 +231,11 @@ export class MemoryProvider implements CloudProvider {
     tags?: Record<string, string>;
     subnetId?: string;
   }): InterfaceInfo {
-    const subnetId = opts.subnetId ?? this.node.primarySubnetId;
+    return this.attach(opts.subnetId ?? this.node.primarySubnetId, opts.secondaryIps, opts.tags ?? {});
+  }
+
+  /** Attach a new interface at the lowest free device index (the daemon's path and the out-of-band one). */
+  private attach(subnetId: string, secondaryIps: number, tags: Record<string, string>): InterfaceInfo {
     const taken = new Set(this.interfaces.map((i) => i.deviceIndex));
     let deviceIndex = 1;
     while (taken.has(deviceIndex)) deviceIndex++;
@@ -243,8 +247,8 @@ export class MemoryProvider implements CloudProvider {
       subnetId,
       subnetCidr: this.subnet(subnetId).cidr,
       primaryIp: this.allocateIp(subnetId),
-      secondaryIps: Array.from({ length: opts.secondaryIps }, () => this.allocateIp(subnetId)),
-      tags: opts.tags ?? {},
+      secondaryIps: Array.from({ length: secondaryIps }, () => this.allocateIp(subnetId)),
+      tags,
     };
     this.interfaces.push(info);
     return structuredClone(info);
@@ -273,26 +277,11 @@ export class MemoryProvider implements CloudProvider {
     if (this.freeInSubnet(req.subnetId) < count + 1) {
       throw new SubnetExhaustedError(`subnet ${req.subnetId} is full`, { subnetId: req.subnetId });
     }
-    const taken = new Set(this.interfaces.map((i) => i.deviceIndex));
-    let deviceIndex = 1;
-    while (taken.has(deviceIndex)) deviceIndex++;
-    const n = ++this.seq;
-    const info: InterfaceInfo = {
-      id: `eni-${n.toString(16).padStart(8, '0')}`,
-      mac: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}`,
-      deviceIndex,
-      subnetId: req.subnetId,
-      subnetCidr: this.subnet(req.subnetId).cidr,
-      primaryIp: this.allocateIp(req.subnetId),
-      secondaryIps: Array.from({ length: count }, () => this.allocateIp(req.subnetId)),
-      tags: {
-        ...req.tags,
-        [OWNER_TAGS.instanceId]: this.node.instanceId,
-        [OWNER_TAGS.managedBy]: 'vpc-ipam',
-      },
-    };
-    this.interfaces.push(info);
-    return structuredClone(info);
+    return this.attach(req.subnetId, count, {
+      ...req.tags,
+      [OWNER_TAGS.instanceId]: this.node.instanceId,
+      [OWNER_TAGS.managedBy]: 'vpc-ipam',
+    });
   }
 
   async assignIps(interfaceId: string, req: AssignRequest): Promise<string[]> {
