@@ -124,6 +124,16 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
     return { core: kc.makeApiClient(CoreV1Api), coord: kc.makeApiClient(CoordinationV1Api) };
   }
 
+  /** The real AWS provider against LocalStack, scoped to this suite's cluster. */
+  function awsProvider() {
+    return createAwsProvider({
+      region: region(),
+      ec2Endpoint: ec2Endpoint(),
+      clusterName: cluster,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+  }
+
   async function existing(): Promise<Set<string>> {
     const d = await ec2.send(
       new DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'vpc-id', Values: [seed.vpcId] }] }),
@@ -133,12 +143,7 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
 
   test('a follower sweeps nothing; the lease holder deletes exactly the leaked interface', async () => {
     const { core, coord } = clients();
-    const provider = createAwsProvider({
-      region: region(),
-      ec2Endpoint: ec2Endpoint(),
-      clusterName: cluster,
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    const provider = awsProvider();
     const mk = (identity: string) =>
       new LeaseElector({
         api: coord,
@@ -195,12 +200,7 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
 
   test('an interface attached between the re-check and the delete survives, attached (the delete never detaches)', async () => {
     const { core } = clients();
-    const provider = createAwsProvider({
-      region: region(),
-      ec2Endpoint: ec2Endpoint(),
-      clusterName: cluster,
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    const provider = awsProvider();
     const racing = await eni('racing', {
       [OWNER_TAGS.clusterName]: cluster,
       [OWNER_TAGS.instanceId]: 'i-0123456789abcdef0',
@@ -253,12 +253,7 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
 
   test('an interface whose instance runs in EC2 but is no Kubernetes Node survives when the cloud is asked too', async () => {
     const { core } = clients();
-    const provider = createAwsProvider({
-      region: region(),
-      ec2Endpoint: ec2Endpoint(),
-      clusterName: cluster,
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    const provider = awsProvider();
     const notANode = seed.instances[1]!; // running in EC2, absent from the Nodes (only [0] is one)
     const old = new Date(Date.now() - 2 * HOUR).toISOString();
     const owned = (instanceId: string) => ({
