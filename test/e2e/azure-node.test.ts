@@ -24,6 +24,7 @@ import { addLikeKubelet, type CniOutcome, execPlugin, vpcCniConfig } from '../he
 import { serveUnixToTcp, startNetnsForwarder } from '../helpers/forwarder.ts';
 import { daemonGet, stopChild } from '../helpers/local-vpc.ts';
 import {
+  addVethPair,
   Cleanup,
   createNetns,
   ip,
@@ -112,21 +113,7 @@ describe('local VNet e2e: an Azure node (ARM fake + netns + dist/vpc-cni)', { ti
       const nic = tb.arm.nic(tb.resourceGroup, nicName(nicId))!;
       const fab = `${prefix}${tag}${i}`;
       const mac = nic.macAddress.replaceAll('-', ':').toLowerCase();
-      await run('ip', [
-        'link',
-        'add',
-        fab,
-        'netns',
-        fabric,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        `eth${i}`,
-        'netns',
-        ns,
-      ]);
-      await ip(ns, 'link', 'set', `eth${i}`, 'address', mac);
+      await addVethPair({ name: fab, ns: fabric }, { name: `eth${i}`, mac, ns });
       await ip(fabric, 'link', 'set', fab, 'up');
       // The VNet answers ARP for every address it routes elsewhere (as Azure's SDN does).
       await run('ip', ['netns', 'exec', fabric, 'sysctl', '-q', '-w', `net.ipv4.conf.${fab}.proxy_arp=1`]);
@@ -293,20 +280,7 @@ describe('local VNet e2e: an Azure node (ARM fake + netns + dist/vpc-cni)', { ti
     const used = new Set(tb.arm.usedAddresses(tb.subnetId));
     let rogue = '';
     for (let n = 200; n < 250 && !rogue; n++) if (!used.has(`10.240.0.${n}`)) rogue = `10.240.0.${n}`;
-    await run('ip', [
-      'link',
-      'add',
-      `${prefix}rg`,
-      'netns',
-      nodeNs,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      'eth0',
-      'netns',
-      podNs,
-    ]);
+    await addVethPair({ name: `${prefix}rg`, ns: nodeNs }, { name: 'eth0', ns: podNs });
     await ipBatch(podNs, [
       `addr add ${rogue}/32 dev eth0`,
       'link set eth0 up',

@@ -37,6 +37,7 @@ import {
 } from '../helpers/local-vpc.ts';
 import { deleteCluster, requireLocalStack, seedCluster, uniqueClusterName } from '../helpers/localstack.ts';
 import {
+  addVethPair,
   Cleanup,
   createNetns,
   ip,
@@ -366,20 +367,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     const ns = `${prefix}-bad`;
     const nsPath = await createNetns(ns, cleanup);
     // A default route already in the pod makes the pod-side step fail after the host side was made.
-    await run('ip', [
-      'link',
-      'add',
-      'pre0',
-      'netns',
-      ns,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      'pre1',
-      'netns',
-      ns,
-    ]);
+    await addVethPair({ name: 'pre0', ns }, { name: 'pre1', ns });
     await ip(ns, 'link', 'set', 'pre0', 'up');
     await ip(ns, 'route', 'add', 'default', 'dev', 'pre0');
     const id = `${prefix}bad`;

@@ -10,6 +10,7 @@ import { type Runner, spawnRunner } from '../../src/netutils/exec.ts';
 import type { SysctlTool } from '../../src/netutils/sysctl.ts';
 import type { InterfaceInfo, NodeInfo } from '../../src/providers/types.ts';
 import {
+  addVethPair,
   Cleanup,
   createNetns,
   ip,
@@ -66,22 +67,7 @@ describe('node setup on a real netns', () => {
     await createNetns(ns, cleanup);
     // eth0 configured as the OS would; eth1 (secondary ENI) appears DOWN and bare, as on EC2
     for (const [i, mac] of MACS.slice(0, 2).entries()) {
-      await run('ip', [
-        'link',
-        'add',
-        `eth${i}`,
-        'address',
-        mac,
-        'netns',
-        ns,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        `p${i}`,
-        'netns',
-        ns,
-      ]);
+      await addVethPair({ name: `eth${i}`, mac, ns }, { name: `p${i}`, ns });
       await ip(ns, 'link', 'set', `p${i}`, 'up');
     }
     await ip(ns, 'addr', 'add', '10.70.0.10/24', 'dev', 'eth0');
@@ -188,22 +174,7 @@ describe('node setup on a real netns', () => {
     const three = [...enis, eni(2, '10.70.2.0/24', '10.70.2.30')];
     const r = reconciler(snat);
     await assert.rejects(r.reconcile(node, three), InterfaceNotVisibleError);
-    await run('ip', [
-      'link',
-      'add',
-      'eth2',
-      'address',
-      MACS[2]!,
-      'netns',
-      ns,
-      'type',
-      'veth',
-      'peer',
-      'name',
-      'p2',
-      'netns',
-      ns,
-    ]);
+    await addVethPair({ name: 'eth2', mac: MACS[2]!, ns }, { name: 'p2', ns });
     await r.reconcile(node, three);
     const t3 = await ipJson<{ dst: string; gateway?: string }>(ns, 'route', 'show', 'table', '3');
     assert.ok(t3.some((x) => x.dst === 'default' && x.gateway === '10.70.2.1'));

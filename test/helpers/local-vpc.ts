@@ -23,7 +23,7 @@ import { localEc2Client, type SeedInstance, type SeedResult } from '../../locals
 import { normalizeMac } from '../../src/providers/aws/mac.ts';
 import { type ImdsFake, liveEc2Source, startImdsFake } from '../fakes/imds-aws.ts';
 import { serveUnixToTcp, startNetnsForwarder } from './forwarder.ts';
-import { type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.ts';
+import { addVethPair, type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.ts';
 
 export const INTERNET_SERVER = '203.0.113.10';
 export const ONPREM_SERVER = '198.51.100.10';
@@ -100,10 +100,8 @@ export class LocalVpc {
     for (const ns of [this.fabric, this.inet, this.onprem]) await createNetns(ns, this.cleanup);
     const p = this.prefix;
     // Transit links: fabric <-> internet gateway, fabric <-> on-prem.
-    const transit = (a: string, nsA: string, b: string, nsB: string) =>
-      run('ip', ['link', 'add', a, 'netns', nsA, 'type', 'veth', 'peer', 'name', b, 'netns', nsB]);
-    await transit(`${p}fi`, this.fabric, `${p}if`, this.inet);
-    await transit(`${p}fo`, this.fabric, `${p}of`, this.onprem);
+    await addVethPair({ name: `${p}fi`, ns: this.fabric }, { name: `${p}if`, ns: this.inet });
+    await addVethPair({ name: `${p}fo`, ns: this.fabric }, { name: `${p}of`, ns: this.onprem });
     const fab = [
       `addr add 198.18.0.1/30 dev ${p}fi`,
       `link set ${p}fi up`,
@@ -207,20 +205,9 @@ export class LocalVpc {
       if (!link) {
         link = `${this.prefix}n${node.index}e${eni.deviceIndex}`;
         // The hypervisor hot-plugs the NIC: it appears in the node DOWN and unconfigured.
-        await run(
-          'ip',
-          [
-            'link',
-            'add',
-            link,
-            'netns',
-            this.fabric,
-            'type',
-            'veth',
-            'peer',
-            'name',
-            `eth${eni.deviceIndex}`,
-          ].concat(['address', eni.mac, 'netns', node.ns]),
+        await addVethPair(
+          { name: link, ns: this.fabric },
+          { name: `eth${eni.deviceIndex}`, mac: eni.mac, ns: node.ns },
         );
         await ip(this.fabric, 'link', 'set', link, 'up');
         this.links.set(eni.id, link);

@@ -58,6 +58,19 @@ export async function run(
   }
 }
 
+/** One end of a veth pair: its name, the netns it lives in, and optionally its MAC. */
+export interface VethEnd {
+  name: string;
+  ns: string;
+  mac?: string;
+}
+
+/** Creates a veth pair whose two ends land directly in their namespaces (one `ip link add`). */
+export function addVethPair(a: VethEnd, b: VethEnd): Promise<{ stdout: string; stderr: string }> {
+  const end = (e: VethEnd) => [e.name, ...(e.mac ? ['address', e.mac] : []), 'netns', e.ns];
+  return run('ip', ['link', 'add', ...end(a), 'type', 'veth', 'peer', 'name', ...end(b)]);
+}
+
 /** `ip` inside a named netns (or the root netns when ns is null). */
 export function ip(ns: string | null, ...args: string[]): Promise<{ stdout: string; stderr: string }> {
   return run('ip', ns ? ['-n', ns, ...args] : args);
