@@ -3,16 +3,13 @@
 // Synchronous and clock-injected; the daemon persists it (checkpoint.ts) after every change.
 // Invariant, checked on every assignment: one IP is held by at most one key.
 
+import type { InterfaceInfo } from '../providers/types.ts';
 import type { AllocationRecord, AttachmentKey } from './api-types.ts';
 import type { EngineInterface } from './pool-engine.ts';
 
-export interface InterfaceRecord {
-  id: string;
-  mac: string;
-  deviceIndex: number;
-  subnetId: string;
-  subnetCidr: string;
-  primaryIp: string;
+/** The provider's view of an interface plus what the pool decides about it. */
+export interface InterfaceRecord
+  extends Pick<InterfaceInfo, 'id' | 'mac' | 'deviceIndex' | 'subnetId' | 'subnetCidr' | 'primaryIp'> {
   /** Pod IPs may be handed out from it (pod subnet, node setup done). */
   usable: boolean;
   /** Ours and not the primary. */
