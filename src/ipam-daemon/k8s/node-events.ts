@@ -12,7 +12,7 @@ export interface NoIpOccurrence {
   message: string;
 }
 
-/** The daemon's 'drift' event, as far as Events need it (DriftEvent in daemon.ts). */
+/** The daemon's 'drift' event, as far as Events need it (DriftEvent in daemon/drift-resync.ts). */
 export interface DriftOccurrence {
   kind: string;
   interfaceId: string;

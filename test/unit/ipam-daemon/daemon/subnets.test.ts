@@ -2,8 +2,8 @@
 // once said "full" must have its count re-read when its backoff ends, or it is never used again.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MemoryProvider } from '../../fakes/memory-provider.ts';
-import { startHarness } from './harness.ts';
+import { MemoryProvider } from '../../../fakes/memory-provider.ts';
+import { startHarness } from '../harness.ts';
 
 describe('Daemon: subnet free counts', () => {
   test('after a subnet-full backoff the free count is re-read and the subnet is used again', async () => {

@@ -3,10 +3,10 @@
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
-import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
-import { hostVethName } from '../../../src/netutils/names.ts';
-import type { PodHostRoute } from '../../../src/netutils/pod-routes.ts';
-import { type Harness, startHarness } from './harness.ts';
+import type { Allocation } from '../../../../src/ipam-daemon/api-types.ts';
+import { hostVethName } from '../../../../src/netutils/names.ts';
+import type { PodHostRoute } from '../../../../src/netutils/pod-routes.ts';
+import { type Harness, startHarness } from '../harness.ts';
 
 const key = (n: number) => ({ containerId: `c${n}`, ifName: 'eth0' });
 

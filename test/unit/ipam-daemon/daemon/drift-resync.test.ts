@@ -6,12 +6,12 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { PoolStatus } from '../../../src/ipam-daemon/api-types.ts';
-import type { DriftEvent } from '../../../src/ipam-daemon/daemon.ts';
-import { DaemonMetrics } from '../../../src/ipam-daemon/metrics.ts';
-import { OWNER_TAGS } from '../../../src/providers/types.ts';
-import { MemoryProvider } from '../../fakes/memory-provider.ts';
-import { type Harness, startHarness } from './harness.ts';
+import type { PoolStatus } from '../../../../src/ipam-daemon/api-types.ts';
+import type { DriftEvent } from '../../../../src/ipam-daemon/daemon.ts';
+import { DaemonMetrics } from '../../../../src/ipam-daemon/metrics.ts';
+import { OWNER_TAGS } from '../../../../src/providers/types.ts';
+import { MemoryProvider } from '../../../fakes/memory-provider.ts';
+import { type Harness, startHarness } from '../harness.ts';
 
 const MIN = 60_000;
 const key = (n: number) => ({ containerId: `c${n}`, ifName: 'eth0' });

@@ -1,0 +1,331 @@
+// The pool loop: plan with the pool engine, run the plan's cloud actions, back off on errors, and
+// wake exactly when something becomes due. Runs one round at a time; kick() coalesces.
+
+import {
+  isProviderError,
+  type ProviderError,
+  SubnetExhaustedError,
+  ThrottledError,
+} from '../../providers/errors.ts';
+import { OWNER_TAGS } from '../../providers/types.ts';
+import {
+  type CloudBackoff,
+  type Plan,
+  type PoolAction,
+  type PoolLimits,
+  type PoolTargets,
+  plan,
+} from '../pool-engine.ts';
+import { type DaemonCore, delay, errText } from './core.ts';
+
+export class PoolLoop {
+  private readonly core: DaemonCore;
+  private excessSince: number | null = null;
+  cloudBackoff: CloudBackoff | null = null;
+  errorStreak = 0;
+  private lastPlan: Plan | null = null;
+  private running: Promise<void> | null = null;
+  /** Another round is wanted once this one ends. */
+  rerun = false;
+  private wakeTimer: NodeJS.Timeout | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+
+  constructor(core: DaemonCore) {
+    this.core = core;
+  }
+
+  /** Start the periodic tick and run once. */
+  start(): void {
+    this.tickTimer = setInterval(() => this.kick(), this.core.opts.pool.reconcileIntervalMs);
+    this.tickTimer.unref();
+    this.kick();
+  }
+
+  /** Shutdown, first step: no more rounds are started by timers. */
+  clearTimers(): void {
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+  }
+
+  /** Shutdown: resolves when the round in flight ends (or after timeoutMs). */
+  async settle(timeoutMs: number): Promise<void> {
+    if (this.running) await Promise.race([this.running, delay(timeoutMs)]);
+  }
+
+  private engineInputs(): { limits: PoolLimits; targets: PoolTargets } {
+    const node = this.core.mustNode();
+    const p = this.core.opts.pool;
+    return {
+      limits: {
+        instanceType: node.instanceType,
+        maxInterfaces: node.maxInterfaces,
+        ipsPerInterface: node.ipsPerInterface,
+        maxEni: p.maxEni,
+        maxPods: p.maxPods,
+      },
+      targets: {
+        warmEniTarget: p.warmEniTarget,
+        warmIpTarget: p.warmIpTarget,
+        minimumIpTarget: p.minimumIpTarget,
+        minGrowStep: p.minGrowStep,
+        shrinkDelayMs: p.shrinkDelayMs,
+      },
+    };
+  }
+
+  currentPlan(): Plan {
+    const { limits, targets } = this.engineInputs();
+    const p = this.planFor(limits, targets);
+    const { setupPending, setupError } = this.core.parts.interfaces;
+    if (p.noIp?.reason === 'pool-growing' && setupPending.size > 0 && setupError) {
+      // The engine cannot see why attached IPs are held back: say it.
+      p.noIp = {
+        reason: 'pool-growing',
+        message: `node setup failed for interface(s) ${[...setupPending].join(', ')} (${setupError}); their IPs are handed out once it succeeds (retried every loop)`,
+      };
+    }
+    return p;
+  }
+
+  private planFor(limits: PoolLimits, targets: PoolTargets): Plan {
+    return plan(
+      {
+        interfaces: this.core.mustDs().engineView(),
+        pending: this.core.parts.requests.waiting,
+        excessSince: this.excessSince,
+        subnets: this.core.parts.subnets.list,
+        cloudBackoff: this.cloudBackoff,
+      },
+      limits,
+      targets,
+      this.core.clock.now(),
+    );
+  }
+
+  /** Ask the loop to run soon; coalesces. */
+  kick(): void {
+    if (this.core.state !== 'ready') return;
+    if (this.running) {
+      this.rerun = true;
+      return;
+    }
+    this.running = this.loop().finally(() => {
+      this.running = null;
+      this.scheduleWake();
+    });
+  }
+
+  kickIfLow(): void {
+    const p = this.currentPlan();
+    if (p.actions.length > 0) this.kick();
+  }
+
+  /** Run the loop now and wait for it (tests, CLI). */
+  async reconcileNow(): Promise<Plan> {
+    if (this.running) await this.running;
+    this.kick();
+    if (this.running) await this.running;
+    return this.lastPlan ?? this.currentPlan();
+  }
+
+  private async loop(): Promise<void> {
+    let rounds = 0;
+    do {
+      this.rerun = false;
+      try {
+        const progressed = await this.reconcileOnce();
+        if (progressed && this.core.parts.requests.waiting > 0) this.rerun = true;
+      } catch (err) {
+        this.core.log.error({ err: errText(err) }, 'pool reconcile failed');
+      }
+    } while (this.rerun && this.core.state === 'ready' && ++rounds < 20);
+  }
+
+  /** One plan + execute round. Returns whether any cloud action succeeded. */
+  private async reconcileOnce(): Promise<boolean> {
+    const { core } = this;
+    const { parts } = core;
+    const ds = core.mustDs();
+    const resyncSource = parts.drift.sourceDue(core.clock.now());
+    if (resyncSource) await parts.drift.resync(resyncSource);
+    if (core.opts.podRoutes && ds.recovered().length > 0) await parts.routes.releaseGoneRecoveries();
+    if (parts.subnets.backoffOver(core.clock.now())) await parts.subnets.refresh();
+    const now = core.clock.now();
+    if (ds.tick(now) > 0) {
+      parts.requests.serveWaiters();
+      await parts.checkpoint.persist();
+    }
+    if (parts.interfaces.setupPending.size > 0 && (await parts.interfaces.runNodeSetup())) {
+      parts.requests.serveWaiters();
+    }
+    const p = this.currentPlan();
+    this.lastPlan = p;
+    this.excessSince = p.excessSince;
+    if (p.actions.length === 0) return false;
+    core.log.info({ actions: p.actions, why: p.why }, 'pool plan');
+    // Take IPs and interfaces out of circulation synchronously, before any await, so no allocation
+    // can pick an IP that is about to be given back.
+    const prepared = p.actions.map((a) => this.prepare(a));
+    const results = await Promise.allSettled(prepared.map((run) => run()));
+    let ok = 0;
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') ok++;
+      else if (this.onActionError(p.actions[i] as PoolAction, r.reason) === 'try-another-subnet') {
+        // The next plan skips the full subnet: re-plan now rather than at the next tick.
+        if (parts.requests.waiting > 0) this.rerun = true;
+      }
+    }
+    if (ok > 0) {
+      this.errorStreak = 0;
+      this.cloudBackoff = null;
+      parts.requests.serveWaiters();
+      await parts.checkpoint.persist();
+      core.emit('pool-changed', core.status());
+    }
+    return ok > 0;
+  }
+
+  private prepare(a: PoolAction): () => Promise<void> {
+    const { core } = this;
+    const { parts, provider } = core;
+    const ds = core.mustDs();
+    const recent = parts.drift.recent;
+    switch (a.kind) {
+      case 'assign':
+        return async () => {
+          const ips = await provider.assignIps(a.interfaceId, { count: a.count });
+          parts.drift.noteRecent(recent.assignedIps, ips);
+          if (!ds.interfaces.has(a.interfaceId)) return;
+          parts.interfaces.addIps(a.interfaceId, ips);
+          parts.subnets.adjust(ds.interfaces.get(a.interfaceId)?.subnetId, ips.length);
+          core.log.info({ interfaceId: a.interfaceId, ips: ips.length }, 'assigned IPs');
+        };
+      case 'create':
+        return async () => {
+          const info = await provider.createInterface({
+            subnetId: a.subnetId,
+            securityGroupIds: core.securityGroups,
+            secondaryIpCount: a.ipCount,
+            tags: { [OWNER_TAGS.clusterName]: core.opts.clusterName },
+          });
+          parts.drift.noteRecent(recent.createdInterfaces, [info.id]);
+          parts.drift.noteRecent(recent.assignedIps, info.secondaryIps);
+          parts.interfaces.add(info, false);
+          parts.subnets.adjust(a.subnetId, info.secondaryIps.length + 1);
+          await parts.interfaces.runNodeSetup();
+        };
+      case 'unassign': {
+        const taken = ds.reserveForRelease(a.interfaceId, a.ips);
+        return async () => {
+          if (taken.length === 0) return;
+          try {
+            await provider.unassignIps(a.interfaceId, taken);
+          } catch (err) {
+            ds.unreserve(taken);
+            throw err;
+          }
+          parts.drift.noteRecent(recent.unassignedIps, taken);
+          ds.dropIps(taken);
+          parts.subnets.adjust(ds.interfaces.get(a.interfaceId)?.subnetId, -taken.length);
+          core.log.info({ interfaceId: a.interfaceId, ips: taken }, 'gave IPs back');
+        };
+      }
+      case 'delete': {
+        const rec = ds.interfaces.get(a.interfaceId);
+        const busy = ds.ipsOf(a.interfaceId).some((s) => s.state === 'assigned' || s.state === 'cooling');
+        if (!rec || busy) return async () => {};
+        ds.upsertInterface({ ...rec, draining: true });
+        const taken = ds.reserveForRelease(
+          a.interfaceId,
+          ds.ipsOf(a.interfaceId).map((s) => s.ip),
+        );
+        return async () => {
+          try {
+            await provider.deleteInterface(a.interfaceId);
+          } catch (err) {
+            ds.unreserve(taken);
+            const cur = ds.interfaces.get(a.interfaceId);
+            if (cur) ds.upsertInterface({ ...cur, draining: false });
+            throw err;
+          }
+          parts.drift.noteRecent(recent.deletedInterfaces, [a.interfaceId]);
+          parts.drift.noteRecent(recent.unassignedIps, taken);
+          parts.interfaces.forget(a.interfaceId);
+          parts.subnets.adjust(rec.subnetId, -(taken.length + 1));
+          core.log.info({ interfaceId: a.interfaceId }, 'deleted interface');
+          await parts.interfaces.runNodeSetup();
+        };
+      }
+    }
+  }
+
+  private onActionError(a: PoolAction, err: unknown): 'try-another-subnet' | 'backoff' {
+    const { core } = this;
+    const now = core.clock.now();
+    core.log.warn({ action: a, err: errText(err) }, 'pool action failed');
+    if (isProviderError(err) && err.code === 'NOT_FOUND' && a.kind !== 'create') {
+      // An interface or IP we thought we had is gone: the cloud changed behind our back.
+      core.parts.drift.want(`${a.kind} on ${a.interfaceId}: ${errText(err)}`);
+      this.rerun = true;
+    }
+    if (err instanceof SubnetExhaustedError || (isProviderError(err) && err.code === 'SUBNET_EXHAUSTED')) {
+      const subnetId =
+        a.kind === 'create'
+          ? a.subnetId
+          : core.mustDs().interfaces.get(a.kind === 'assign' ? a.interfaceId : '')?.subnetId;
+      core.parts.subnets.markFull(subnetId, now);
+      return 'try-another-subnet';
+    }
+    this.errorStreak++;
+    const backoffMs = Math.min(60_000, 1000 * 2 ** Math.min(6, this.errorStreak - 1));
+    if (err instanceof ThrottledError || (isProviderError(err) && err.code === 'THROTTLED')) {
+      const wait = (err as ProviderError).retryAfterMs ?? backoffMs;
+      this.cloudBackoff = {
+        reason: 'throttled',
+        message: `the cloud API is throttling this account (${(err as ProviderError).cloudCode ?? 'throttled'}); retrying in ${Math.ceil(wait / 1000)}s. If it persists, lower warm targets cluster-wide or raise the account's API limits`,
+        until: now + wait,
+      };
+      return 'backoff';
+    }
+    this.cloudBackoff = {
+      reason: 'cloud-error',
+      message: `the last cloud call (${a.kind}) failed: ${errText(err)}; retrying in ${Math.ceil(backoffMs / 1000)}s`,
+      until: now + backoffMs,
+    };
+    return 'backoff';
+  }
+
+  /** Whether the cloud is throttling us right now. */
+  throttled(now: number): boolean {
+    return this.cloudBackoff?.reason === 'throttled' && this.cloudBackoff.until > now;
+  }
+
+  /** A cloud error may have been drift itself (NotFound on a gone interface): plan afresh. */
+  clearCloudError(): void {
+    if (this.cloudBackoff?.reason === 'cloud-error') {
+      this.cloudBackoff = null;
+      this.errorStreak = 0;
+    }
+  }
+
+  /** Wake up exactly when something becomes due (cooldown end, shrink delay, backoff end). */
+  private scheduleWake(): void {
+    const { core } = this;
+    if (core.state !== 'ready') return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
+    const now = core.clock.now();
+    const candidates = [
+      core.mustDs().nextCoolingEnd(),
+      this.excessSince === null ? null : this.excessSince + core.opts.pool.shrinkDelayMs,
+      this.cloudBackoff?.until ?? null,
+      core.parts.drift.nextDue(),
+      ...core.parts.subnets.backoffEnds(),
+    ].filter((t): t is number => t !== null && t > now);
+    if (candidates.length === 0) return;
+    const at = Math.min(...candidates);
+    const wait = Math.min(core.opts.pool.reconcileIntervalMs, Math.max(5, at - now + 5));
+    this.wakeTimer = setTimeout(() => this.kick(), wait);
+    this.wakeTimer.unref();
+  }
+}

@@ -1,0 +1,181 @@
+// The request path: allocate / release / get / list for the socket API. One IP is handed to one
+// key, the allocation is on disk before it is answered, and a request that finds no free IP waits
+// (first come, first served) for the pool loop to grow the pool, up to allocateWaitMs.
+
+import { hostVethName } from '../../netutils/names.ts';
+import type {
+  AllocateRequest,
+  Allocation,
+  AllocationRecord,
+  AttachmentKey,
+  ReleaseResponse,
+} from '../api-types.ts';
+import { keyOf, type StoredAllocation } from '../datastore.ts';
+import { KeyedMutex } from '../key-lock.ts';
+import type { NoIpInfo } from '../pool-engine.ts';
+import { type DaemonCore, errText, NoIpError, NotReadyError, podOf } from './core.ts';
+
+interface Waiter {
+  req: AllocateRequest;
+  resolve(a: StoredAllocation): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const HARD_LIMITS = new Set<string>(['instance-limit', 'max-eni', 'max-pods']);
+
+export class Requests {
+  private readonly core: DaemonCore;
+  /** Serializes work per attachment key (an ADD and a DEL of one container never interleave). */
+  readonly locks = new KeyedMutex();
+  private waiters: Waiter[] = [];
+
+  constructor(core: DaemonCore) {
+    this.core = core;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  async allocate(req: AllocateRequest): Promise<Allocation> {
+    this.assertReady();
+    const { core } = this;
+    const started = performance.now();
+    const k = keyOf(req);
+    return this.locks.run(k, async () => {
+      const ds = core.mustDs();
+      const existing = ds.get(req);
+      if (existing) return stripRecord(ds.toRecord(existing));
+      this.assertReady();
+      let a = ds.assign(req, core.clock.now());
+      if (!a) {
+        // A hard limit with nothing cooling will not change by waiting: say so at once.
+        const p = core.parts.pool.currentPlan();
+        const hard = p.noIp && HARD_LIMITS.has(p.noIp.reason) && p.actions.length === 0;
+        if (hard && ds.coolingEntries().length === 0) throw this.noIpError(req);
+        a = await this.waitForIp(req);
+      }
+      try {
+        await core.parts.checkpoint.persist();
+      } catch (err) {
+        // Not on disk: not allocated. Put it back (no cooldown: nobody used it).
+        ds.release(req, core.clock.now() - core.opts.pool.cooldownMs);
+        ds.tick(core.clock.now());
+        core.log.error({ err: errText(err), key: k }, 'checkpoint write failed; allocation rolled back');
+        throw err;
+      }
+      const rec = ds.toRecord(a);
+      core.log.info({ key: k, ip: rec.ip, interfaceId: rec.interfaceId, pod: podOf(req) }, 'allocated');
+      core.emit('allocated', { ...rec, durationMs: performance.now() - started });
+      core.parts.pool.kickIfLow();
+      return stripRecord(rec);
+    });
+  }
+
+  async release(key: AttachmentKey): Promise<ReleaseResponse> {
+    this.assertNotStopped();
+    const { core } = this;
+    const k = keyOf(key);
+    return this.locks.run(k, async () => {
+      const ds = core.mustDs();
+      // A pod recovered from its host route is known by its veth, which its own key names.
+      const stored = ds.get(key) ?? this.recoveredFor(key);
+      if (!stored) return { released: null };
+      const rec = ds.toRecord(stored);
+      ds.release(stored, core.clock.now());
+      await core.parts.checkpoint.persist();
+      core.log.info({ key: k, ip: rec.ip }, 'released');
+      core.emit('released', rec);
+      core.parts.pool.kick();
+      return { released: rec.ip };
+    });
+  }
+
+  private recoveredFor(key: AttachmentKey): StoredAllocation | undefined {
+    const veth = hostVethName(key.containerId, key.ifName);
+    return this.core
+      .mustDs()
+      .recovered()
+      .find((a) => a.recoveredFrom === veth);
+  }
+
+  get(key: AttachmentKey): Allocation | null {
+    const ds = this.core.mustDs();
+    const a = ds.get(key);
+    return a ? stripRecord(ds.toRecord(a)) : null;
+  }
+
+  list(): AllocationRecord[] {
+    const ds = this.core.mustDs();
+    return ds.list().map((a) => ds.toRecord(a));
+  }
+
+  assertReady(): void {
+    const { state } = this.core;
+    if (state === 'stopping' || state === 'stopped') {
+      throw new NoIpError({ reason: 'shutting-down', message: 'the daemon is shutting down; retry shortly' });
+    }
+    if (state !== 'ready') throw new NotReadyError(this.core.notReadyReason);
+  }
+
+  assertNotStopped(): void {
+    if (this.core.state === 'stopped') throw new NotReadyError('daemon is stopped');
+    if (!this.core.ds) throw new NotReadyError(this.core.notReadyReason);
+  }
+
+  private waitForIp(req: AllocateRequest): Promise<StoredAllocation> {
+    const waitMs = this.core.opts.pool.allocateWaitMs;
+    return new Promise<StoredAllocation>((resolve, reject) => {
+      const w: Waiter = {
+        req,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          reject(this.noIpError(req));
+        }, waitMs),
+      };
+      this.waiters.push(w);
+      this.core.parts.pool.kick();
+    });
+  }
+
+  private noIpError(req: AttachmentKey): NoIpError {
+    const info: NoIpInfo = this.core.parts.pool.currentPlan().noIp ?? {
+      reason: 'pool-growing',
+      message: 'no free IP yet; the pool is growing, retry in a few seconds',
+    };
+    this.core.log.warn({ key: keyOf(req), reason: info.reason }, info.message);
+    this.core.emit('no-ip', { ...info, containerId: req.containerId, ifName: req.ifName });
+    return new NoIpError(info);
+  }
+
+  /** Hand free IPs to waiting requests, first come first served. */
+  serveWaiters(): void {
+    const ds = this.core.mustDs();
+    while (this.waiters.length > 0) {
+      const w = this.waiters[0] as Waiter;
+      const a = ds.assign(w.req, this.core.clock.now());
+      if (!a) return;
+      this.waiters.shift();
+      clearTimeout(w.timer);
+      w.resolve(a);
+    }
+  }
+
+  /** Shutdown: every waiting request is told to retry. */
+  rejectWaiters(): void {
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(
+        new NoIpError({ reason: 'shutting-down', message: 'the daemon is shutting down; retry shortly' }),
+      );
+    }
+  }
+}
+
+function stripRecord(rec: AllocationRecord): Allocation {
+  const { assignedAt: _a, netns: _n, recoveredFrom: _r, ...rest } = rec;
+  return rest;
+}
