@@ -84,6 +84,7 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
   },
   {
     name: 'VPC_IPAM_EC2_ENDPOINT',
+    aliases: ['AWS_EC2_ENDPOINT'],
     default: null,
     accepted: 'an http(s) URL (default: the regional EC2 endpoint)',
     description: 'EC2 API endpoint override (LocalStack, VPC endpoints).',
@@ -143,6 +144,24 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     description: 'Subnets pod interfaces are created in; the next one is used when one is full.',
     group: 'cloud',
     parse: list(/^[A-Za-z0-9][A-Za-z0-9_./-]{0,511}$/, 'a subnet id'),
+  },
+  {
+    name: 'ENABLE_SUBNET_DISCOVERY',
+    default: 'true',
+    accepted: 'true | false',
+    description:
+      "When POD_SUBNET_IDS is unset and custom networking is off: pod interfaces go to the subnet with the most free addresses among the node's subnet and the subnets of its VPC and zone tagged kubernetes.io/role/cni (a value of 0 excludes a subnet, the node's own included; kubernetes.io/cluster/* tags for another cluster exclude it). false: the node's subnet only. AWS only.",
+    group: 'cloud',
+    parse: bool,
+  },
+  {
+    name: 'ADDITIONAL_ENI_TAGS',
+    default: '{}',
+    accepted:
+      'a JSON object of tag keys (1-128 chars, not starting with aws: or vpc-ipam/, without k8s.amazonaws.com) to string values (up to 256 chars)',
+    description: 'Extra tags written on every interface the daemon creates, besides its own ownership tags.',
+    group: 'cloud',
+    parse: parseEniTags,
   },
   {
     name: 'POD_SECURITY_GROUP_IDS',
@@ -291,6 +310,7 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
   // --- observability ---
   {
     name: 'LOG_LEVEL',
+    aliases: ['AWS_VPC_K8S_CNI_LOGLEVEL'],
     default: 'info',
     accepted: LOG_LEVELS.join(' | '),
     description: 'pino log level (JSON logs on stdout).',
@@ -395,6 +415,10 @@ export interface DaemonConfig {
   };
   podSubnetIds: string[] | null;
   podSecurityGroupIds: string[] | null;
+  /** ENABLE_SUBNET_DISCOVERY: used only when podSubnetIds is null and custom networking is off. */
+  subnetDiscovery: boolean;
+  /** ADDITIONAL_ENI_TAGS. */
+  extraInterfaceTags: Record<string, string>;
   pool: WarmPoolConfig;
   socketPath: string;
   checkpointPath: string;
@@ -453,6 +477,8 @@ export function loadConfig(env: Env): DaemonConfig {
     },
     podSubnetIds: emptyToNull(get<string[]>('POD_SUBNET_IDS')),
     podSecurityGroupIds: emptyToNull(get<string[]>('POD_SECURITY_GROUP_IDS')),
+    subnetDiscovery: get<boolean>('ENABLE_SUBNET_DISCOVERY') ?? true,
+    extraInterfaceTags: get<Record<string, string>>('ADDITIONAL_ENI_TAGS') ?? {},
     pool: {
       warmEniTarget: get<number>('WARM_ENI_TARGET') ?? 1,
       warmIpTarget: get<number>('WARM_IP_TARGET'),
@@ -518,6 +544,34 @@ function applyCloudDefaults(config: DaemonConfig, set: { minGrowStepSet: boolean
     );
   }
   return derived;
+}
+
+/**
+ * ADDITIONAL_ENI_TAGS: a JSON object of string values. EC2 reserves the aws: prefix; vpc-ipam/ and
+ * k8s.amazonaws.com keys would fake ownership tags (the AWS VPC CNI ignores the latter: here they
+ * are an error, so a typo cannot pass unnoticed).
+ */
+function parseEniTags(raw: string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.trim() === '' ? '{}' : raw);
+  } catch {
+    throw new Error('not valid JSON');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new Error('not a JSON object');
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (key.length < 1 || key.length > 128)
+      throw new Error(`tag key ${JSON.stringify(key)} is not 1-128 characters`);
+    if (/^aws:/i.test(key) || key.startsWith('vpc-ipam/') || key.includes('k8s.amazonaws.com')) {
+      throw new Error(`tag key ${JSON.stringify(key)} is reserved`);
+    }
+    if (typeof value !== 'string') throw new Error(`tag ${JSON.stringify(key)} has a non-string value`);
+    if (value.length > 256) throw new Error(`tag ${JSON.stringify(key)} has a value over 256 characters`);
+    out[key] = value;
+  }
+  return out;
 }
 
 function emptyToNull(v: string[] | null): string[] | null {

@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
 import { createIpTool } from '../netutils/ip.ts';
 import { listPodHostRoutes } from '../netutils/pod-routes.ts';
+import type { CloudProvider, SubnetInfo } from '../providers/types.ts';
 import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
 import { Daemon, type NodeSetupHook } from './daemon.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
@@ -46,6 +47,35 @@ async function loadNodeSetup(config: DaemonConfig, log: Logger): Promise<NodeSet
   return mod.createNodeSetup?.({ config, logger: log.child({ component: 'node-setup' }) });
 }
 
+/**
+ * ENABLE_SUBNET_DISCOVERY: the tagged subnets of the node's VPC and zone, most free addresses first
+ * (ranked once, at start). As in the AWS VPC CNI, a failed DescribeSubnets (e.g. no IAM permission)
+ * falls back to the node's subnet (null); a node whose every candidate is excluded cannot start.
+ */
+async function discoverPodSubnets(provider: CloudProvider, log: Logger): Promise<string[] | null> {
+  if (!provider.discoverPodSubnets) return null;
+  let found: SubnetInfo[];
+  try {
+    found = await provider.discoverPodSubnets();
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message },
+      "subnet discovery failed; pod interfaces use the node's subnet",
+    );
+    return null;
+  }
+  if (found.length === 0) {
+    throw new Error(
+      "ENABLE_SUBNET_DISCOVERY: no usable subnet for pod interfaces (the node's subnet is tagged kubernetes.io/role/cni=0 and no other subnet of its zone is tagged for pods); tag one, set POD_SUBNET_IDS or ENABLE_SUBNET_DISCOVERY=false",
+    );
+  }
+  log.info(
+    { subnets: found.map((s) => ({ id: s.id, availableIps: s.availableIps })) },
+    'subnet discovery: pod subnets, most free addresses first',
+  );
+  return found.map((s) => s.id);
+}
+
 export async function runDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
   for (const d of config.derivedDefaults ?? []) log.info({ default: d }, 'derived default');
   const metrics = new DaemonMetrics();
@@ -68,6 +98,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   if (custom) {
     config.podSubnetIds = custom.subnetIds;
     if (custom.securityGroupIds.length > 0) config.podSecurityGroupIds = custom.securityGroupIds;
+  } else if (config.podSubnetIds === null && config.subnetDiscovery) {
+    config.podSubnetIds = await discoverPodSubnets(provider, log);
   }
   const ipTool = createIpTool(spawnRunner);
   const daemon = new Daemon({

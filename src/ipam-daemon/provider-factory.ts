@@ -15,6 +15,7 @@ export async function createProvider(
     const region = config.aws.region ?? (await regionFromImds(config.aws.imdsEndpoint));
     const options: Record<string, unknown> = { clusterName: config.clusterName, observer, region };
     if (config.aws.pickAddresses) options.pickAddresses = true;
+    if (Object.keys(config.extraInterfaceTags).length > 0) options.extraTags = config.extraInterfaceTags;
     if (config.aws.ec2Endpoint) options.ec2Endpoint = config.aws.ec2Endpoint;
     if (config.aws.imdsEndpoint) options.imdsEndpoint = config.aws.imdsEndpoint;
     return mod.createAwsProvider(options);

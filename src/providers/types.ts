@@ -123,6 +123,11 @@ export interface CloudProvider {
    */
   listInterfacesFromMetadata?(): Promise<MetadataInterface[]>;
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
+  /**
+   * Subnet discovery (AWS ENABLE_SUBNET_DISCOVERY): the subnets of the node's VPC and zone that
+   * pod interfaces may use, most free addresses first. Optional: without it, the node's subnet.
+   */
+  discoverPodSubnets?(): Promise<SubnetInfo[]>;
   /** Create an interface in the subnet and attach it at the lowest free device index. */
   createInterface(req: CreateInterfaceRequest): Promise<InterfaceInfo>;
   /** Assign secondary IPs; resolves to the addresses actually added. */

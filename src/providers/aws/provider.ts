@@ -16,12 +16,14 @@ import {
   DescribeInstanceTypesCommand,
   DescribeNetworkInterfacesCommand,
   DescribeSubnetsCommand,
+  type DescribeSubnetsCommandInput,
   DescribeVpcsCommand,
   DetachNetworkInterfaceCommand,
   EC2Client,
   type Filter,
   ModifyNetworkInterfaceAttributeCommand,
   type NetworkInterface,
+  type Subnet,
   UnassignPrivateIpAddressesCommand,
 } from '@aws-sdk/client-ec2';
 import { InterfaceInUseError, NotFoundError, OtherProviderError, SubnetExhaustedError } from '../errors.ts';
@@ -45,6 +47,7 @@ import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity, readImdsInterfaces } from './i
 import { cidrContains, isIpv4, isReservedInSubnet, pickFreeAddresses } from './ipv4.ts';
 import { checkInterfaceLimit, checkIpLimit, chooseDeviceIndex, type InstanceLimits } from './limits.ts';
 import { normalizeMac } from './mac.ts';
+import { rankPodSubnets } from './subnet-discovery.ts';
 
 export type Ec2Bucket = 'mutate' | 'attach' | 'describe';
 
@@ -72,6 +75,11 @@ export interface AwsProviderOptions {
    * subnet (duplicates, reserved addresses); on EC2 leave it off.
    */
   pickAddresses?: boolean;
+  /**
+   * Tags written on every interface created (ADDITIONAL_ENI_TAGS), under the ownership tags, which
+   * always win.
+   */
+  extraTags?: Record<string, string>;
   /** How long deleteInterface waits for a detach to complete (default 30 s). */
   detachTimeoutMs?: number;
   /** Wall clock (ms since epoch), for creation tags and leak age. */
@@ -231,9 +239,33 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   async function describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
     if (subnetIds.length === 0) return [];
     for (const id of subnetIds) validateId('subnet', SUBNET_ID, id);
-    const out = await describe('DescribeSubnets', () =>
-      ec2.send(new DescribeSubnetsCommand({ SubnetIds: [...new Set(subnetIds)] })));
-    return (out.Subnets ?? []).map((s) => {
+    return querySubnets({ SubnetIds: [...new Set(subnetIds)] });
+  }
+
+  /** Usable pod subnets of the node's VPC and zone, most free addresses first (subnet-discovery.ts). */
+  async function discoverPodSubnets(): Promise<SubnetInfo[]> {
+    const node = await describeNode();
+    const subnets = await querySubnets({
+      Filters: [
+        { Name: 'vpc-id', Values: [node.vpcId] },
+        { Name: 'availability-zone', Values: [node.availabilityZone] },
+      ],
+    });
+    return rankPodSubnets(subnets, node.primarySubnetId, options.clusterName)
+      .filter((d) => d.usable)
+      .map((d) => d.subnet);
+  }
+
+  async function querySubnets(input: DescribeSubnetsCommandInput): Promise<SubnetInfo[]> {
+    const out: Subnet[] = [];
+    let token: string | undefined;
+    do {
+      const page = await describe('DescribeSubnets', () =>
+        ec2.send(new DescribeSubnetsCommand({ ...input, NextToken: token })));
+      out.push(...(page.Subnets ?? []));
+      token = page.NextToken;
+    } while (token);
+    return out.map((s) => {
       if (s.SubnetId && s.CidrBlock) subnetCidrCache.set(s.SubnetId, s.CidrBlock);
       const tags: Record<string, string> = {};
       for (const t of s.Tags ?? []) if (t.Key !== undefined) tags[t.Key] = t.Value ?? '';
@@ -348,6 +380,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       const picked = await ensureSubnetCapacity(s, 1 + secondary);
       const createdAt = new Date(now()).toISOString();
       const tags = {
+        ...options.extraTags,
         ...req.tags,
         [OWNER_TAGS.instanceId]: node.instanceId,
         [OWNER_TAGS.clusterName]: options.clusterName,
@@ -604,6 +637,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     listInterfaces,
     listInterfacesFromMetadata,
     describeSubnets,
+    discoverPodSubnets,
     createInterface,
     assignIps,
     unassignIps,
