@@ -18,6 +18,12 @@ export interface InterfaceRecord
   draining: boolean;
   /** Gone from the cloud (drift), kept only while pods hold IPs on it: hand nothing out. */
   gone?: boolean;
+  /**
+   * Ours but outside the current pod subnets (POD_SUBNET_IDS or the PodNetworkConfig changed): its
+   * pods keep their IPs, nothing new is handed out, its free IPs do not count towards the pool, and
+   * it is deleted once no pod holds an IP on it.
+   */
+  retired?: boolean;
 }
 
 export type IpStateKind = 'free' | 'assigned' | 'cooling' | 'releasing';
@@ -240,7 +246,7 @@ export class Datastore {
 
   private allocatable(interfaceId: string): boolean {
     const i = this.interfaces.get(interfaceId);
-    return i?.usable === true && !i.draining && !i.gone;
+    return i?.usable === true && !i.draining && !i.gone && !i.retired;
   }
 
   /**
@@ -378,13 +384,14 @@ export class Datastore {
           id: i.id,
           deviceIndex: i.deviceIndex,
           subnetId: i.subnetId,
-          usable: i.usable && !i.draining && !i.gone,
+          usable: i.usable && !i.draining && !i.gone && !i.retired,
           deletable: i.deletable && !i.draining && !i.gone,
-          // IPs being released are already leaving: do not count them.
-          total: states.filter((s) => s.state !== 'releasing').length,
+          // IPs being released are already leaving: do not count them. A retired interface's free
+          // IPs serve no pod: only its pods count, so it empties and goes as a whole.
+          total: states.filter((s) => s.state !== 'releasing' && !(i.retired && s.state === 'free')).length,
           assigned: states.filter((s) => s.state === 'assigned').length,
           cooling: states.filter((s) => s.state === 'cooling').length,
-          freeIps: i.draining ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
+          freeIps: i.draining || i.retired ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
         };
       });
   }

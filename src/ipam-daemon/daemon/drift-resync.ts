@@ -176,7 +176,7 @@ export class DriftResync {
       mac: r.mac,
       deviceIndex: r.deviceIndex,
       primaryIp: r.primaryIp,
-      managed: ifaces.lendsIps({ ...r, tags: ifaces.tagsOf(r.id) }),
+      managed: ifaces.tracksIps({ ...r, tags: ifaces.tagsOf(r.id) }),
       draining: r.draining,
       gone: r.gone === true,
       ips: ds.ipsOf(r.id).map((s) => ({

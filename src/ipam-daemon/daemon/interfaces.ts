@@ -21,16 +21,29 @@ export class NodeInterfaces {
     return this.tags.get(id) ?? {};
   }
 
+  /**
+   * Created by vpc-ipam for this cluster (and, when tagged with one, for this instance). Only such
+   * interfaces lend IPs to the pool besides the primary, and only they are ever deleted: another
+   * cluster's interface that carries our tags is left alone.
+   */
   isOurs(i: { tags: Record<string, string> }): boolean {
+    const t = i.tags;
+    const instance = t[OWNER_TAGS.instanceId];
     return (
-      i.tags[OWNER_TAGS.managedBy] !== undefined ||
-      i.tags[OWNER_TAGS.instanceId] === this.core.node?.instanceId
+      t[OWNER_TAGS.managedBy] === 'vpc-ipam' &&
+      t[OWNER_TAGS.clusterName] === this.core.opts.clusterName &&
+      (instance === undefined || instance === this.core.node?.instanceId)
     );
   }
 
-  /** The pool uses this interface's secondary IPs: a pod subnet, and ours or the primary. */
+  /** The pool tracks this interface's secondary IPs (the primary, or ours), whatever its subnet. */
+  tracksIps(i: { deviceIndex: number; tags: Record<string, string> }): boolean {
+    return i.deviceIndex === 0 || this.isOurs(i);
+  }
+
+  /** The pool hands out this interface's secondary IPs: a pod subnet, and ours or the primary. */
   lendsIps(i: { deviceIndex: number; subnetId: string; tags: Record<string, string> }): boolean {
-    return (i.deviceIndex === 0 || this.isOurs(i)) && this.core.parts.subnets.has(i.subnetId);
+    return this.tracksIps(i) && this.core.parts.subnets.has(i.subnetId);
   }
 
   needsSetup(deviceIndex: number): boolean {
@@ -41,8 +54,11 @@ export class NodeInterfaces {
   add(i: InterfaceInfo, initial: boolean): void {
     const ds = this.core.mustDs();
     const podSubnet = this.core.parts.subnets.has(i.subnetId);
-    const managed = i.deviceIndex === 0 || this.isOurs(i);
+    const managed = this.tracksIps(i);
     const needsSetup = this.needsSetup(i.deviceIndex);
+    // Ours but no longer in a pod subnet: its pods keep their IPs (tracked, so the checkpoint and
+    // the host routes can hold them); it drains and is deleted once the last one is gone.
+    const retired = managed && !podSubnet;
     const rec: InterfaceRecord = {
       id: i.id,
       mac: i.mac,
@@ -53,11 +69,18 @@ export class NodeInterfaces {
       usable: podSubnet && managed && !needsSetup,
       deletable: i.deviceIndex !== 0 && this.isOurs(i),
       draining: false,
+      ...(retired ? { retired: true } : {}),
     };
     ds.upsertInterface(rec);
     this.tags.set(i.id, i.tags);
     // Interfaces we do not manage take a slot but lend no IPs to the pool.
-    if (managed && podSubnet) this.addIps(i.id, i.secondaryIps);
+    if (managed) this.addIps(i.id, i.secondaryIps);
+    if (retired && i.secondaryIps.length > 0) {
+      this.core.log.warn(
+        { interfaceId: i.id, subnetId: i.subnetId, ips: i.secondaryIps.length },
+        'interface is outside the pod subnets: draining (its pods keep their IPs, no new pod gets one; deleted once the last is gone)',
+      );
+    }
     if (needsSetup && managed && podSubnet) this.setupPending.add(i.id);
     if (!initial)
       this.core.log.info(

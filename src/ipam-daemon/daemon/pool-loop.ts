@@ -218,16 +218,18 @@ export class PoolLoop {
         const taken = ds.reserveForRelease(a.interfaceId, a.ips);
         return async () => {
           if (taken.length === 0) return;
+          const give = core.opts.podRoutes ? await this.unclaimed(a.interfaceId, taken) : taken;
+          if (give.length === 0) return;
           try {
-            await provider.unassignIps(a.interfaceId, taken);
+            await provider.unassignIps(a.interfaceId, give);
           } catch (err) {
-            ds.unreserve(taken);
+            ds.unreserve(give);
             throw err;
           }
-          parts.drift.noteRecent(recent.unassignedIps, taken);
-          ds.dropIps(taken);
-          parts.subnets.adjust(ds.interfaces.get(a.interfaceId)?.subnetId, -taken.length);
-          core.log.info({ interfaceId: a.interfaceId, ips: taken }, 'gave IPs back');
+          parts.drift.noteRecent(recent.unassignedIps, give);
+          ds.dropIps(give);
+          parts.subnets.adjust(ds.interfaces.get(a.interfaceId)?.subnetId, -give.length);
+          core.log.info({ interfaceId: a.interfaceId, ips: give }, 'gave IPs back');
         };
       }
       case 'delete': {
@@ -239,13 +241,27 @@ export class PoolLoop {
           a.interfaceId,
           ds.ipsOf(a.interfaceId).map((s) => s.ip),
         );
+        const undrain = () => {
+          ds.unreserve(taken);
+          const cur = ds.interfaces.get(a.interfaceId);
+          if (cur) ds.upsertInterface({ ...cur, draining: false });
+        };
         return async () => {
+          // Last word before the interface and every IP on it go: no pod's host route may use one.
+          if (core.opts.podRoutes) {
+            const give = await this.unclaimed(a.interfaceId, taken).catch((err: unknown) => {
+              undrain();
+              throw err;
+            });
+            if (give.length < taken.length) {
+              undrain();
+              return;
+            }
+          }
           try {
             await provider.deleteInterface(a.interfaceId);
           } catch (err) {
-            ds.unreserve(taken);
-            const cur = ds.interfaces.get(a.interfaceId);
-            if (cur) ds.upsertInterface({ ...cur, draining: false });
+            undrain();
             throw err;
           }
           parts.drift.noteRecent(recent.deletedInterfaces, [a.interfaceId]);
@@ -257,6 +273,30 @@ export class PoolLoop {
         };
       }
     }
+  }
+
+  /**
+   * Of IPs reserved to go back to the cloud, those no pod's host route claims. Claimed ones are
+   * put back and held for their pod; when the routes cannot be read, none goes (throws: backoff).
+   */
+  private async unclaimed(interfaceId: string, taken: string[]): Promise<string[]> {
+    const { core } = this;
+    const ds = core.mustDs();
+    const claimed = await core.parts.routes.claimedAmong(taken);
+    if (claimed === null) {
+      ds.unreserve(taken);
+      throw new Error(
+        `not giving back IPs of ${interfaceId}: the pods' host routes cannot be read to tell whether a pod still uses one`,
+      );
+    }
+    if (claimed.length === 0) return taken;
+    ds.unreserve(claimed);
+    core.parts.routes.holdRouted(claimed);
+    core.log.error(
+      { interfaceId, ips: claimed },
+      "a running pod's host route uses these IPs, which the pool had as free: held for their pods, not given back",
+    );
+    return taken.filter((ip) => !claimed.includes(ip));
   }
 
   private onActionError(a: PoolAction, err: unknown): 'try-another-subnet' | 'backoff' {

@@ -100,6 +100,27 @@ export class RouteGuard {
   }
 
   /**
+   * Before IPs go back to the cloud (an unassign, an interface delete): which of them a pod's host
+   * route claims right now (re-read), or null when the routes cannot be read. Without a route
+   * reader, none. The caller gives back none of the claimed ones and holds them for their pod.
+   */
+  async claimedAmong(ips: readonly string[]): Promise<string[] | null> {
+    const read = this.core.opts.podRoutes;
+    if (!read) return [];
+    try {
+      this.note(await read());
+    } catch (err) {
+      this.core.log.warn(
+        { err: errText(err) },
+        'cannot read pod host routes; IPs are not given back until they can be (a pod may still use one)',
+      );
+      return null;
+    }
+    const view = this.view;
+    return ips.filter((ip) => view?.has(ip));
+  }
+
+  /**
    * IPs that just entered the pool as free (a grow, a new interface) but that a pod's host route
    * claims (the cloud handed back an address a running pod still uses): hold them for that pod.
    */

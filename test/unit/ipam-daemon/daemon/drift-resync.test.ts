@@ -219,7 +219,11 @@ describe('drift resync', () => {
     try {
       const ours = h.provider.addInterfaceOutOfBand({
         secondaryIps: 3,
-        tags: { [OWNER_TAGS.managedBy]: 'vpc-ipam', [OWNER_TAGS.instanceId]: h.provider.node.instanceId },
+        tags: {
+          [OWNER_TAGS.managedBy]: 'vpc-ipam',
+          [OWNER_TAGS.clusterName]: 'test',
+          [OWNER_TAGS.instanceId]: h.provider.node.instanceId,
+        },
       });
       const theirs = h.provider.addInterfaceOutOfBand({ secondaryIps: 2 });
       const listCalls = h.provider.calls.listInterfaces ?? 0;
