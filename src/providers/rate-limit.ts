@@ -6,12 +6,17 @@
 //
 // Exported API:
 //   createRateLimitedCaller(options) -> RateLimitedCaller
-//     .call(api, bucket, fn)  run fn (one cloud request) through the bucket's limiter; retry it
+//     .call(api, bucket, fn, {recover}?)
+//                             run fn (one cloud request) through the bucket's limiter; retry it
 //                             with jittered exponential backoff while options.classify(err) says
 //                             it is retryable, at most retry.maxAttempts attempts in total; every
 //                             attempt takes a token and is reported to options.observer; the final
 //                             failure is thrown as options.toProviderError(err) (a ProviderError
-//                             thrown by fn itself is rethrown as is, never retried).
+//                             thrown by fn itself is rethrown as is, never retried). After an
+//                             attempt whose outcome is unknown (retryable, not throttled: a 5xx,
+//                             a timeout, a reset connection) `recover` re-reads the cloud first:
+//                             when the change did happen, its answer is the call's result and
+//                             nothing is sent again.
 //     .stop()                 drop queued calls and stop the limiters' timers.
 //   backoffDelayMs(attempt, policy, random, retryAfterMs?)   the pure delay rule (exported for tests).
 //   BucketConfig, RetryPolicy, ErrorClassification, RateLimitedCallerOptions: the knobs.
@@ -73,8 +78,20 @@ export interface RateLimitedCallerOptions<B extends string> {
   random?: () => number;
 }
 
+/** Per-call options of RateLimitedCaller.call. */
+export interface CallOptions<T> {
+  /**
+   * For mutations: after an attempt whose outcome is unknown (the request may have been applied,
+   * then the answer was lost or replaced by a 5xx), look at the cloud. `{ value }` means the change
+   * is there: the call resolves to value without sending it again. undefined means it is not: the
+   * call retries (or fails when out of attempts). If recover itself throws, the call fails with
+   * the attempt's error (a blind resend is what recover exists to avoid).
+   */
+  recover?: () => Promise<{ value: T } | undefined>;
+}
+
 export interface RateLimitedCaller<B extends string> {
-  call<T>(api: string, bucket: B, fn: () => Promise<T>): Promise<T>;
+  call<T>(api: string, bucket: B, fn: () => Promise<T>, options?: CallOptions<T>): Promise<T>;
   stop(): Promise<void>;
 }
 
@@ -158,7 +175,7 @@ export function createRateLimitedCaller<B extends string>(
     }
   };
 
-  async function call<T>(api: string, bucket: B, fn: () => Promise<T>): Promise<T> {
+  async function call<T>(api: string, bucket: B, fn: () => Promise<T>, opts?: CallOptions<T>): Promise<T> {
     const limiter = limiters.get(bucket);
     if (!limiter) throw new RangeError(`unknown rate limit bucket ${bucket}`);
     // Bottleneck's refill timer is unref'd; keep the process alive while we wait for a token.
@@ -181,6 +198,15 @@ export function createRateLimitedCaller<B extends string>(
             c.retryAfterMs !== undefined &&
             policy.maxRetryAfterMs !== undefined &&
             c.retryAfterMs > policy.maxRetryAfterMs;
+          if (c.retryable && !c.throttled && opts?.recover) {
+            let found: { value: T } | undefined;
+            try {
+              found = await opts.recover();
+            } catch {
+              throw options.toProviderError(err, api);
+            }
+            if (found) return found.value;
+          }
           if (!c.retryable || attempt >= policy.maxAttempts || tooLong) {
             throw options.toProviderError(err, api);
           }

@@ -9,6 +9,29 @@ export interface InstanceLimits {
   ipsPerInterface: number;
 }
 
+/** The network part of DescribeInstanceTypes' answer (SDK shape, only the fields we read). */
+export interface NetworkInfoShape {
+  MaximumNetworkInterfaces?: number;
+  Ipv4AddressesPerInterface?: number;
+  NetworkCards?: { NetworkCardIndex?: number; MaximumNetworkInterfaces?: number }[];
+}
+
+/**
+ * ENI and IP limits of an instance type. MaximumNetworkInterfaces counts the ENIs of every network
+ * card, but ENIs attached without a card index go on card 0, so on multi-card types (p4d, p5,
+ * c6in.32xlarge, trn1...) the usable figure is card 0's (as the AWS VPC CNI reads it); single-card
+ * types report no cards or one card with the same figure. undefined when the answer has no limits.
+ */
+export function limitsFromNetworkInfo(info: NetworkInfoShape | undefined): InstanceLimits | undefined {
+  if (!info?.MaximumNetworkInterfaces || !info.Ipv4AddressesPerInterface) return undefined;
+  const card0 = info.NetworkCards?.find((c) => (c.NetworkCardIndex ?? 0) === 0)?.MaximumNetworkInterfaces;
+  return {
+    maxInterfaces:
+      card0 && card0 > 0 ? Math.min(card0, info.MaximumNetworkInterfaces) : info.MaximumNetworkInterfaces,
+    ipsPerInterface: info.Ipv4AddressesPerInterface,
+  };
+}
+
 /** Kubernetes max pods for routed ENI IPAM: every secondary IP, plus 2 host-network pods. */
 export function maxPods(limits: InstanceLimits): number {
   return limits.maxInterfaces * (limits.ipsPerInterface - 1) + 2;

@@ -5,7 +5,16 @@
 // Limits (ENIs per instance, IPs per ENI, device index, subnet capacity) are checked here before
 // calling EC2, because emulators accept anything. Mutations run one at a time per provider so two
 // concurrent requests cannot both take the last device index or the last IP slot.
+//
+// Unknown outcomes: a mutation that timed out, lost its connection or got a 5xx may still have
+// been applied. Before any retry (and after the last attempt) the caller's `recover` re-reads the
+// ENI and, when the change is there, takes it as the result instead of sending it again.
+// CreateNetworkInterface also carries a ClientToken (EC2's own idempotency) and the same token as
+// a tag, by which the re-read finds an ENI whose creation answer was lost (LocalStack ignores
+// ClientToken). A create whose attach or DeleteOnTermination step fails is rolled back (detach if
+// attached, delete); if the rollback fails too, the error says so and names the ENI.
 
+import { randomUUID } from 'node:crypto';
 import {
   type _InstanceType,
   AssignPrivateIpAddressesCommand,
@@ -26,7 +35,13 @@ import {
   type Subnet,
   UnassignPrivateIpAddressesCommand,
 } from '@aws-sdk/client-ec2';
-import { InterfaceInUseError, NotFoundError, OtherProviderError, SubnetExhaustedError } from '../errors.ts';
+import {
+  InterfaceInUseError,
+  isProviderError,
+  NotFoundError,
+  OtherProviderError,
+  SubnetExhaustedError,
+} from '../errors.ts';
 import { type BucketConfig, createRateLimitedCaller, type RetryPolicy } from '../rate-limit.ts';
 import {
   type ApiCallObserver,
@@ -45,7 +60,13 @@ import {
 import { classifyEc2Error, toProviderError } from './error-mapping.ts';
 import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity, readImdsInterfaces } from './imds.ts';
 import { cidrContains, isIpv4, isReservedInSubnet, pickFreeAddresses } from './ipv4.ts';
-import { checkInterfaceLimit, checkIpLimit, chooseDeviceIndex, type InstanceLimits } from './limits.ts';
+import {
+  checkInterfaceLimit,
+  checkIpLimit,
+  chooseDeviceIndex,
+  type InstanceLimits,
+  limitsFromNetworkInfo,
+} from './limits.ts';
 import { normalizeMac } from './mac.ts';
 import { rankPodSubnets } from './subnet-discovery.ts';
 
@@ -82,10 +103,18 @@ export interface AwsProviderOptions {
   extraTags?: Record<string, string>;
   /** How long deleteInterface waits for a detach to complete (default 30 s). */
   detachTimeoutMs?: number;
+  /**
+   * Per-request timeout of EC2 calls (default 20 s): a request whose answer never comes fails
+   * with TimeoutError and goes through the unknown-outcome path instead of hanging the pool loop.
+   */
+  requestTimeoutMs?: number;
   /** Wall clock (ms since epoch), for creation tags and leak age. */
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
+
+/** Tag carrying CreateNetworkInterface's ClientToken, so a create whose answer was lost is found. */
+export const CREATE_TOKEN_TAG = 'vpc-ipam/create-token';
 
 const ENI_ID = /^eni-[0-9a-f]{8,17}$/;
 const SUBNET_ID = /^subnet-[0-9a-f]{8,17}$/;
@@ -128,6 +157,11 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     ...(options.ec2Endpoint ? { endpoint: options.ec2Endpoint } : {}),
     ...(options.credentials ? { credentials: options.credentials } : {}),
     maxAttempts: 1, // our limiter does the retrying, within its bound
+    requestHandler: {
+      requestTimeout: options.requestTimeoutMs ?? 20_000,
+      connectionTimeout: 5_000,
+      throwOnRequestTimeout: true,
+    },
   });
   const caller = createRateLimitedCaller<Ec2Bucket>({
     cloud: 'aws',
@@ -138,7 +172,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     observer: options.observer,
   });
   const describe = <T>(api: string, fn: () => Promise<T>) => caller.call(api, 'describe', fn);
-  const mutate = <T>(api: string, fn: () => Promise<T>) => caller.call(api, 'mutate', fn);
+  const mutate = <T>(api: string, fn: () => Promise<T>, recover?: () => Promise<{ value: T } | undefined>) =>
+    caller.call(api, 'mutate', fn, recover ? { recover } : undefined);
 
   // One mutation at a time: limit checks and the call that relies on them must not interleave.
   let mutex: Promise<unknown> = Promise.resolve();
@@ -157,14 +192,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     if (cached) return cached;
     const out = await describe('DescribeInstanceTypes', () =>
       ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: [instanceType as _InstanceType] })));
-    const info = out.InstanceTypes?.[0]?.NetworkInfo;
-    if (!info?.MaximumNetworkInterfaces || !info.Ipv4AddressesPerInterface) {
-      throw new NotFoundError(`DescribeInstanceTypes has no network limits for ${instanceType}`);
-    }
-    const limits = {
-      maxInterfaces: info.MaximumNetworkInterfaces,
-      ipsPerInterface: info.Ipv4AddressesPerInterface,
-    };
+    const limits = limitsFromNetworkInfo(out.InstanceTypes?.[0]?.NetworkInfo);
+    if (!limits) throw new NotFoundError(`DescribeInstanceTypes has no network limits for ${instanceType}`);
     limitsCache.set(instanceType, limits);
     return limits;
   }
@@ -379,6 +408,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       }
       const picked = await ensureSubnetCapacity(s, 1 + secondary);
       const createdAt = new Date(now()).toISOString();
+      const token = randomUUID();
       const tags = {
         ...options.extraTags,
         ...req.tags,
@@ -386,62 +416,150 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         [OWNER_TAGS.clusterName]: options.clusterName,
         [OWNER_TAGS.createdAt]: createdAt,
         [OWNER_TAGS.managedBy]: 'vpc-ipam',
+        [CREATE_TOKEN_TAG]: token,
       };
-      const created = await mutate('CreateNetworkInterface', () =>
-        ec2.send(
-          new CreateNetworkInterfaceCommand({
-            SubnetId: req.subnetId,
-            Groups: req.securityGroupIds,
-            Description: `vpc-ipam: pod IPs of ${node.instanceId} in cluster ${options.clusterName}`,
-            ...(picked
-              ? {
-                  PrivateIpAddresses: picked.map((ip, i) => ({ PrivateIpAddress: ip, Primary: i === 0 })),
-                }
-              : secondary > 0
-                ? { SecondaryPrivateIpAddressCount: secondary }
-                : {}),
-            TagSpecifications: [
-              {
-                ResourceType: 'network-interface',
-                Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
-              },
-            ],
-          }),
-        ),
-      );
-      const eniId = created.NetworkInterface?.NetworkInterfaceId;
-      if (!eniId) throw new OtherProviderError('CreateNetworkInterface returned no interface id');
-      try {
-        const att = await caller.call('AttachNetworkInterface', 'attach', () =>
-          ec2.send(
-            new AttachNetworkInterfaceCommand({
-              NetworkInterfaceId: eniId,
-              InstanceId: node.instanceId,
-              DeviceIndex: deviceIndex,
+      const eniId = await mutate(
+        'CreateNetworkInterface',
+        async () => {
+          const created = await ec2.send(
+            new CreateNetworkInterfaceCommand({
+              ClientToken: token,
+              SubnetId: req.subnetId,
+              Groups: req.securityGroupIds,
+              Description: `vpc-ipam: pod IPs of ${node.instanceId} in cluster ${options.clusterName}`,
+              ...(picked
+                ? {
+                    PrivateIpAddresses: picked.map((ip, i) => ({ PrivateIpAddress: ip, Primary: i === 0 })),
+                  }
+                : secondary > 0
+                  ? { SecondaryPrivateIpAddressCount: secondary }
+                  : {}),
+              TagSpecifications: [
+                {
+                  ResourceType: 'network-interface',
+                  Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+                },
+              ],
             }),
-          ),
+          );
+          const id = created.NetworkInterface?.NetworkInterfaceId;
+          if (!id) throw new OtherProviderError('CreateNetworkInterface returned no interface id');
+          return id;
+        },
+        async () => {
+          const [found] = await describeEnis([{ Name: `tag:${CREATE_TOKEN_TAG}`, Values: [token] }]);
+          return found?.NetworkInterfaceId ? { value: found.NetworkInterfaceId } : undefined;
+        },
+      );
+      try {
+        const attachmentId = await caller.call(
+          'AttachNetworkInterface',
+          'attach',
+          async () =>
+            (
+              await ec2.send(
+                new AttachNetworkInterfaceCommand({
+                  NetworkInterfaceId: eniId,
+                  InstanceId: node.instanceId,
+                  DeviceIndex: deviceIndex,
+                }),
+              )
+            ).AttachmentId,
+          {
+            recover: async () => {
+              const a = (await getEni(eniId)).Attachment;
+              const ours =
+                a?.InstanceId === node.instanceId && a.Status !== 'detaching' && a.Status !== 'detached';
+              return ours && a.AttachmentId ? { value: a.AttachmentId } : undefined;
+            },
+          },
         );
-        // Delete with the instance, so a terminated node does not leak its ENIs.
-        if (att.AttachmentId) {
+        // Delete with the instance, so a terminated node does not leak its ENIs. Idempotent: a
+        // resend after an unknown outcome is harmless.
+        if (attachmentId) {
           await mutate('ModifyNetworkInterfaceAttribute', () =>
             ec2.send(
               new ModifyNetworkInterfaceAttributeCommand({
                 NetworkInterfaceId: eniId,
-                Attachment: { AttachmentId: att.AttachmentId, DeleteOnTermination: true },
+                Attachment: { AttachmentId: attachmentId, DeleteOnTermination: true },
               }),
             ),
           );
         }
+        const eni = await getEni(eniId);
+        return toInterfaceInfo(eni, await subnetCidrs([req.subnetId]));
       } catch (err) {
-        // An unattached ENI we just made is a leak: take it back before reporting the failure.
-        await mutate('DeleteNetworkInterface', () =>
-          ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: eniId })),
-        ).catch(() => {});
-        throw err;
+        // An ENI we made but could not finish is a leak (or, attached, one the daemon does not
+        // know): take it back before reporting the failure, and say so if that fails too.
+        return rollBack(eniId, err);
       }
-      const eni = await getEni(eniId);
-      return toInterfaceInfo(eni, await subnetCidrs([req.subnetId]));
     });
+  }
+
+  /** Undo a createInterface that failed after CreateNetworkInterface; always throws. */
+  async function rollBack(eniId: string, failure: unknown): Promise<never> {
+    try {
+      await detachAndDelete(await getEni(eniId));
+    } catch (undo) {
+      if (!(undo instanceof NotFoundError)) {
+        const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
+        throw new OtherProviderError(
+          `creating ${eniId} failed (${why(failure)}) and removing it failed too (${why(undo)}): it may still exist, attached or not; the daemon's drift resync adopts an attached one, the janitor deletes a detached one`,
+          {
+            cloudCode: isProviderError(failure) ? failure.cloudCode : undefined,
+            cause: new AggregateError([failure, undo], `create rollback of ${eniId}`),
+          },
+        );
+      }
+    }
+    throw failure;
+  }
+
+  /** Detach the ENI if it is attached, wait until it is available, delete it. */
+  async function detachAndDelete(eni: NetworkInterface): Promise<void> {
+    const interfaceId = eni.NetworkInterfaceId ?? '';
+    const attachmentId = eni.Attachment?.AttachmentId;
+    if (attachmentId && eni.Attachment?.Status !== 'detached') {
+      await caller.call(
+        'DetachNetworkInterface',
+        'attach',
+        async () => {
+          await ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: attachmentId }));
+        },
+        {
+          recover: async () => {
+            const a = (await getEni(interfaceId)).Attachment;
+            const gone =
+              !a || a.AttachmentId !== attachmentId || a.Status === 'detaching' || a.Status === 'detached';
+            return gone ? { value: undefined } : undefined;
+          },
+        },
+      );
+      // Detaching takes seconds on EC2; deleting before it completes fails with InUse.
+      const deadline = now() + (options.detachTimeoutMs ?? 30_000);
+      for (let wait = 250; eni.Status !== 'available'; wait = Math.min(wait * 2, 2000)) {
+        if (now() > deadline) {
+          throw new OtherProviderError(`${interfaceId} still ${eni.Status} after detaching; not deleted`);
+        }
+        await sleep(wait);
+        eni = await getEni(interfaceId);
+      }
+    }
+    await mutate(
+      'DeleteNetworkInterface',
+      async () => {
+        await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: interfaceId }));
+      },
+      async () => {
+        try {
+          await getEni(interfaceId);
+          return undefined;
+        } catch (err) {
+          if (err instanceof NotFoundError) return { value: undefined };
+          throw err;
+        }
+      },
+    );
   }
 
   async function assignIps(interfaceId: string, req: AssignRequest): Promise<string[]> {
@@ -477,20 +595,31 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         checkIpLimit(before.size, req.count, limits, interfaceId, node.instanceType);
         wanted = await ensureSubnetCapacity(s, req.count);
       }
-      const out = await mutate('AssignPrivateIpAddresses', () =>
-        ec2.send(
-          new AssignPrivateIpAddressesCommand({
-            NetworkInterfaceId: interfaceId,
-            ...(wanted
-              ? { PrivateIpAddresses: wanted }
-              : { SecondaryPrivateIpAddressCount: (req as { count: number }).count }),
-          }),
-        ),
+      const fresh = (list: (string | undefined)[]) =>
+        list.filter((ip): ip is string => !!ip && !before.has(ip));
+      return mutate(
+        'AssignPrivateIpAddresses',
+        async () => {
+          const out = await ec2.send(
+            new AssignPrivateIpAddressesCommand({
+              NetworkInterfaceId: interfaceId,
+              ...(wanted
+                ? { PrivateIpAddresses: wanted }
+                : { SecondaryPrivateIpAddressCount: (req as { count: number }).count }),
+            }),
+          );
+          // EC2 lists only the new addresses; LocalStack lists all of them. The difference is right for both.
+          return fresh((out.AssignedPrivateIpAddresses ?? []).map((a) => a.PrivateIpAddress));
+        },
+        // EC2 assigns all or nothing: any new address on the ENI is this call's (we are the only
+        // writer of our ENIs, one mutation at a time).
+        async () => {
+          const added = fresh(
+            ((await getEni(interfaceId)).PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress),
+          );
+          return added.length > 0 ? { value: added } : undefined;
+        },
       );
-      // EC2 lists only the new addresses; LocalStack lists all of them. The difference is right for both.
-      return (out.AssignedPrivateIpAddresses ?? [])
-        .map((a) => a.PrivateIpAddress ?? '')
-        .filter((ip) => ip !== '' && !before.has(ip));
     });
   }
 
@@ -508,15 +637,23 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         );
       }
       // Already gone is fine: the caller's intent holds (EC2 itself would refuse the whole call).
-      const present = [...new Set(ips)].filter((ip) => secondary.includes(ip));
+      let present = [...new Set(ips)].filter((ip) => secondary.includes(ip));
       if (present.length === 0) return;
-      await mutate('UnassignPrivateIpAddresses', () =>
-        ec2.send(
-          new UnassignPrivateIpAddressesCommand({
-            NetworkInterfaceId: interfaceId,
-            PrivateIpAddresses: present,
-          }),
-        ),
+      await mutate(
+        'UnassignPrivateIpAddresses',
+        async () => {
+          await ec2.send(
+            new UnassignPrivateIpAddressesCommand({
+              NetworkInterfaceId: interfaceId,
+              PrivateIpAddresses: present,
+            }),
+          );
+        },
+        async () => {
+          const still = new Set(ipsOf(await getEni(interfaceId)).secondary);
+          present = present.filter((ip) => still.has(ip)); // a resend names only what is left
+          return present.length === 0 ? { value: undefined } : undefined;
+        },
       );
     });
   }
@@ -524,41 +661,23 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   async function deleteInterface(interfaceId: string, opts: DeleteInterfaceOptions = {}): Promise<void> {
     validateId('network interface', ENI_ID, interfaceId);
     return exclusive(async () => {
-      let eni = await getEni(interfaceId);
+      const eni = await getEni(interfaceId);
       if (eni.Attachment?.DeviceIndex === 0) {
         throw new OtherProviderError(
           `refusing to delete ${interfaceId}: it is an instance's primary interface`,
         );
       }
       const attached = Boolean(eni.Attachment?.AttachmentId && eni.Attachment.Status !== 'detached');
-      if (opts.onlyIfDetached) {
+      if (opts.onlyIfDetached && (attached || eni.Status !== 'available')) {
         // EC2's DeleteNetworkInterface refuses an attached ENI itself, atomically
         // (InvalidNetworkInterface.InUse, mapped to InterfaceInUseError); LocalStack deletes it
         // anyway, so look right before as well.
-        if (attached || eni.Status !== 'available') {
-          throw new InterfaceInUseError(
-            `${interfaceId} is ${eni.Status ?? 'unknown'}${eni.Attachment?.InstanceId ? ` (attached to ${eni.Attachment.InstanceId})` : ''}; not deleted`,
-            { cloudCode: 'InvalidNetworkInterface.InUse' },
-          );
-        }
-      } else if (attached && eni.Attachment?.AttachmentId) {
-        const attachmentId = eni.Attachment.AttachmentId;
-        await caller.call('DetachNetworkInterface', 'attach', () =>
-          ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: attachmentId })),
+        throw new InterfaceInUseError(
+          `${interfaceId} is ${eni.Status ?? 'unknown'}${eni.Attachment?.InstanceId ? ` (attached to ${eni.Attachment.InstanceId})` : ''}; not deleted`,
+          { cloudCode: 'InvalidNetworkInterface.InUse' },
         );
-        // Detaching takes seconds on EC2; deleting before it completes fails with InUse.
-        const deadline = now() + (options.detachTimeoutMs ?? 30_000);
-        for (let wait = 250; eni.Status !== 'available'; wait = Math.min(wait * 2, 2000)) {
-          if (now() > deadline) {
-            throw new OtherProviderError(`${interfaceId} still ${eni.Status} after detaching; not deleted`);
-          }
-          await sleep(wait);
-          eni = await getEni(interfaceId);
-        }
       }
-      await mutate('DeleteNetworkInterface', () =>
-        ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: interfaceId })),
-      );
+      await detachAndDelete(eni);
     });
   }
 

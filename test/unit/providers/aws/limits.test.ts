@@ -4,6 +4,7 @@ import {
   checkInterfaceLimit,
   checkIpLimit,
   chooseDeviceIndex,
+  limitsFromNetworkInfo,
   maxPods,
 } from '../../../../src/providers/aws/limits.ts';
 import { LimitExceededError } from '../../../../src/providers/errors.ts';
@@ -67,5 +68,47 @@ describe('checkInterfaceLimit / checkIpLimit', () => {
         return true;
       },
     );
+  });
+});
+
+describe('limitsFromNetworkInfo', () => {
+  test('single-card types: MaximumNetworkInterfaces as is (with or without a card list)', () => {
+    assert.deepEqual(limitsFromNetworkInfo({ MaximumNetworkInterfaces: 3, Ipv4AddressesPerInterface: 10 }), {
+      maxInterfaces: 3,
+      ipsPerInterface: 10,
+    });
+    assert.deepEqual(
+      limitsFromNetworkInfo({
+        MaximumNetworkInterfaces: 8,
+        Ipv4AddressesPerInterface: 30,
+        NetworkCards: [{ NetworkCardIndex: 0, MaximumNetworkInterfaces: 8 }],
+      }),
+      { maxInterfaces: 8, ipsPerInterface: 30 },
+    );
+  });
+
+  test('multi-card types: network card 0 only (p4d.24xlarge: 4 cards x 15, max pods 737 as AWS publishes)', () => {
+    const p4d = limitsFromNetworkInfo({
+      MaximumNetworkInterfaces: 60,
+      Ipv4AddressesPerInterface: 50,
+      NetworkCards: [3, 2, 1, 0].map((i) => ({ NetworkCardIndex: i, MaximumNetworkInterfaces: 15 })),
+    })!;
+    assert.deepEqual(p4d, { maxInterfaces: 15, ipsPerInterface: 50 });
+    assert.equal(maxPods(p4d), 737);
+    const c6in = limitsFromNetworkInfo({
+      MaximumNetworkInterfaces: 16,
+      Ipv4AddressesPerInterface: 50,
+      NetworkCards: [
+        { NetworkCardIndex: 0, MaximumNetworkInterfaces: 8 },
+        { NetworkCardIndex: 1, MaximumNetworkInterfaces: 8 },
+      ],
+    })!;
+    assert.equal(c6in.maxInterfaces, 8);
+    assert.equal(maxPods(c6in), 394);
+  });
+
+  test('no limits in the answer: undefined', () => {
+    assert.equal(limitsFromNetworkInfo(undefined), undefined);
+    assert.equal(limitsFromNetworkInfo({ MaximumNetworkInterfaces: 4 }), undefined);
   });
 });
