@@ -113,6 +113,57 @@ describe('createRateLimitedCaller retries', () => {
     await caller.stop();
   });
 
+  test('recover: an unknown outcome (5xx) is re-read before a resend; a found change is the result', async () => {
+    const { caller } = harness();
+    const f = failing([new FakeCloudError('server')]);
+    let reads = 0;
+    const out = await caller.call('X', 'mutate', f.fn, {
+      recover: async () => {
+        reads++;
+        return { value: 'found' };
+      },
+    });
+    assert.equal(out, 'found');
+    assert.equal(f.calls(), 1, 'not sent again');
+    assert.equal(reads, 1);
+    await caller.stop();
+  });
+
+  test('recover: not found means resend; throttling is never re-read; last attempt is re-read too', async () => {
+    const { caller } = harness({ maxAttempts: 3 });
+    const f = failing([new FakeCloudError('throttle'), new FakeCloudError('server')]);
+    let reads = 0;
+    const recover = async () => {
+      reads++;
+      return undefined;
+    };
+    assert.equal(await caller.call('X', 'mutate', f.fn, { recover }), 'ok after 3');
+    assert.equal(reads, 1, 'only after the 5xx');
+    const g = failing([1, 2, 3].map(() => new FakeCloudError('server')));
+    let n = 0;
+    const late = await caller.call('X', 'mutate', g.fn, {
+      recover: async () => (++n === 3 ? { value: 'late' } : undefined),
+    });
+    assert.equal(late, 'late', 'the change of the last attempt is found after it');
+    assert.equal(g.calls(), 3);
+    await caller.stop();
+  });
+
+  test('recover: a failing re-read fails the call with the attempt error, no blind resend', async () => {
+    const { caller } = harness();
+    const f = failing([new FakeCloudError('server')]);
+    await assert.rejects(
+      caller.call('X', 'mutate', f.fn, {
+        recover: async () => {
+          throw new Error('describe failed');
+        },
+      }),
+      (e) => e instanceof OtherProviderError && /server/.test(e.message),
+    );
+    assert.equal(f.calls(), 1);
+    await caller.stop();
+  });
+
   test('non-retryable errors fail on the first attempt', async () => {
     const { caller, sleeps } = harness();
     const f = failing([new FakeCloudError('bad')]);
