@@ -62,6 +62,11 @@ export interface FaultRule {
   code?: string;
   /** delay-after: how long the answer is held (default 30 s). */
   delayMs?: number;
+  /**
+   * Runs when the rule fires, after the target answered (for the *-after and lro modes): how a
+   * test makes the cloud undo the change, e.g. an operation that was canceled and rolled back.
+   */
+  onHit?: (call: string) => void;
 }
 
 export interface FaultEvent {
@@ -270,6 +275,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       return;
     }
     if (!hit) return reply(res, answer);
+    hit.rule.onHit?.(call);
     switch (hit.mode) {
       case 'drop-after':
         res.socket?.destroy();

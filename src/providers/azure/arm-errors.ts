@@ -3,6 +3,7 @@
 // Works on the error's duck-typed shape so it is testable without the SDK.
 import {
   InterfaceInUseError,
+  isProviderError,
   LimitExceededError,
   NotFoundError,
   OtherProviderError,
@@ -16,6 +17,32 @@ import type { ErrorClassification } from '../rate-limit.ts';
 
 /** 412 on a NIC PUT: someone changed the NIC since we read it. Re-read and re-apply. */
 export class EtagConflictError extends OtherProviderError {}
+
+/** @azure/core-lro's messages for an operation that ended Failed or Canceled. */
+const LRO_NOT_SUCCEEDED = /^The long-running operation has failed|^Operation was canceled/;
+
+/** The SDK's error behind one of ours (the retry wrapper keeps it as the cause). */
+function rootCause(err: unknown): unknown {
+  return isProviderError(err) ? (err.cause ?? err) : err;
+}
+
+/**
+ * True when a write may or may not have been applied: its long-running operation ended Failed or
+ * Canceled, or it failed with a 5xx, 408, timeout or reset (after our retries). 409, 412, 429
+ * and other 4xx are known "not applied".
+ */
+export function isUnknownOutcome(err: unknown): boolean {
+  const e = shape(rootCause(err));
+  if (e.statusCode === undefined && LRO_NOT_SUCCEEDED.test(e.message ?? '')) return true;
+  const c = classifyArmError(rootCause(err));
+  return c.retryable && !c.throttled && e.statusCode !== 409;
+}
+
+/** 409 AnotherOperationInProgress: an earlier operation on the resource is still running. */
+export function isOperationInProgress(err: unknown): boolean {
+  const e = shape(rootCause(err));
+  return e.statusCode === 409 && /AnotherOperationInProgress/i.test(e.code ?? '');
+}
 
 interface ArmErrorShape {
   name?: string;

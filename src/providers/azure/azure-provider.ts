@@ -7,6 +7,14 @@
 // Every NIC write carries If-Match with the etag it was planned from; on 412 the NIC is re-read and
 // the change re-planned (bounded). Writes to one NIC are serialised in-process so the daemon does
 // not race itself. The primary ipConfiguration is never modified.
+// Unknown outcomes: a PUT whose long-running operation ends Failed or Canceled, or that still
+// failed with a 5xx / timeout / reset after the retries, may or may not have changed the NIC. The
+// NIC is re-read and the change re-planned: the configurations a request writes carry its token in
+// their names, so what is already there is recognised and not written twice, and what is missing
+// is written again. A resend inside the retries is safe too: its If-Match etag is stale once the
+// first PUT applied, so ARM answers 412 and we re-plan. 409 AnotherOperationInProgress (an earlier
+// operation on the NIC still running) waits until the NIC's provisioning state settles, then
+// re-plans.
 import { randomBytes } from 'node:crypto';
 import {
   type NetworkInterface,
@@ -45,7 +53,13 @@ import {
   createBucket,
   DEFAULT_AZURE_LIMITS,
 } from './arm-budgets.ts';
-import { classifyArmError, EtagConflictError, toProviderError } from './arm-errors.ts';
+import {
+  classifyArmError,
+  EtagConflictError,
+  isOperationInProgress,
+  isUnknownOutcome,
+  toProviderError,
+} from './arm-errors.ts';
 import { normalizeMac, parseNicId, parseSubnetId, sameId, vnetIdOfSubnet } from './arm-ids.ts';
 import { createAzureCredential } from './credential.ts';
 import { type AzureVmMetadata, fetchInstanceMetadata } from './imds.ts';
@@ -71,8 +85,14 @@ export interface AzureProviderOptions {
   observer?: ApiCallObserver;
   /** Poll interval of long-running operations when ARM sends no Retry-After (default 1000 ms). */
   lroPollIntervalMs?: number;
-  /** Re-reads of a NIC after 412 Precondition Failed before giving up (default 5). */
+  /**
+   * Re-reads and re-plans of a NIC write before giving up (default 5): after 412 Precondition
+   * Failed, an operation that ended Failed/Canceled or with an unknown outcome, or 409
+   * AnotherOperationInProgress.
+   */
   maxEtagAttempts?: number;
+  /** How long a 409 AnotherOperationInProgress waits for the NIC to settle (default 120 s). */
+  operationWaitMs?: number;
   /** Wall clock in ms (for leak ages). */
   now?: () => number;
 }
@@ -375,13 +395,26 @@ export class AzureProvider implements CloudProvider {
         { cloudCode: 'NicInUse' },
       );
     }
-    await this.caller.call('NetworkInterfaces.delete', 'armWrite', () =>
-      this.networkWrites.schedule(async () => {
-        await this.arm().networkInterfaces.delete(ref.resourceGroup, ref.name, {
-          updateIntervalInMs: this.opts.lroPollIntervalMs ?? 1000,
-        });
-      }),
-    );
+    const deleteNic = () =>
+      this.caller.call('NetworkInterfaces.delete', 'armWrite', () =>
+        this.networkWrites.schedule(async () => {
+          await this.arm().networkInterfaces.delete(ref.resourceGroup, ref.name, {
+            updateIntervalInMs: this.opts.lroPollIntervalMs ?? 1000,
+          });
+        }),
+      );
+    try {
+      await deleteNic();
+    } catch (err) {
+      // A delete whose operation ended Failed/Canceled or unanswered may have happened: look.
+      if (!isUnknownOutcome(err)) throw err;
+      try {
+        await this.getNic(interfaceId);
+      } catch (gone) {
+        if (gone instanceof NotFoundError) return;
+      }
+      throw err;
+    }
   }
 
   async findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]> {
@@ -470,6 +503,12 @@ export class AzureProvider implements CloudProvider {
           return p.result(after);
         } catch (err) {
           if (err instanceof EtagConflictError && attempt < max) continue;
+          // Made or not? The next round re-reads the NIC: the plan recognises our own configurations.
+          if (isUnknownOutcome(err) && attempt < max) continue;
+          if (isOperationInProgress(err) && attempt < max) {
+            await this.settle(interfaceId, err);
+            continue;
+          }
           if (err instanceof EtagConflictError) {
             throw new EtagConflictError(
               `NIC ${interfaceId} kept changing under us: gave up after ${max} attempts (${err.message})`,
@@ -483,6 +522,18 @@ export class AzureProvider implements CloudProvider {
         }
       }
     });
+  }
+
+  /** Wait until no operation runs on the NIC (provisioning state not Updating), bounded. */
+  private async settle(interfaceId: string, cause: unknown): Promise<void> {
+    const interval = this.opts.lroPollIntervalMs ?? 1000;
+    const deadline = Date.now() + (this.opts.operationWaitMs ?? 120_000);
+    for (;;) {
+      const nic = await this.getNic(interfaceId);
+      if (nic.provisioningState !== 'Updating') return;
+      if (Date.now() > deadline) throw asProviderError(cause);
+      await new Promise((r) => setTimeout(r, interval));
+    }
   }
 
   private async withNicLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -3,6 +3,8 @@ import { describe, test } from 'node:test';
 import {
   classifyArmError,
   EtagConflictError,
+  isOperationInProgress,
+  isUnknownOutcome,
   retryAfterMs,
   toProviderError,
 } from '../../../../src/providers/azure/arm-errors.ts';
@@ -95,5 +97,30 @@ describe('toProviderError', () => {
       subnetId?: string;
     };
     assert.equal(s.subnetId, '/subs/x');
+  });
+});
+
+describe('isUnknownOutcome / isOperationInProgress', () => {
+  test('operations ended Failed or Canceled, 5xx, 408 and transport errors are unknown outcomes', () => {
+    assert.equal(
+      isUnknownOutcome(new Error('The long-running operation has failed. InternalServerError. x')),
+      true,
+    );
+    assert.equal(isUnknownOutcome(new Error('Operation was canceled')), true);
+    assert.equal(isUnknownOutcome(restError(500)), true);
+    assert.equal(isUnknownOutcome(restError(408)), true);
+    assert.equal(isUnknownOutcome(restError(undefined, 'ECONNRESET')), true);
+    // wrapped by the retry caller: the SDK error is the cause
+    assert.equal(isUnknownOutcome(toProviderError(restError(503))), true);
+  });
+  test('429, 409, 412 and other 4xx are known not applied', () => {
+    for (const s of [400, 403, 404, 409, 412, 429])
+      assert.equal(isUnknownOutcome(restError(s)), false, String(s));
+    assert.equal(isUnknownOutcome(restError(409, 'AnotherOperationInProgress')), false);
+  });
+  test('409 AnotherOperationInProgress, bare or wrapped', () => {
+    assert.equal(isOperationInProgress(restError(409, 'AnotherOperationInProgress')), true);
+    assert.equal(isOperationInProgress(toProviderError(restError(409, 'AnotherOperationInProgress'))), true);
+    assert.equal(isOperationInProgress(restError(409, 'Conflict')), false);
   });
 });
