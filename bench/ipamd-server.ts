@@ -5,6 +5,7 @@
 //   node bench/ipamd-server.ts <dir>
 
 import { join } from 'node:path';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { pino } from 'pino';
 import { Daemon } from '../src/ipam-daemon/daemon.ts';
 import { startSocketServer } from '../src/ipam-daemon/server.ts';
@@ -51,7 +52,10 @@ process.stdout.write(
 process.on('SIGUSR2', () => {
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
-  process.stdout.write(`${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed })}\n`);
+  const spaces = Object.fromEntries(
+    getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]),
+  );
+  process.stdout.write(`${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites })}\n`);
 });
 process.on('SIGTERM', () => {
   void server.close().then(() => daemon.stop(2000).then(() => process.exit(0)));

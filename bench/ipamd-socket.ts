@@ -1,147 +1,308 @@
-// Benchmark: allocations + releases per second over the daemon's Unix socket with a warm pool,
-// p50/p99 latency, and the daemon's RSS after 10k cycles. Not a test: prints a table.
+// Benchmark: allocate + release cycles per second over the daemon's Unix socket with a warm pool,
+// latency, the daemon's CPU and disk flushes per cycle (group commit), and its RSS curve over a
+// long run. Not a test: prints a report and, with --write, stores it in bench/results/ipamd-socket.md.
 //
-//   npx node bench/ipamd-socket.ts [--cycles 10000] [--concurrency 1,8,32] [--dir /dev/shm]
+//   npx node bench/ipamd-socket.ts [--cycles 20000] [--concurrency 1,32] [--memory-cycles 100000]
+//                                  [--dir /dev/shm] [--write]
 //
-// Each cycle is one POST /v1/allocate + one POST /v1/release for a fresh container id, over a
-// keep-alive connection per worker, as the CNI plugin would (it opens one connection per call;
-// see the "new connection" row). Every answered allocation is on disk (checkpoint fsync) first.
+// Each cycle is one POST /v1/allocate + one POST /v1/release for a fresh container id, over one
+// keep-alive connection per client (the "new connection" row opens one per call, as the old
+// plugin did). Every answered change is durable first (group commit: one fdatasync per batch).
+// The client is a minimal HTTP/1.1 client on node:net, so the client's own CPU (same machine)
+// takes as little as possible from the daemon's.
 
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DAEMON_NODE_FLAGS } from '../src/ipam-daemon/node-flags.ts';
+import { fmt, median, tail, verdict } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
-    cycles: { type: 'string', default: '10000' },
-    concurrency: { type: 'string', default: '1,8,32' },
+    cycles: { type: 'string', default: '20000' },
+    concurrency: { type: 'string', default: '1,32' },
+    'memory-cycles': { type: 'string', default: '100000' },
     // Where the checkpoint lives: compare a disk with /dev/shm to see what fsync costs.
     dir: { type: 'string', default: tmpdir() },
+    write: { type: 'boolean', default: false },
   },
 });
 const cycles = Number(values.cycles);
 const levels = String(values.concurrency).split(',').map(Number);
+const memoryCycles = Number(values['memory-cycles']);
+const GOAL_CYCLES_PER_SEC = 10_000;
+const GOAL_SINGLE_TAIL_MS = 5;
+const GOAL_RSS_MIB = 96;
+/** "Flat": RSS from the first 10% of the run to the end grows by at most this much. */
+const FLAT_MIB = 4;
 
-function post(socketPath: string, path: string, body: unknown, agent: Agent | false): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const payload = JSON.stringify(body);
-    const req = request(
-      {
-        socketPath,
-        path,
-        method: 'POST',
-        agent,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
-      },
-      (res) => {
-        res.resume();
-        res.on('end', () =>
-          res.statusCode === 200 ? resolve(res.statusCode) : reject(new Error(`HTTP ${res.statusCode}`)),
-        );
-      },
+/** One keep-alive connection answering one request at a time (what each client does). */
+class Conn {
+  private readonly sock: Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private waiting: ((status: number) => void) | null = null;
+  private constructor(sock: Socket) {
+    this.sock = sock;
+    sock.on('data', (d: Buffer) => {
+      this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+      this.drain();
+    });
+  }
+  static open(path: string): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const s = connect(path, () => resolve(new Conn(s)));
+      s.once('error', reject);
+    });
+  }
+  private drain(): void {
+    const end = this.buf.indexOf('\r\n\r\n');
+    if (end < 0 || !this.waiting) return;
+    const head = this.buf.subarray(0, end).toString('latin1');
+    const len = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+    if (this.buf.length < end + 4 + len) return;
+    this.buf = this.buf.subarray(end + 4 + len);
+    const w = this.waiting;
+    this.waiting = null;
+    w(Number(head.slice(9, 12)));
+  }
+  post(path: string, body: string): Promise<number> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.sock.write(
+        `POST ${path} HTTP/1.1\r\nHost: ipamd\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    });
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+interface Report {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  writes: { snapshots: number; journalLines: number };
+}
+
+class Server {
+  readonly socket: string;
+  readonly pid: number;
+  readonly pool: number;
+  readonly child: ChildProcess;
+  private constructor(child: ChildProcess, ready: { socket: string; pid: number; pool: number }) {
+    this.child = child;
+    this.socket = ready.socket;
+    this.pid = ready.pid;
+    this.pool = ready.pool;
+  }
+  static async start(dir: string): Promise<Server> {
+    // The daemon's production V8 flags (node-flags.ts), plus --expose-gc for the report.
+    const child = spawn(
+      process.execPath,
+      [...DAEMON_NODE_FLAGS, '--expose-gc', join(import.meta.dirname, 'ipamd-server.ts'), dir],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    req.on('error', reject);
-    req.end(payload);
-  });
+    const ready = await new Promise<{ socket: string; pid: number; pool: number }>((resolve, reject) => {
+      child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
+      child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
+    });
+    return new Server(child, ready);
+  }
+  /** Memory after a full GC and checkpoint write counts (the server answers SIGUSR2). */
+  report(): Promise<Report> {
+    return new Promise((resolve) => {
+      this.child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
+      this.child.kill('SIGUSR2');
+    });
+  }
+  async rssMiB(): Promise<number> {
+    const s = await readFile(`/proc/${this.pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? Number.NaN) / 1024;
+  }
+  /** user + system CPU seconds so far. */
+  async cpuSeconds(): Promise<number> {
+    const f = (await readFile(`/proc/${this.pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? [];
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  }
+  async stop(): Promise<void> {
+    this.child.kill('SIGTERM');
+    await new Promise((r) => this.child.once('exit', r));
+  }
 }
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-async function rssKiB(pid: number): Promise<number> {
-  const s = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? Number.NaN);
-}
-
-/** RSS and V8 heap of the daemon after a full GC (it answers SIGUSR2 with one JSON line). */
-function memoryAfterGc(child: ReturnType<typeof spawn>): Promise<{ rss: number; heapUsed: number }> {
-  return new Promise((resolve) => {
-    child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
-    child.kill('SIGUSR2');
-  });
-}
-
-async function run(socketPath: string, total: number, concurrency: number, keepAlive: boolean, tag: string) {
+let tagSeq = 0;
+/** `total` cycles over `concurrency` clients; latencies of allocations in ms. */
+async function run(
+  server: Server,
+  total: number,
+  concurrency: number,
+  keepAlive: boolean,
+  onProgress?: (done: number) => Promise<void>,
+) {
+  const tag = `r${++tagSeq}`;
   const alloc: number[] = [];
-  const rel: number[] = [];
+  const release: number[] = [];
   let next = 0;
+  let done = 0;
+  let progress = Promise.resolve();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      const agent = keepAlive ? new Agent({ keepAlive: true, maxSockets: 1 }) : false;
+      const conn = keepAlive ? await Conn.open(server.socket) : null;
       for (;;) {
         const n = next++;
         if (n >= total) break;
-        const key = { containerId: `${tag}-${n}`, ifName: 'eth0' };
-        let t = performance.now();
-        await post(socketPath, '/v1/allocate', { ...key, podNamespace: 'bench', podName: `p-${n}` }, agent);
-        alloc.push(performance.now() - t);
-        t = performance.now();
-        await post(socketPath, '/v1/release', key, agent);
-        rel.push(performance.now() - t);
+        const key = `"containerId":"${tag}-${n}","ifName":"eth0"`;
+        for (const [path, body, into] of [
+          ['/v1/allocate', `{${key},"podNamespace":"bench","podName":"p-${n}"}`, alloc],
+          ['/v1/release', `{${key}}`, release],
+        ] as const) {
+          const c = conn ?? (await Conn.open(server.socket));
+          const t = performance.now();
+          const status = await c.post(path, body);
+          into.push(performance.now() - t);
+          if (!conn) c.close();
+          if (status !== 200) throw new Error(`${path} answered ${status}`);
+        }
+        done++;
+        if (onProgress && done % 10_000 === 0) {
+          const at = done;
+          progress = progress.then(() => onProgress(at));
+        }
       }
-      if (agent) agent.destroy();
+      conn?.close();
     }),
   );
-  const secs = (performance.now() - t0) / 1000;
-  alloc.sort((a, b) => a - b);
-  rel.sort((a, b) => a - b);
-  return {
-    cyclesPerSec: total / secs,
-    allocP50: pct(alloc, 50),
-    allocP99: pct(alloc, 99),
-    relP50: pct(rel, 50),
-    relP99: pct(rel, 99),
-  };
+  await progress;
+  return { cyclesPerSec: total / ((performance.now() - t0) / 1000), alloc, release };
 }
 
-const dir = await mkdtemp(join(String(values.dir), 'ipamd-bench-'));
-const server = spawn(process.execPath, ['--expose-gc', join(import.meta.dirname, 'ipamd-server.ts'), dir], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-const ready = await new Promise<{ socket: string; pid: number; pool: number }>((resolve, reject) => {
-  server.stdout.once('data', (d) => resolve(JSON.parse(String(d))));
-  server.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
-});
-try {
-  const rssStart = await rssKiB(ready.pid);
-  const memStart = await memoryAfterGc(server);
-  const rows: string[] = [];
-  const fmt = (n: number) => n.toFixed(2);
-  // Warm-up (JIT, first fsyncs), not reported.
-  await run(ready.socket, 500, 4, true, 'warm');
-  for (const c of levels) {
-    const r = await run(ready.socket, cycles, c, true, `c${c}`);
-    rows.push(
-      `| keep-alive | ${c} | ${cycles} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(r.allocP50)} | ${fmt(r.allocP99)} | ${fmt(r.relP50)} | ${fmt(r.relP99)} |`,
-    );
+async function throughput(dir: string): Promise<{ lines: string[]; verdicts: string[] }> {
+  const server = await Server.start(dir);
+  try {
+    await run(server, 1000, 8, true); // warm-up (JIT, first writes), not reported
+    const rows: string[] = [];
+    const verdicts: string[] = [];
+    const measure = async (c: number, n: number, keepAlive: boolean) => {
+      const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
+      const r = await run(server, n, c, keepAlive);
+      const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
+      const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
+      const at = tail(r.alloc);
+      const rt = tail(r.release);
+      rows.push(
+        `| ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} |`,
+      );
+      return { r, tail: at };
+    };
+    for (const c of levels) {
+      const { r, tail: t } = await measure(c, cycles, true);
+      if (c === 1) {
+        verdicts.push(
+          verdict(
+            t.value < GOAL_SINGLE_TAIL_MS,
+            `one connection, allocation ${t.label} under ${GOAL_SINGLE_TAIL_MS} ms`,
+            `${fmt(t.value, 2)} ms over ${r.alloc.length} allocations`,
+          ),
+        );
+      }
+      if (c === 32) {
+        verdicts.push(
+          verdict(
+            r.cyclesPerSec >= GOAL_CYCLES_PER_SEC,
+            `32 clients, at least ${GOAL_CYCLES_PER_SEC} cycles/s`,
+            `${r.cyclesPerSec.toFixed(0)} cycles/s`,
+          ),
+        );
+      }
+    }
+    await measure(1, Math.min(cycles, 2000), false);
+    return {
+      lines: [
+        `Warm pool: ${server.pool} IPs (m5.4xlarge, in-memory cloud). Checkpoint in ${values.dir}.`,
+        '',
+        '| connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | changes per disk flush |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+        ...rows,
+      ],
+      verdicts,
+    };
+  } finally {
+    await server.stop();
   }
-  const fresh = await run(ready.socket, Math.min(cycles, 2000), 1, false, 'fresh');
-  rows.push(
-    `| new connection | 1 | ${Math.min(cycles, 2000)} | ${fresh.cyclesPerSec.toFixed(0)} | ${fmt(fresh.allocP50)} | ${fmt(fresh.allocP99)} | ${fmt(fresh.relP50)} | ${fmt(fresh.relP99)} |`,
-  );
-  const rssEnd = await rssKiB(ready.pid);
-  const memEnd = await memoryAfterGc(server);
-  const totalCycles = 500 + cycles * levels.length + Math.min(cycles, 2000);
-  console.log(`warm pool: ${ready.pool} IPs (m5.4xlarge, in-memory cloud); checkpoint fsync on every change`);
-  console.log(
-    '| connection | concurrency | cycles | cycles/s | alloc p50 ms | alloc p99 ms | release p50 ms | release p99 ms |',
-  );
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const r of rows) console.log(r);
-  console.log(
-    `daemon RSS: ${(rssStart / 1024).toFixed(1)} MiB at start, ${(rssEnd / 1024).toFixed(1)} MiB after ${totalCycles} cycles`,
-  );
-  const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
-  console.log(
-    `after a full GC: RSS ${mib(memStart.rss)} -> ${mib(memEnd.rss)} MiB, V8 heap used ${mib(memStart.heapUsed)} -> ${mib(memEnd.heapUsed)} MiB`,
-  );
+}
+
+async function memory(dir: string): Promise<{ lines: string[]; verdicts: string[] }> {
+  const server = await Server.start(dir);
+  try {
+    const curve: Array<[number, number]> = [[0, await server.rssMiB()]];
+    const start = await server.report();
+    const r = await run(server, memoryCycles, 32, true, async (done) => {
+      curve.push([done, await server.rssMiB()]);
+    });
+    const end = await server.report();
+    const max = Math.max(...curve.map(([, m]) => m));
+    const early = curve.find(([n]) => n >= memoryCycles / 10) ?? curve[0]!;
+    const last = curve[curve.length - 1]!;
+    const mib = (b: number) => fmt(b / 2 ** 20);
+    return {
+      lines: [
+        `${memoryCycles} cycles with 32 clients (${r.cyclesPerSec.toFixed(0)} cycles/s); RSS read from /proc every 10,000 cycles, no forced GC.`,
+        '',
+        '| cycles | RSS MiB |',
+        '|---:|---:|',
+        ...curve.map(([n, m]) => `| ${n} | ${fmt(m)} |`),
+        '',
+        `After a full GC: RSS ${mib(start.rss)} -> ${mib(end.rss)} MiB, V8 heap used ${mib(start.heapUsed)} -> ${mib(end.heapUsed)} MiB, heap committed ${mib(start.heapTotal)} -> ${mib(end.heapTotal)} MiB, external ${mib(start.external)} -> ${mib(end.external)} MiB.`,
+      ],
+      verdicts: [
+        verdict(max <= GOAL_RSS_MIB, `RSS at most ${GOAL_RSS_MIB} MiB`, `max ${fmt(max)} MiB`),
+        verdict(
+          last[1] - early[1] <= FLAT_MIB,
+          `RSS flat (at most +${FLAT_MIB} MiB from ${early[0]} cycles to the end)`,
+          `${fmt(early[1])} -> ${fmt(last[1])} MiB`,
+        ),
+      ],
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+const work = await mkdtemp(join(String(values.dir), 'ipamd-bench-'));
+try {
+  const tp = await throughput(join(work, 'tp'));
+  const mem = await memory(join(work, 'mem'));
+  const cmd = `npx node bench/ipamd-socket.ts --cycles ${cycles} --concurrency ${levels.join(',')} --memory-cycles ${memoryCycles}${values.dir === tmpdir() ? '' : ` --dir ${values.dir}`} --write`;
+  const report = [
+    '# ipamd socket benchmark',
+    '',
+    `Command: \`${cmd}\` (written by the script).`,
+    `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, load average at the end ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} (the machine is shared: wall-clock figures move with its load; CPU per cycle much less).`,
+    '',
+    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit) and socket server in its own process with the daemon's production V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "changes per disk flush": answered requests per fdatasync (group commit batches).`,
+    '',
+    '## Goals',
+    '',
+    ...tp.verdicts,
+    ...mem.verdicts,
+    '',
+    '## Throughput and latency',
+    '',
+    ...tp.lines,
+    '',
+    '## Memory over a long run',
+    '',
+    ...mem.lines,
+    '',
+  ].join('\n');
+  console.log(report);
+  if (values.write) await writeFile(join(import.meta.dirname, 'results', 'ipamd-socket.md'), report);
 } finally {
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
-  await rm(dir, { recursive: true, force: true });
+  await rm(work, { recursive: true, force: true });
 }

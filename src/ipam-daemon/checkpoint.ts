@@ -1,7 +1,10 @@
-// The allocation checkpoint: one JSON file, replaced atomically (write a temp file, fsync it,
+// The allocation checkpoint: a JSON snapshot, replaced atomically (write a temp file, fsync it,
 // rename it over the old one, fsync the directory) so a crash at any point leaves either the old
-// or the new file, never a torn one. A corrupt or truncated file is moved aside as
-// <path>.corrupt-<timestamp> and the daemon rebuilds from the cloud.
+// or the new file, never a torn one, plus the journal the snapshot names: one JSON line per group
+// commit since the snapshot (checkpoint-store.ts appends them). Reading applies the journal to the
+// snapshot; a journal's last line without its newline is a write the crash cut short, never
+// acknowledged, and is ignored. A corrupt or truncated snapshot or a corrupt journal line is moved
+// aside as <path>.corrupt-<timestamp> and the daemon rebuilds from the cloud.
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
@@ -17,6 +20,18 @@ export interface CheckpointData {
   writtenAt: string;
   allocations: StoredAllocation[];
   cooling: Array<{ ip: string; coolUntil: number }>;
+  /** File name (same directory) of the journal whose lines apply on top of this snapshot. */
+  journal?: string;
+}
+
+/** One journal line: what changed between two durable states. Keys are [containerId, ifName]. */
+export interface JournalRecord {
+  /** Allocations added or changed. */
+  put?: StoredAllocation[];
+  del?: Array<[string, string]>;
+  /** Cooling entries added or changed. */
+  cool?: Array<{ ip: string; coolUntil: number }>;
+  uncool?: string[];
 }
 
 export type LoadResult =
@@ -58,7 +73,7 @@ export async function writeCheckpoint(
   }
 }
 
-/** Read and validate; corrupt files are moved aside (never deleted) so an operator can look. */
+/** Read and validate, journal applied; corrupt files are moved aside (never deleted) so an operator can look. */
 export async function loadCheckpoint(path: string, now: () => number = Date.now): Promise<LoadResult> {
   let text: string;
   try {
@@ -67,16 +82,55 @@ export async function loadCheckpoint(path: string, now: () => number = Date.now)
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     throw err;
   }
-  const problem = validate(text);
-  if (typeof problem === 'string') {
-    const movedTo = `${path}.corrupt-${new Date(now()).toISOString().replace(/[:.]/g, '-')}`;
-    await rename(path, movedTo);
-    return { kind: 'corrupt', reason: problem, movedTo };
+  const stamp = new Date(now()).toISOString().replace(/[:.]/g, '-');
+  const snapshot = validate(text);
+  let problem = typeof snapshot === 'string' ? snapshot : null;
+  let journalPath: string | null = null;
+  if (typeof snapshot !== 'string' && snapshot.journal !== undefined) {
+    journalPath = join(dirname(path), snapshot.journal);
+    const applied = await applyJournal(snapshot, journalPath);
+    if (typeof applied === 'string') problem = `journal ${snapshot.journal}: ${applied}`;
   }
-  return { kind: 'ok', data: problem };
+  if (problem !== null || typeof snapshot === 'string') {
+    const movedTo = `${path}.corrupt-${stamp}`;
+    await rename(path, movedTo);
+    if (journalPath) await rename(journalPath, `${movedTo}.journal`).catch(() => {});
+    return { kind: 'corrupt', reason: problem ?? 'unreadable', movedTo };
+  }
+  return { kind: 'ok', data: snapshot };
 }
 
-/** Remove temp files left by a crash between write and rename. Returns their names. */
+/** Applies the journal's complete lines to `data` in place; a string says what is wrong. */
+async function applyJournal(data: CheckpointData, journalPath: string): Promise<string | null> {
+  let text: string;
+  try {
+    text = await readFile(journalPath, 'utf8');
+  } catch (err) {
+    // Created right after the snapshot that names it: a crash in between leaves it absent, empty.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const lines = text.split('\n');
+  lines.pop(); // after the last newline: empty, or a line the crash cut short (never acknowledged)
+  const allocations = new Map(data.allocations.map((a) => [`${a.containerId}/${a.ifName}`, a]));
+  const cooling = new Map(data.cooling.map((c) => [c.ip, c]));
+  for (const [n, line] of lines.entries()) {
+    const rec = validateRecord(line);
+    if (typeof rec === 'string') return `line ${n + 1}: ${rec}`;
+    for (const [c, i] of rec.del ?? []) allocations.delete(`${c}/${i}`);
+    for (const a of rec.put ?? []) allocations.set(`${a.containerId}/${a.ifName}`, a);
+    for (const ip of rec.uncool ?? []) cooling.delete(ip);
+    for (const c of rec.cool ?? []) cooling.set(c.ip, c);
+  }
+  data.allocations = [...allocations.values()];
+  data.cooling = [...cooling.values()];
+  return null;
+}
+
+/**
+ * Remove temp files left by a crash between write and rename, and journals the snapshot no longer
+ * names (a crash during a compaction). Returns their names.
+ */
 export async function removeStaleTemps(path: string): Promise<string[]> {
   const dir = dirname(path);
   const prefix = `.${basename(path)}.`;
@@ -86,7 +140,20 @@ export async function removeStaleTemps(path: string): Promise<string[]> {
   } catch {
     return [];
   }
-  const stale = names.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp'));
+  let current: string | undefined;
+  try {
+    const snap = validate(await readFile(path, 'utf8'));
+    current = typeof snap === 'string' ? undefined : snap.journal;
+  } catch {
+    // no snapshot: every journal is stale
+  }
+  const journalPrefix = `${basename(path)}.journal-`;
+  const stale = names.filter(
+    (n) =>
+      (n.startsWith(prefix) && n.endsWith('.tmp')) ||
+      // A corrupt snapshot keeps its journal until loadCheckpoint moves both aside.
+      (n.startsWith(journalPrefix) && current !== undefined && n !== current),
+  );
   for (const n of stale) await unlink(join(dir, n)).catch(() => {});
   return stale;
 }
@@ -103,7 +170,31 @@ function validate(text: string): CheckpointData | string {
   if (typeof raw.instanceId !== 'string') return 'instanceId missing';
   if (!Array.isArray(raw.allocations)) return 'allocations missing';
   if (!Array.isArray(raw.cooling)) return 'cooling missing';
-  for (const a of raw.allocations) {
+  if (raw.journal !== undefined && (typeof raw.journal !== 'string' || !/^[\w.-]+$/.test(raw.journal)))
+    return `bad journal name ${JSON.stringify(raw.journal)}`;
+  return badEntries(raw.allocations, raw.cooling) ?? (raw as unknown as CheckpointData);
+}
+
+function validateRecord(line: string): JournalRecord | string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch (err) {
+    return `not valid JSON (${(err as Error).message})`;
+  }
+  if (!isObject(raw)) return 'not a JSON object';
+  const { put = [], del = [], cool = [], uncool = [] } = raw;
+  if (![put, del, cool, uncool].every(Array.isArray)) return 'put/del/cool/uncool must be lists';
+  for (const k of del as unknown[]) {
+    if (!Array.isArray(k) || k.length !== 2 || !k.every((x) => typeof x === 'string'))
+      return `malformed key ${JSON.stringify(k)}`;
+  }
+  if ((uncool as unknown[]).some((ip) => typeof ip !== 'string')) return 'malformed uncool list';
+  return badEntries(put as unknown[], cool as unknown[]) ?? (raw as JournalRecord);
+}
+
+function badEntries(allocations: unknown[], cooling: unknown[]): string | null {
+  for (const a of allocations) {
     if (
       !isObject(a) ||
       typeof a.containerId !== 'string' ||
@@ -116,12 +207,12 @@ function validate(text: string): CheckpointData | string {
       return `malformed allocation ${JSON.stringify(a)}`;
     }
   }
-  for (const c of raw.cooling) {
+  for (const c of cooling) {
     if (!isObject(c) || typeof c.ip !== 'string' || typeof c.coolUntil !== 'number') {
       return `malformed cooling entry ${JSON.stringify(c)}`;
     }
   }
-  return raw as unknown as CheckpointData;
+  return null;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -6,7 +6,7 @@
 //   daemon/interfaces.ts        which interfaces are ours / lend IPs / may be deleted; node setup
 //   daemon/restore.ts           start-up: checkpoint + cloud state
 //   daemon/route-guard.ts       pods' host routes: recovery at start, holding routed IPs
-//   daemon/checkpoint-writer.ts persist before answering
+//   daemon/checkpoint-writer.ts persist before answering (group commit)
 //   daemon/requests.ts          allocate / release / get / list, waiters
 //   daemon/gc.ts                CNI GC
 //   daemon/pool-loop.ts         plan + run cloud actions, backoff, wake-ups
@@ -72,6 +72,11 @@ export class Daemon extends EventEmitter {
       drift: new DriftResync(core),
     };
     this.core = core;
+  }
+
+  /** Checkpoint writes that reached the disk (snapshots, group-commit journal lines). */
+  get checkpointWrites(): Readonly<{ snapshots: number; journalLines: number }> {
+    return this.core.parts.checkpoint.writes;
   }
 
   get ready(): boolean {
@@ -172,7 +177,7 @@ export class Daemon extends EventEmitter {
     const drained = await parts.requests.locks.idle(timeoutMs);
     if (!drained) core.log.warn('shutdown: some requests did not finish in time');
     await parts.pool.settle(timeoutMs);
-    if (wasReady) await parts.checkpoint.persist();
+    await parts.checkpoint.finish(wasReady);
     core.state = 'stopped';
     core.log.info('daemon stopped; checkpoint is consistent');
   }

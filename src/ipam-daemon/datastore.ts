@@ -375,23 +375,36 @@ export class Datastore {
   engineView(): EngineInterface[] {
     // A gone interface (drift) no longer takes a slot on the node, nor lends an IP: the engine
     // must not see it, or it would never create the interface that replaces it.
+    // One pass over the IPs (this runs on every allocation): counts per interface.
+    const counts = new Map<string, { total: number; assigned: number; cooling: number; free: string[] }>();
+    for (const i of this.interfaces.values()) {
+      if (!i.gone) counts.set(i.id, { total: 0, assigned: 0, cooling: 0, free: [] });
+    }
+    for (const s of this.ips.values()) {
+      // A lost IP counts where the cloud has it (it takes a slot there).
+      const c = counts.get(s.cloudInterfaceId ?? s.interfaceId);
+      if (!c) continue;
+      // IPs being released are already leaving: do not count them.
+      if (s.state !== 'releasing') c.total++;
+      if (s.state === 'assigned') c.assigned++;
+      else if (s.state === 'cooling') c.cooling++;
+      else if (s.state === 'free') c.free.push(s.ip);
+    }
     return [...this.interfaces.values()]
       .filter((i) => !i.gone)
       .map((i) => {
-        // A lost IP counts where the cloud has it (it takes a slot there).
-        const states = [...this.ips.values()].filter((s) => (s.cloudInterfaceId ?? s.interfaceId) === i.id);
+        const c = counts.get(i.id) ?? { total: 0, assigned: 0, cooling: 0, free: [] };
         return {
           id: i.id,
           deviceIndex: i.deviceIndex,
           subnetId: i.subnetId,
           usable: i.usable && !i.draining && !i.gone && !i.retired,
           deletable: i.deletable && !i.draining && !i.gone,
-          // IPs being released are already leaving: do not count them. A retired interface's free
-          // IPs serve no pod: only its pods count, so it empties and goes as a whole.
-          total: states.filter((s) => s.state !== 'releasing' && !(i.retired && s.state === 'free')).length,
-          assigned: states.filter((s) => s.state === 'assigned').length,
-          cooling: states.filter((s) => s.state === 'cooling').length,
-          freeIps: i.draining || i.retired ? [] : states.filter((s) => s.state === 'free').map((s) => s.ip),
+          // A retired interface's free IPs serve no pod: only its pods count, so it empties and goes as a whole.
+          total: i.retired ? c.total - c.free.length : c.total,
+          assigned: c.assigned,
+          cooling: c.cooling,
+          freeIps: i.draining || i.retired ? [] : c.free,
         };
       });
   }

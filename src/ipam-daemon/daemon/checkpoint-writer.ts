@@ -1,17 +1,28 @@
 // Every change to the pool is on disk before it is answered: persist() resolves once a checkpoint
-// holding every change made before the call has been written (concurrent callers share writes).
+// holding every change made before the call is durable. Concurrent callers share one write (group
+// commit, ../checkpoint-store.ts).
 
-import { type CheckpointData, writeCheckpoint } from '../checkpoint.ts';
+import type { CheckpointData } from '../checkpoint.ts';
+import { CheckpointStore } from '../checkpoint-store.ts';
 import type { DaemonCore } from './core.ts';
 
 export class CheckpointWriter {
   private readonly core: DaemonCore;
-  private dirtyVersion = 0;
-  private writtenVersion = 0;
-  private writing: Promise<void> | null = null;
+  private readonly store: CheckpointStore;
 
   constructor(core: DaemonCore) {
     this.core = core;
+    const { checkpointPath, beforeCheckpointRename, beforeJournalSync } = core.opts;
+    this.store = new CheckpointStore({
+      path: checkpointPath,
+      ...(beforeCheckpointRename ? { beforeRename: beforeCheckpointRename } : {}),
+      ...(beforeJournalSync ? { beforeJournalSync } : {}),
+    });
+  }
+
+  /** Checkpoint writes that reached the disk (snapshots, group-commit journal lines). */
+  get writes(): Readonly<{ snapshots: number; journalLines: number }> {
+    return this.store.stats;
   }
 
   private snapshot(): CheckpointData {
@@ -27,26 +38,15 @@ export class CheckpointWriter {
 
   /** Resolves once a checkpoint containing every change made before the call is on disk. */
   async persist(): Promise<void> {
-    const target = ++this.dirtyVersion;
-    while (this.writtenVersion < target) {
-      if (this.writing) {
-        await this.writing.catch(() => {});
-        continue;
-      }
-      const version = this.dirtyVersion;
-      const write = writeCheckpoint(
-        this.core.opts.checkpointPath,
-        this.snapshot(),
-        this.core.opts.beforeCheckpointRename,
-      ).then(() => {
-        this.writtenVersion = Math.max(this.writtenVersion, version);
-      });
-      this.writing = write;
-      try {
-        await write;
-      } finally {
-        if (this.writing === write) this.writing = null;
-      }
-    }
+    await this.store.commit(() => this.snapshot());
+  }
+
+  /**
+   * At stop: a fresh snapshot with an empty journal (the next start, or an older version, reads
+   * one file), then the journal is closed. `write` false: only close (the pool never started).
+   */
+  async finish(write: boolean): Promise<void> {
+    if (write) await this.store.compact(() => this.snapshot());
+    await this.store.close();
   }
 }

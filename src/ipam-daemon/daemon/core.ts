@@ -64,6 +64,8 @@ export interface DaemonOptions {
   resync?: Partial<ResyncOptions>;
   /** Crash tests only. */
   beforeCheckpointRename?: BeforeRenameHook;
+  /** Durability tests only: before each group commit's fdatasync. */
+  beforeJournalSync?: (journalPath: string) => void | Promise<void>;
 }
 
 /** An allocation could not be served: carries the no-IP reason (CNI "try again later"). */

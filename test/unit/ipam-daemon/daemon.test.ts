@@ -3,6 +3,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { describe, test } from 'node:test';
 import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
+import { loadCheckpoint } from '../../../src/ipam-daemon/checkpoint.ts';
 import { NoIpError } from '../../../src/ipam-daemon/daemon.ts';
 import { MemoryProvider } from '../../fakes/memory-provider.ts';
 import { startHarness } from './harness.ts';
@@ -183,10 +184,13 @@ describe('Daemon on the in-memory cloud', () => {
       const held = new Set(list.map((a) => a.containerId));
       for (const [cid, op] of last) assert.equal(held.has(cid), op === 'add', `${cid}: last op was ${op}`);
       assert.equal(new Set(list.map((a) => a.ip)).size, list.length, 'an IP is held by two keys');
-      // The checkpoint agrees with memory.
-      const cp = JSON.parse(await readFile(h.checkpointPath, 'utf8'));
+      // The checkpoint (snapshot + journal, as a restart reads it) agrees with memory.
+      const cp = await loadCheckpoint(h.checkpointPath);
+      assert.equal(cp.kind, 'ok');
       assert.deepEqual(
-        cp.allocations.map((a: { containerId: string; ip: string }) => `${a.containerId}=${a.ip}`).sort(),
+        (cp.kind === 'ok' ? cp.data.allocations : [])
+          .map((a: { containerId: string; ip: string }) => `${a.containerId}=${a.ip}`)
+          .sort(),
         list.map((a) => `${a.containerId}=${a.ip}`).sort(),
       );
     } finally {
@@ -274,6 +278,9 @@ describe('Daemon on the in-memory cloud', () => {
     const h = await startHarness({
       daemon: {
         beforeCheckpointRename: () => {
+          if (fail) throw new Error('disk full');
+        },
+        beforeJournalSync: () => {
           if (fail) throw new Error('disk full');
         },
       },
