@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh Debian machine:
 # Debian packages (iproute2, iptables, nftables, reference CNI plugins), npm packages (Node 24
-# comes in as the node@24 devDependency), the LocalStack venv, helm (Go module proxy) and
-# kubernetes-validate (PyPI). Re-running skips what is already there.
+# comes in as the node@24 devDependency), the LocalStack venv, helm, ec2-metadata-mock and the AWS
+# VPC CNI (Go module proxy) and kubernetes-validate (PyPI). Re-running skips what is already there.
 set -euo pipefail
 # npm, pip and go keep their caches under HOME; CI may start us without it.
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -52,6 +52,17 @@ if [ ! -x "$tools/bin/helm" ]; then
   say "building helm v4.2.4 with go install (a few minutes on a fresh machine)"
   GOBIN="$tools/bin" GOFLAGS=-mod=mod go install helm.sh/helm/v4/cmd/helm@v4.2.4
 fi
+
+# --- ec2-metadata-mock (Go module proxy): the real IMDS mock for the AWS VPC CNI takeover tests ---
+if [ ! -x "$tools/bin/ec2-metadata-mock" ]; then
+  command -v go >/dev/null || { say "go is needed to install ec2-metadata-mock (golang-go)"; exit 1; }
+  say "building ec2-metadata-mock v1.13.0 with go install"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod nice -n 10 go install github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@v1.13.0
+fi
+
+# --- the AWS VPC CNI v1.23.2 (Go module proxy): aws-node's daemon and plugin, for the takeover
+# tests and side-by-side benchmarks; cached by version under $tools/aws-vpc-cni/ ---------------
+VPC_IPAM_TOOLS="$tools" bash scripts/build-aws-vpc-cni.sh
 
 # --- kubernetes-validate (PyPI) ----------------------------------------------------------------
 if [ ! -x "$tools/kv/bin/kubernetes-validate" ]; then

@@ -10,7 +10,7 @@ import {
   PRIO_TO_POD,
   vethMacs,
 } from '../netutils/names.ts';
-import { validateIpv4 } from '../netutils/validate.ts';
+import { validateIfName, validateIpv4 } from '../netutils/validate.ts';
 import type { CniEnv, PluginConfig } from './config.ts';
 import { type DaemonClient, DaemonUnreachableError } from './daemon-client.ts';
 import type { PluginLog } from './file-log.ts';
@@ -46,6 +46,15 @@ export interface PluginDeps {
 
 export function versionInfo(requested: string | undefined): Record<string, unknown> {
   return { cniVersion: requested ?? '1.1.0', supportedVersions: [...SUPPORTED_VERSIONS] };
+}
+
+function isIfName(name: string): boolean {
+  try {
+    validateIfName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function checkAllocation(a: Allocation): void {
@@ -207,22 +216,34 @@ async function rollback(
 
 export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
   const key = { containerId: env.containerId, ifName: env.ifName };
-  const hostName = hostVethName(env.containerId, env.ifName);
+  let hostName = hostVethName(env.containerId, env.ifName);
   let daemonUp = true;
-  let ip = ipFromPrevResult(conf.prevResult, env.ifName);
-  if (!ip) {
+  let alloc: Allocation | null | undefined; // undefined: not asked yet
+  const ask = async (): Promise<Allocation | null> => {
+    if (alloc !== undefined) return alloc;
     try {
-      ip = (await deps.daemon.getAllocation(key))?.ip ?? null;
+      alloc = await deps.daemon.getAllocation(key);
     } catch (e) {
       if (!(e instanceof DaemonUnreachableError)) throw e;
       daemonUp = false;
+      alloc = null;
     }
-  }
+    return alloc;
+  };
+  let ip = ipFromPrevResult(conf.prevResult, env.ifName) ?? (await ask())?.ip ?? null;
   if (ip && (await routedElsewhere(deps.ip, hostName, ip))) {
-    // A stale DEL (e.g. retried after the IP went to another pod): rules are keyed by IP, so
-    // they now belong to that pod. Remove only what is named after this attachment.
-    deps.log.warn('pod IP is routed to another veth now; leaving its rules alone', { ip });
-    ip = null;
+    // A pod another plugin wired (adopted from aws-node): the daemon names its host veth, and the
+    // IP must be routed to exactly that veth before we touch it.
+    const a = await ask();
+    const adopted = a?.ip === ip && a.hostVeth && isIfName(a.hostVeth) ? a.hostVeth : null;
+    if (adopted && !(await routedElsewhere(deps.ip, adopted, ip))) {
+      hostName = adopted;
+    } else {
+      // A stale DEL (e.g. retried after the IP went to another pod): rules are keyed by IP, so
+      // they now belong to that pod. Remove only what is named after this attachment.
+      deps.log.warn('pod IP is routed to another veth now; leaving its rules alone', { ip });
+      ip = null;
+    }
   } else {
     ip ??= await podIpFromHost(deps.ip, hostName);
   }

@@ -45,6 +45,11 @@ export interface Allocation extends AttachmentKey {
   vpcCidrs: string[];
   podNamespace?: string;
   podName?: string;
+  /**
+   * The pod's host veth when it is not the plugin's own name for this key: a pod another plugin
+   * wired and the daemon adopted (taking a node over from the AWS VPC CNI). DEL removes that veth.
+   */
+  hostVeth?: string;
 }
 
 export type ReleaseRequest = AttachmentKey;

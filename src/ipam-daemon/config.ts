@@ -291,6 +291,33 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: absPath,
   },
   {
+    name: 'VPC_IPAM_AWS_CNI_TAKEOVER',
+    default: 'true',
+    accepted: 'true | false',
+    description:
+      'Take a node over from the AWS VPC CNI (aws-node) without draining it: adopt the ENIs aws-node created for this instance and cluster, its running pods (from VPC_IPAM_AWS_CNI_CHECKPOINT and their host routes) and replace its SNAT and connmark rules with ours. CLOUD_PROVIDER=aws only; a no-op on nodes aws-node never ran.',
+    group: 'daemon',
+    parse: bool,
+  },
+  {
+    name: 'VPC_IPAM_AWS_CNI_CHECKPOINT',
+    default: '/var/run/aws-node/ipam.json',
+    accepted: 'an absolute path',
+    description:
+      "aws-node's allocation checkpoint (its AWS_VPC_K8S_CNI_BACKING_STORE), read once on the first start of vpc-ipamd on a node, when vpc-ipamd has no checkpoint of its own yet.",
+    group: 'daemon',
+    parse: absPath,
+  },
+  {
+    name: 'VPC_IPAM_AWS_CNI_VETH_PREFIX',
+    default: 'eni',
+    accepted: '1-4 lowercase letters or digits, not eth, vlan or lo',
+    description:
+      "Host veth prefix aws-node used (its AWS_VPC_K8S_CNI_VETHPREFIX): routes to <prefix><11 hex> veths are the adopted pods', and our SNAT/connmark rules cover those veths too.",
+    group: 'daemon',
+    parse: awsVethPrefix,
+  },
+  {
     name: 'VPC_IPAM_SHUTDOWN_TIMEOUT',
     default: '10',
     accepted: 'seconds >= 0 (decimals allowed)',
@@ -424,6 +451,8 @@ export interface DaemonConfig {
   checkpointPath: string;
   shutdownTimeoutMs: number;
   nodeSetup: boolean;
+  /** Taking nodes over from the AWS VPC CNI (takeover/); only used with cloud aws. */
+  takeover: { enabled: boolean; awsCheckpointPath: string; awsVethPrefix: string };
   logLevel: LogLevel;
   metrics: { address: string; port: number } | null;
   snat: SnatConfig;
@@ -497,6 +526,11 @@ export function loadConfig(env: Env): DaemonConfig {
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',
     shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
     nodeSetup: get<boolean>('VPC_IPAM_NODE_SETUP') ?? true,
+    takeover: {
+      enabled: get<boolean>('VPC_IPAM_AWS_CNI_TAKEOVER') ?? true,
+      awsCheckpointPath: get<string>('VPC_IPAM_AWS_CNI_CHECKPOINT') ?? '/var/run/aws-node/ipam.json',
+      awsVethPrefix: get<string>('VPC_IPAM_AWS_CNI_VETH_PREFIX') ?? 'eni',
+    },
     logLevel: get<LogLevel>('LOG_LEVEL') ?? 'info',
     metrics: metricsPort ? { address: metricsAddress ?? '127.0.0.1', port: metricsPort } : null,
     snat: {
@@ -572,6 +606,13 @@ function parseEniTags(raw: string): Record<string, string> {
     out[key] = value;
   }
   return out;
+}
+
+function awsVethPrefix(raw: string): string {
+  const t = raw.trim();
+  if (!/^[a-z0-9]{1,4}$/.test(t)) throw new Error('not 1-4 lowercase letters or digits');
+  if (['eth', 'vlan', 'lo'].includes(t)) throw new Error(`${t} is reserved for other interfaces`);
+  return t;
 }
 
 function emptyToNull(v: string[] | null): string[] | null {

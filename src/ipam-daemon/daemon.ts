@@ -45,6 +45,7 @@ import { RouteGuard } from './daemon/route-guard.ts';
 import { PodSubnets } from './daemon/subnets.ts';
 import { Datastore } from './datastore.ts';
 import type { Plan } from './pool-engine.ts';
+import { adoptAwsAllocations } from './takeover/adopt.ts';
 
 export {
   type Clock,
@@ -104,6 +105,7 @@ export class Daemon extends EventEmitter {
     for (const i of interfaces) parts.interfaces.add(i, true);
     await parts.interfaces.runNodeSetup();
     const checkpoint = await restoreFromCheckpoint(core, ds, interfaces);
+    await adoptAwsAllocations(core, checkpoint);
     await parts.routes.recoverAtStart(checkpoint);
     ds.check();
     await parts.checkpoint.persist();

@@ -6,7 +6,6 @@ import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
 import { createIpTool } from '../netutils/ip.ts';
-import { listPodHostRoutes } from '../netutils/pod-routes.ts';
 import type { CloudProvider, SubnetInfo } from '../providers/types.ts';
 import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
 import { Daemon, type NodeSetupHook } from './daemon.ts';
@@ -15,6 +14,7 @@ import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integ
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
 import { createProvider } from './provider-factory.ts';
 import { type SocketServer, startSocketServer } from './server.ts';
+import { daemonTakeoverOptions, podRoutesReader } from './takeover/index.ts';
 
 export interface RunningDaemon {
   daemon: Daemon;
@@ -102,6 +102,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     config.podSubnetIds = await discoverPodSubnets(provider, log);
   }
   const ipTool = createIpTool(spawnRunner);
+  const takeover = daemonTakeoverOptions(config, ipTool);
   const daemon = new Daemon({
     provider,
     pool: config.pool,
@@ -112,7 +113,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     logger: log,
     ...(nodeSetup ? { nodeSetup } : {}),
     // The daemon runs in the node's netns (host network): the pods' host routes are right here.
-    podRoutes: () => listPodHostRoutes(ipTool),
+    podRoutes: podRoutesReader(config, ipTool),
+    ...(takeover ? { takeover } : {}),
   });
   metrics.attach(daemon);
   await daemon.start();

@@ -1,7 +1,7 @@
 // Pure decision: which leaked interfaces the janitor may delete. An interface is deleted only if
 // every one of these holds (anything unknown counts as "no"):
 //  - the cloud reports it unattached ("available");
-//  - its ownership tag names this cluster;
+//  - its ownership tag names this cluster (ours, or the AWS VPC CNI's for ENIs aws-node left);
 //  - its creation tag parses and is older than the grace period;
 //  - its creating instance is known and confirmed gone.
 import type { LeakedInterface } from '../providers/types.ts';
@@ -36,7 +36,7 @@ export function judgeLeak(iface: LeakedInterface, input: Omit<LeakPolicyInput, '
   return {
     iface,
     delete: true,
-    reason: `unattached for ${Math.round(age / 1000)} s, instance ${iface.instanceId} gone`,
+    reason: `unattached for ${Math.round(age / 1000)} s, instance ${iface.instanceId} gone${iface.createdBy === 'aws-vpc-cni' ? ' (created by the AWS VPC CNI)' : ''}`,
   };
 }
 

@@ -15,14 +15,23 @@ export const HOST_VETH_NAME = new RegExp(`^${HOST_VETH_PREFIX}[0-9a-f]{11}$`);
 // `ip -j` prints a /32 destination as the bare address; anything with a prefix is not a pod route.
 const BARE_IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
+/**
+ * The host veths of pods another plugin wired, named `<prefix><11 hex>`: the AWS VPC CNI's
+ * (prefix `eni` unless AWS_VPC_K8S_CNI_VETHPREFIX said otherwise), adopted in a takeover.
+ */
+export function foreignVethName(prefix: string): RegExp {
+  if (!/^[a-z0-9]{1,4}$/.test(prefix)) throw new Error(`invalid veth prefix ${JSON.stringify(prefix)}`);
+  return new RegExp(`^${prefix}[0-9a-f]{11}$`);
+}
+
 /** Pure: keeps /32 routes on our host veths, one per IP (the kernel allows only one anyway). */
-export function parsePodHostRoutes(rows: readonly unknown[]): PodHostRoute[] {
+export function parsePodHostRoutes(rows: readonly unknown[], names: RegExp = HOST_VETH_NAME): PodHostRoute[] {
   const out = new Map<string, PodHostRoute>();
   for (const row of rows) {
     if (typeof row !== 'object' || row === null) continue;
     const { dst, dev } = row as { dst?: unknown; dev?: unknown };
     if (typeof dst !== 'string' || typeof dev !== 'string') continue;
-    if (!BARE_IPV4.test(dst) || !HOST_VETH_NAME.test(dev) || out.has(dst)) continue;
+    if (!BARE_IPV4.test(dst) || !names.test(dev) || out.has(dst)) continue;
     out.set(dst, { ip: dst, hostVeth: dev });
   }
   return [...out.values()];
@@ -32,4 +41,13 @@ export function parsePodHostRoutes(rows: readonly unknown[]): PodHostRoute[] {
 export async function listPodHostRoutes(ip: IpTool): Promise<PodHostRoute[]> {
   const rows = await ip.json(['route', 'show', 'table', 'main', 'proto', String(ROUTE_PROTO)]);
   return parsePodHostRoutes(rows);
+}
+
+/**
+ * The /32 routes of pods another plugin wired (`foreignVethName(prefix)`): theirs carry no protocol
+ * 118, so the whole main table is read.
+ */
+export async function listForeignPodHostRoutes(ip: IpTool, prefix: string): Promise<PodHostRoute[]> {
+  const names = foreignVethName(prefix);
+  return parsePodHostRoutes(await ip.json(['route', 'show', 'table', 'main']), names);
 }

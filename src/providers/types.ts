@@ -41,6 +41,20 @@ export interface InterfaceInfo {
   /** Secondary IPs: what the pool hands to pods. */
   secondaryIps: string[];
   tags: Record<string, string>;
+  /**
+   * Set when another IPAM created this interface for pods and marked it so (AWS: the AWS VPC CNI's
+   * description and tags); vpc-ipamd adopts such interfaces of its own instance and cluster when
+   * it takes a node over.
+   */
+  foreignOwner?: ForeignOwner;
+}
+
+/** Another pod IPAM's ownership marks on an interface (see providers/aws/aws-vpc-cni-owner.ts). */
+export interface ForeignOwner {
+  tool: 'aws-vpc-cni';
+  instanceId: string;
+  clusterName: string;
+  createdAt?: Date;
 }
 
 /**
@@ -99,6 +113,8 @@ export interface LeakedInterface {
   instanceId?: string;
   clusterName?: string;
   status: string;
+  /** Who created it: us (our tags), or aws-node before a takeover (its tags). Default: us. */
+  createdBy?: 'vpc-ipam' | ForeignOwner['tool'];
 }
 
 export interface LeakQuery {

@@ -10,6 +10,7 @@ import type { BeforeRenameHook } from '../checkpoint.ts';
 import type { WarmPoolConfig } from '../config.ts';
 import type { Datastore } from '../datastore.ts';
 import type { NoIpReason } from '../pool-engine.ts';
+import type { TakeoverOptions } from '../takeover/adopt.ts';
 import type { CheckpointWriter } from './checkpoint-writer.ts';
 import type { DriftResync } from './drift-resync.ts';
 import type { NodeInterfaces } from './interfaces.ts';
@@ -62,6 +63,8 @@ export interface DaemonOptions {
   podRoutes?: () => Promise<PodHostRoute[]>;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */
   resync?: Partial<ResyncOptions>;
+  /** Taking the node over from the AWS VPC CNI (takeover/): adopt its ENIs and running pods. */
+  takeover?: TakeoverOptions;
   /** Crash tests only. */
   beforeCheckpointRename?: BeforeRenameHook;
   /** Durability tests only: before each group commit's fdatasync. */

@@ -1,7 +1,7 @@
 // The node's interfaces as the pool sees them: which are ours, which lend IPs to the pool, which may
 // be deleted, and node setup (an interface's IPs are handed out only once setup has run for it).
 
-import type { InterfaceInfo } from '../../providers/types.ts';
+import type { ForeignOwner, InterfaceInfo } from '../../providers/types.ts';
 import { OWNER_TAGS } from '../../providers/types.ts';
 import type { InterfaceRecord } from '../datastore.ts';
 import { type DaemonCore, errText } from './core.ts';
@@ -22,27 +22,44 @@ export class NodeInterfaces {
   }
 
   /**
-   * Created by vpc-ipam for this cluster (and, when tagged with one, for this instance). Only such
-   * interfaces lend IPs to the pool besides the primary, and only they are ever deleted: another
-   * cluster's interface that carries our tags is left alone.
+   * Created by vpc-ipam for this cluster (and, when tagged with one, for this instance), or by
+   * aws-node for this instance and cluster when taking the node over. Only such interfaces lend IPs
+   * to the pool besides the primary, and only they are ever deleted: another cluster's interface
+   * that carries our tags is left alone.
    */
-  isOurs(i: { tags: Record<string, string> }): boolean {
+  isOurs(i: { tags: Record<string, string>; foreignOwner?: ForeignOwner }): boolean {
     const t = i.tags;
     const instance = t[OWNER_TAGS.instanceId];
     return (
-      t[OWNER_TAGS.managedBy] === 'vpc-ipam' &&
-      t[OWNER_TAGS.clusterName] === this.core.opts.clusterName &&
-      (instance === undefined || instance === this.core.node?.instanceId)
+      (t[OWNER_TAGS.managedBy] === 'vpc-ipam' &&
+        t[OWNER_TAGS.clusterName] === this.core.opts.clusterName &&
+        (instance === undefined || instance === this.core.node?.instanceId)) ||
+      this.adopts(i.foreignOwner)
+    );
+  }
+
+  /** An ENI aws-node created for this very instance and cluster, taken over with the node. */
+  private adopts(owner: ForeignOwner | undefined): boolean {
+    return (
+      this.core.opts.takeover?.adoptInterfaces === true &&
+      owner?.tool === 'aws-vpc-cni' &&
+      owner.instanceId === this.core.node?.instanceId &&
+      owner.clusterName === this.core.opts.clusterName
     );
   }
 
   /** The pool tracks this interface's secondary IPs (the primary, or ours), whatever its subnet. */
-  tracksIps(i: { deviceIndex: number; tags: Record<string, string> }): boolean {
+  tracksIps(i: { deviceIndex: number; tags: Record<string, string>; foreignOwner?: ForeignOwner }): boolean {
     return i.deviceIndex === 0 || this.isOurs(i);
   }
 
   /** The pool hands out this interface's secondary IPs: a pod subnet, and ours or the primary. */
-  lendsIps(i: { deviceIndex: number; subnetId: string; tags: Record<string, string> }): boolean {
+  lendsIps(i: {
+    deviceIndex: number;
+    subnetId: string;
+    tags: Record<string, string>;
+    foreignOwner?: ForeignOwner;
+  }): boolean {
     return this.tracksIps(i) && this.core.parts.subnets.has(i.subnetId);
   }
 

@@ -176,6 +176,7 @@ export class Requests {
 }
 
 function stripRecord(rec: AllocationRecord): Allocation {
-  const { assignedAt: _a, netns: _n, recoveredFrom: _r, ...rest } = rec;
-  return rest;
+  const { assignedAt: _a, netns: _n, recoveredFrom, ...rest } = rec;
+  // An adopted pod (takeover/) keeps the host veth another plugin made: DEL must remove that one.
+  return recoveredFrom !== undefined ? { ...rest, hostVeth: recoveredFrom } : rest;
 }

@@ -141,7 +141,7 @@ export class RouteGuard {
     }
   }
 
-  private holderOf(ip: string): IpHolder {
+  holderOf(ip: string): IpHolder {
     const ds = this.core.mustDs();
     const st = ds.ipState(ip);
     if (!st) return { state: 'not-on-node' };

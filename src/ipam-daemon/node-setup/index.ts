@@ -1,6 +1,9 @@
 // Entry point the daemon loads (src/ipam-daemon/main.ts): node networking kept converged.
 import type { Logger } from '../../lib/log.ts';
+import { spawnRunner } from '../../netutils/exec.ts';
+import { createIptablesTool } from '../../netutils/iptables.ts';
 import type { DaemonConfig } from '../config.ts';
+import { nodeSetupTakeover } from '../takeover/index.ts';
 import { createNodeReconciler, type NodeSetup } from './reconciler.ts';
 
 export { createNodeReconciler, InterfaceNotVisibleError, type NodeSetup } from './reconciler.ts';
@@ -9,9 +12,15 @@ export { createNodeReconciler, InterfaceNotVisibleError, type NodeSetup } from '
 export const RESYNC_INTERVAL_MS = 30_000;
 
 export function createNodeSetup(options: { config: DaemonConfig; logger: Logger }): NodeSetup {
+  const takeover = nodeSetupTakeover(options.config, {
+    runner: spawnRunner,
+    iptables: createIptablesTool(spawnRunner),
+    logger: options.logger,
+  });
   return createNodeReconciler({
     snat: options.config.snat,
     logger: options.logger,
     resyncIntervalMs: RESYNC_INTERVAL_MS,
+    ...(takeover ? { takeover } : {}),
   });
 }

@@ -92,12 +92,14 @@ export function desiredIptables(
   primaryIp: string,
   vpcCidrs: string[],
   snat: SnatConfig,
+  /** Host veth prefixes of pods another plugin wired (adopted from aws-node: `eni`). */
+  adoptedVethPrefixes: readonly string[] = [],
 ): { nat: TableRules; mangle: TableRules } {
   const vpc = vpcCidrs.map((c) => validateCidr(c, 'VPC CIDR'));
   const excluded = snat.excludeCidrs.map((c) => validateCidr(c, 'AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS entry'));
   const random =
     snat.randomize === 'prng' ? ' --random-fully' : snat.randomize === 'hashrandom' ? ' --random' : '';
-  const veths = `${HOST_VETH_PREFIX}+`;
+  const allVeths = [HOST_VETH_PREFIX, ...adoptedVethPrefixes].map((p) => `${p}+`);
   const nat: TableRules = { jumps: [], chains: {} };
   const mangle: TableRules = {
     jumps: [`PREROUTING -m comment --comment "vpc-ipam: connmark" -j ${CHAIN_CONNMARK}`],
@@ -116,12 +118,12 @@ export function desiredIptables(
     nat.chains[CHAIN_SNAT] = [
       ...vpc.map((c) => `-d ${c} -m comment --comment "vpc-ipam: VPC CIDR" -j RETURN`),
       ...excluded.map((c) => `-d ${c} -m comment --comment "vpc-ipam: excluded CIDR" -j RETURN`),
-      `-o ${veths} -j RETURN`,
+      ...allVeths.map((v) => `-o ${v} -j RETURN`),
       `-o ${primaryIf} -j SNAT --to-source ${primaryIp}${random}`,
     ];
     // Pod flows leaving the VPC are marked so they route via main (primary interface) and get SNATed
     // there, even from pods whose IP is on a secondary ENI (their ENI table would send them out it).
-    mangle.chains[CHAIN_CONNMARK]!.push(`-i ${veths} -j ${CHAIN_PODMARK}`);
+    mangle.chains[CHAIN_CONNMARK]!.push(...allVeths.map((v) => `-i ${v} -j ${CHAIN_PODMARK}`));
     mangle.chains[CHAIN_PODMARK] = [
       ...vpc.map((c) => `-d ${c} -j RETURN`),
       ...excluded.map((c) => `-d ${c} -j RETURN`),
@@ -129,7 +131,7 @@ export function desiredIptables(
     ];
   }
   mangle.chains[CHAIN_CONNMARK]!.push(
-    `-i ${veths} -j CONNMARK --restore-mark --nfmask ${MARK} --ctmask ${MARK}`,
+    ...allVeths.map((v) => `-i ${v} -j CONNMARK --restore-mark --nfmask ${MARK} --ctmask ${MARK}`),
   );
   return { nat, mangle };
 }
@@ -185,6 +187,7 @@ export function planNodeSetup(
   interfaces: Pick<InterfaceInfo, 'id' | 'mac' | 'deviceIndex' | 'subnetCidr' | 'primaryIp'>[],
   snat: SnatConfig,
   observed: ObservedNode,
+  adoptedVethPrefixes: readonly string[] = [],
 ): NodeSetupPlan {
   const byMac = new Map(observed.links.filter((l) => l.address).map((l) => [l.address!.toLowerCase(), l]));
   const primaryLink = byMac.get(node.primaryMac.toLowerCase());
@@ -292,7 +295,7 @@ export function planNodeSetup(
     );
   }
 
-  const desired = desiredIptables(primaryIf, node.primaryIp, node.vpcCidrs, snat);
+  const desired = desiredIptables(primaryIf, node.primaryIp, node.vpcCidrs, snat, adoptedVethPrefixes);
   const sections = [
     planTable('nat', parseSaved(observed.nat), desired.nat),
     planTable('mangle', parseSaved(observed.mangle), desired.mangle),

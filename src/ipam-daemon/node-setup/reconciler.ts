@@ -10,6 +10,7 @@ import { createSysctlTool, type SysctlTool } from '../../netutils/sysctl.ts';
 import type { InterfaceInfo, NodeInfo } from '../../providers/types.ts';
 import type { SnatConfig } from '../config.ts';
 import type { NodeSetupHook } from '../daemon.ts';
+import type { AwsHostCleaner } from '../takeover/aws-host.ts';
 import { type NodeSetupPlan, type ObservedNode, planNodeSetup } from './plan.ts';
 
 export interface NodeSetupOptions {
@@ -21,6 +22,11 @@ export interface NodeSetupOptions {
   ip?: IpTool;
   iptables?: IptablesTool;
   sysctl?: SysctlTool;
+  /**
+   * Taking the node over from aws-node (takeover/): our chains also match the adopted pods' host
+   * veths (`eni+`), and once ours are in place aws-node's SNAT/connmark state is removed.
+   */
+  takeover?: { vethPrefixes: readonly string[]; cleaner?: AwsHostCleaner };
 }
 
 export class InterfaceNotVisibleError extends Error {
@@ -57,7 +63,8 @@ export function createNodeReconciler(options: NodeSetupOptions): NodeSetup {
   };
 
   const run = async (node: NodeInfo, interfaces: InterfaceInfo[]): Promise<void> => {
-    const plan = planNodeSetup(node, interfaces, options.snat, await observe());
+    const observed = await observe();
+    const plan = planNodeSetup(node, interfaces, options.snat, observed, options.takeover?.vethPrefixes);
     lastPlan = plan;
     if (plan.ipLines.length > 0) {
       log.info({ changes: plan.ipLines.map((l) => l.join(' ')) }, 'node setup: applying routes/rules/links');
@@ -72,6 +79,8 @@ export function createNodeReconciler(options: NodeSetupOptions): NodeSetup {
       log.info({ script: plan.iptables }, 'node setup: applying iptables');
       await iptables.restore(plan.iptables);
     }
+    // Only now, with our SNAT and connmark rules committed: new pod connections never lack SNAT.
+    await options.takeover?.cleaner?.clean(observed);
     if (plan.missing.length > 0) {
       const list = plan.missing.map((m) => `${m.interfaceId} (${m.mac})`).join(', ');
       throw new InterfaceNotVisibleError(`attached interface(s) not visible on the node yet: ${list}`);

@@ -57,6 +57,7 @@ import {
   OWNER_TAGS,
   type SubnetInfo,
 } from '../types.ts';
+import { AWS_VPC_CNI_TAGS, awsVpcCniOwner } from './aws-vpc-cni-owner.ts';
 import { classifyEc2Error, toProviderError } from './error-mapping.ts';
 import { DEFAULT_IMDS_ENDPOINT, readImdsIdentity, readImdsInterfaces } from './imds.ts';
 import { cidrContains, isIpv4, isReservedInSubnet, pickFreeAddresses } from './ipv4.ts';
@@ -322,6 +323,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
 
   function toInterfaceInfo(eni: NetworkInterface, cidrs: Map<string, string>): InterfaceInfo {
     const { primary, secondary } = ipsOf(eni);
+    const tags = tagsOf(eni);
+    const foreign = awsVpcCniOwner(eni.Description, tags);
     return {
       id: eni.NetworkInterfaceId ?? '',
       mac: normalizeMac(eni.MacAddress, eni.NetworkInterfaceId ?? ''),
@@ -330,7 +333,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       subnetCidr: cidrs.get(eni.SubnetId ?? '') ?? '',
       primaryIp: primary,
       secondaryIps: secondary,
-      tags: tagsOf(eni),
+      tags,
+      ...(foreign ? { foreignOwner: foreign } : {}),
     };
   }
 
@@ -682,21 +686,23 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   }
 
   async function findLeakedInterfaces(query: LeakQuery): Promise<LeakedInterface[]> {
-    const enis = await describeEnis([
+    const cutoff = query.olderThanMs === undefined ? undefined : now() - query.olderThanMs;
+    // Without a creation time we cannot prove it is old enough: leave it for a human.
+    const oldEnough = (createdAt: Date | undefined) =>
+      cutoff === undefined || (createdAt !== undefined && createdAt.getTime() <= cutoff);
+    const unattached = (eni: NetworkInterface) => eni.Status === 'available' && !eni.Attachment?.AttachmentId;
+    const out: LeakedInterface[] = [];
+    const ours = await describeEnis([
       { Name: `tag:${OWNER_TAGS.clusterName}`, Values: [query.clusterName] },
       { Name: 'status', Values: ['available'] },
     ]);
-    const cutoff = query.olderThanMs === undefined ? undefined : now() - query.olderThanMs;
-    const out: LeakedInterface[] = [];
-    for (const eni of enis) {
+    for (const eni of ours) {
       const tags = tagsOf(eni);
       // Filters again client-side: the tag is ours only if the value matches exactly.
-      if (tags[OWNER_TAGS.clusterName] !== query.clusterName) continue;
-      if (eni.Status !== 'available' || eni.Attachment?.AttachmentId) continue;
+      if (tags[OWNER_TAGS.clusterName] !== query.clusterName || !unattached(eni)) continue;
       const created = tags[OWNER_TAGS.createdAt] ? new Date(tags[OWNER_TAGS.createdAt]!) : undefined;
       const createdAt = created && !Number.isNaN(created.getTime()) ? created : undefined;
-      // Without a creation time we cannot prove it is old enough: leave it for a human.
-      if (cutoff !== undefined && (createdAt === undefined || createdAt.getTime() > cutoff)) continue;
+      if (!oldEnough(createdAt)) continue;
       out.push({
         id: eni.NetworkInterfaceId ?? '',
         subnetId: eni.SubnetId ?? '',
@@ -704,6 +710,27 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         instanceId: tags[OWNER_TAGS.instanceId],
         clusterName: tags[OWNER_TAGS.clusterName],
         status: eni.Status ?? '',
+        createdBy: 'vpc-ipam',
+      });
+    }
+    // ENIs aws-node left behind (a node switched to vpc-ipam, or aws-node crashed between create
+    // and attach): the same rules, judged on its tags.
+    const theirs = await describeEnis([
+      { Name: `tag:${AWS_VPC_CNI_TAGS.clusterName}`, Values: [query.clusterName] },
+      { Name: 'status', Values: ['available'] },
+    ]);
+    for (const eni of theirs) {
+      const owner = awsVpcCniOwner(eni.Description, tagsOf(eni));
+      if (!owner || owner.clusterName !== query.clusterName || !unattached(eni)) continue;
+      if (!oldEnough(owner.createdAt)) continue;
+      out.push({
+        id: eni.NetworkInterfaceId ?? '',
+        subnetId: eni.SubnetId ?? '',
+        createdAt: owner.createdAt,
+        instanceId: owner.instanceId,
+        clusterName: owner.clusterName,
+        status: eni.Status ?? '',
+        createdBy: owner.tool,
       });
     }
     return out;

@@ -21,6 +21,7 @@ import {
 } from '../../../src/janitor/instance-liveness.ts';
 import { Janitor, type JanitorCloud } from '../../../src/janitor/janitor.ts';
 import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
+import { AWS_VPC_CNI_TAGS } from '../../../src/providers/aws/aws-vpc-cni-owner.ts';
 import { createAwsProvider } from '../../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../../src/providers/types.ts';
 import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
@@ -38,11 +39,12 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
   const created: string[] = [];
   const ids: Record<string, string> = {};
 
-  async function eni(name: string, tags: Record<string, string>): Promise<string> {
+  async function eni(name: string, tags: Record<string, string>, description?: string): Promise<string> {
     const out = await ec2.send(
       new CreateNetworkInterfaceCommand({
         SubnetId: seed.subnets[0]!.id,
         Groups: [seed.sgId],
+        ...(description !== undefined ? { Description: description } : {}),
         TagSpecifications: [
           {
             ResourceType: 'network-interface',
@@ -304,6 +306,87 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
       const left = await existing();
       assert.ok(left.has(ec2Only), 'the running instance keeps its interface');
       assert.equal(left.has(gone), false);
+    } finally {
+      await provider.close();
+    }
+  });
+  test('interfaces aws-node leaked (its description and tags) are judged by the same rules as ours', async () => {
+    const { core } = clients();
+    const provider = awsProvider();
+    const live = seed.instances[0]!;
+    const goneId = 'i-0a1b2c3d4e5f60789';
+    const old = new Date(Date.now() - 2 * HOUR).toISOString();
+    // As the AWS VPC CNI tags the ENIs it creates (its pkg/awsutils).
+    const awsTags = (instanceId: string, createdAt: string | null, clusterName: string | null = cluster) => ({
+      [AWS_VPC_CNI_TAGS.instanceId]: instanceId,
+      ...(createdAt ? { [AWS_VPC_CNI_TAGS.createdAt]: createdAt } : {}),
+      ...(clusterName ? { [AWS_VPC_CNI_TAGS.clusterName]: clusterName } : {}),
+    });
+    const mine = new Set<string>([
+      await eni('aws-leaked', awsTags(goneId, old), `aws-K8S-${goneId}`),
+      await eni(
+        'aws-young',
+        awsTags(goneId, new Date(Date.now() - 60_000).toISOString()),
+        `aws-K8S-${goneId}`,
+      ),
+      await eni('aws-live-instance', awsTags(live.id, old), `aws-K8S-${live.id}`),
+      await eni('aws-no-created-at', awsTags(goneId, null), `aws-K8S-${goneId}`),
+      await eni('aws-no-cluster-tag', awsTags(goneId, old, null), `aws-K8S-${goneId}`),
+      await eni('aws-other-cluster', awsTags(goneId, old, `${cluster}-other`), `aws-K8S-${goneId}`),
+      await eni('aws-wrong-description', awsTags(goneId, old), 'my own ENI'),
+    ]);
+    const attached = await eni('aws-attached', awsTags(goneId, old), `aws-K8S-${goneId}`);
+    mine.add(attached);
+    await ec2.send(
+      new AttachNetworkInterfaceCommand({
+        NetworkInterfaceId: attached,
+        InstanceId: live.id,
+        DeviceIndex: 5,
+      }),
+    );
+    const cloud: JanitorCloud = {
+      findLeakedInterfaces: async (q) =>
+        (await provider.findLeakedInterfaces(q)).filter((c) => mine.has(c.id)),
+      deleteInterface: (id, options) => provider.deleteInterface(id, options),
+    };
+    try {
+      const listed = await cloud.findLeakedInterfaces({ clusterName: cluster });
+      assert.deepEqual(
+        listed.map((c) => c.id).sort(),
+        [ids['aws-leaked'], ids['aws-young'], ids['aws-live-instance'], ids['aws-no-created-at']].sort(),
+        'listed: unattached, described and tagged by aws-node for this cluster',
+      );
+      assert.ok(listed.every((c) => c.createdBy === 'aws-vpc-cni'));
+      const report = await new Janitor({
+        cloud,
+        liveness: new CombinedLiveness([
+          new KubernetesNodeLiveness(core),
+          new CloudLiveness({ instancesExist: (q) => provider.instancesExist!(q) }),
+        ]),
+        leadership: { isLeader: () => true },
+        clusterName: cluster,
+        graceMs: HOUR,
+        dryRun: false,
+        logger,
+      }).sweep();
+      assert.deepEqual(report.deleted, [ids['aws-leaked']]);
+      assert.deepEqual(report.failed, []);
+      const reasons = Object.fromEntries(report.kept.map((k) => [k.id, k.reason]));
+      // Young and undated ones are not even listed for a sweep (older than the grace period only).
+      assert.equal(reasons[ids['aws-live-instance']!], `instance ${live.id} still exists`);
+      const left = await existing();
+      assert.equal(left.has(ids['aws-leaked']!), false);
+      for (const name of [
+        'aws-young',
+        'aws-live-instance',
+        'aws-no-created-at',
+        'aws-no-cluster-tag',
+        'aws-other-cluster',
+        'aws-wrong-description',
+        'aws-attached',
+      ]) {
+        assert.ok(left.has(ids[name]!), `${name} must survive`);
+      }
     } finally {
       await provider.close();
     }
