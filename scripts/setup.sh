@@ -2,7 +2,8 @@
 # Installs everything the demo and the tests need, idempotently, on a fresh Debian machine:
 # Debian packages (iproute2, iptables, nftables, reference CNI plugins), npm packages (Node 24
 # comes in as the node@24 devDependency), the LocalStack venv, helm, ec2-metadata-mock and the AWS
-# VPC CNI (Go module proxy) and kubernetes-validate (PyPI). Re-running skips what is already there.
+# VPC CNI (Go module proxy), the cluster test bed's Kubernetes binaries and node runtime
+# (cluster/build-k8s.sh) and kubernetes-validate (PyPI). Re-running skips what is already there.
 set -euo pipefail
 # npm, pip and go keep their caches under HOME; CI may start us without it.
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -63,6 +64,10 @@ fi
 # --- the AWS VPC CNI v1.23.2 (Go module proxy): aws-node's daemon and plugin, for the takeover
 # tests and side-by-side benchmarks; cached by version under $tools/aws-vpc-cni/ ---------------
 VPC_IPAM_TOOLS="$tools" bash scripts/build-aws-vpc-cni.sh
+
+# --- the cluster test bed: Kubernetes from the Go module proxy, etcd/containerd/runc and image
+# tools from Debian (about 10 min of CPU on a fresh machine; cached by version) -----------------
+bash cluster/build-k8s.sh
 
 # --- kubernetes-validate (PyPI) ----------------------------------------------------------------
 if [ ! -x "$tools/kv/bin/kubernetes-validate" ]; then

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/prepare.sh
 
 echo "[test] typecheck"; tsc -p tsconfig.json
-echo "[test] lint"; biome check src test bench scripts localstack
+echo "[test] lint"; biome check src test bench scripts localstack cluster
 
 pattern=("test/**/*.test.ts")
 [ $# -gt 0 ] && pattern=("$@")
