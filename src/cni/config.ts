@@ -1,6 +1,7 @@
 // The plugin's network configuration (stdin) and environment: parsed and validated into plain
 // values, with spec error codes (4 env, 6 decode, 7 config). Pure.
 import { DEFAULT_SOCKET_PATH } from '../ipam-daemon/api-types.ts';
+import { HOST_VETH_PREFIX, validateVethPrefix } from '../netutils/names.ts';
 import {
   ValidationError,
   validateAbsolutePath,
@@ -34,6 +35,8 @@ export interface PluginConfig {
   name: string;
   socketPath: string;
   mtu: number;
+  /** Host veth name prefix (AWS_VPC_K8S_CNI_VETHPREFIX in the chart). */
+  vethPrefix: string;
   mode: WiringMode;
   logFile: string;
   logLevel: LogLevel;
@@ -49,6 +52,7 @@ export interface PluginConfig {
 export const DEFAULTS = {
   socketPath: DEFAULT_SOCKET_PATH,
   mtu: 9001,
+  vethPrefix: HOST_VETH_PREFIX,
   mode: 'veth' as WiringMode,
   logFile: '/var/log/vpc-ipam/cni.log',
   logLevel: 'info' as LogLevel,
@@ -135,6 +139,12 @@ export function parseConfig(raw: Record<string, unknown>): PluginConfig {
       }
     });
   }
+  const vethPrefix = optString(raw, 'vethPrefix') ?? DEFAULTS.vethPrefix;
+  try {
+    validateVethPrefix(vethPrefix);
+  } catch (e) {
+    bad(`network config field "vethPrefix" ${JSON.stringify(vethPrefix)}: ${(e as Error).message}`);
+  }
   let prevResult: CniResult | undefined;
   if (raw.prevResult !== undefined) prevResult = parseResult(raw.prevResult);
   let validAttachments: ValidAttachment[] | undefined;
@@ -153,6 +163,7 @@ export function parseConfig(raw: Record<string, unknown>): PluginConfig {
     name,
     socketPath,
     mtu: optInt(raw, 'mtu', 576, 9001) ?? DEFAULTS.mtu,
+    vethPrefix,
     mode,
     logFile,
     logLevel: logLevel as LogLevel,

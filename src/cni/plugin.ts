@@ -5,6 +5,7 @@ import type { IpTool } from '../netutils/ip.ts';
 import {
   HOST_VETH_PREFIX,
   hostVethName,
+  hostVethPattern,
   POD_GATEWAY,
   PRIO_FROM_POD,
   PRIO_TO_POD,
@@ -95,11 +96,14 @@ export async function cmdAdd(
   if (env.podNamespace) req.podNamespace = env.podNamespace;
   if (env.podName) req.podName = env.podName;
   const started = performance.now();
-  const hostName = hostVethName(env.containerId, env.ifName);
+  const hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
   const macs = vethMacs(env.containerId, env.ifName);
   // Routed veth: create the pair while the daemon allocates (the link needs no IP).
   let early: Promise<Error | null> | undefined;
-  if (conf.mode === 'veth') early = settle(deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu }).linkLines));
+  if (conf.mode === 'veth')
+    early = settle(
+      deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu, vethPrefix: conf.vethPrefix }).linkLines),
+    );
   let alloc: Allocation;
   const askedAt = performance.now();
   let daemonMs = 0;
@@ -121,7 +125,7 @@ export async function cmdAdd(
   let podIfMac: string | undefined = macs.pod;
   const wire = async (linkDone?: Promise<Error | null>) => {
     if (conf.mode === 'veth') {
-      const plan = planVethAdd({ ...base(env, alloc), mtu: conf.mtu });
+      const plan = planVethAdd({ ...base(env, alloc), mtu: conf.mtu, vethPrefix: conf.vethPrefix });
       await applyVethAdd(deps.ip, plan, env.netns, linkDone);
       return;
     }
@@ -131,6 +135,7 @@ export async function cmdAdd(
       subnetCidr: alloc.subnetCidr,
       gateway: alloc.gateway,
       mtu: conf.mtu,
+      vethPrefix: conf.vethPrefix,
       parent,
       hostDestinations: [...nodeIps, ...conf.hostCidrs],
     });
@@ -216,7 +221,7 @@ async function rollback(
 
 export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
   const key = { containerId: env.containerId, ifName: env.ifName };
-  let hostName = hostVethName(env.containerId, env.ifName);
+  let hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
   let daemonUp = true;
   let alloc: Allocation | null | undefined; // undefined: not asked yet
   const ask = async (): Promise<Allocation | null> => {
@@ -276,8 +281,8 @@ export async function cmdCheck(env: CniEnv, conf: PluginConfig, deps: PluginDeps
     throw new CniError(ErrorCode.CHECK_FAILED, `prevResult says ${prevIp} but vpc-ipamd holds ${alloc.ip}`);
   }
   if (conf.mode !== 'veth') return null; // ipvlan CHECK: allocation only (see docs/cni.md)
-  const spec = { ...base(env, alloc), mtu: conf.mtu };
-  const hostName = hostVethName(env.containerId, env.ifName);
+  const spec = { ...base(env, alloc), mtu: conf.mtu, vethPrefix: conf.vethPrefix };
+  const hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
   const [host, pod] = await Promise.all([
     observeHost(deps.ip, hostName, alloc.ip),
     (async () => ((await deps.netnsExists(env.netns)) ? observePod(deps.ip, env.netns, env.ifName) : null))(),
@@ -303,17 +308,17 @@ interface RuleRow {
   protocol?: string;
 }
 
-const OUR_VETH = new RegExp(`^${HOST_VETH_PREFIX}[0-9a-f]{11}$`);
-
 /** Host-side GC plan (pure): delete our veths and pod rules that no valid attachment owns. */
 export function planGc(
   valid: { containerId: string; ifName: string }[],
   links: LinkRow[],
   routes: RouteRow[],
   rules: RuleRow[],
+  vethPrefix = HOST_VETH_PREFIX,
 ): { staleLinks: string[]; lines: string[][] } {
-  const validNames = new Set(valid.map((a) => hostVethName(a.containerId, a.ifName)));
-  const staleLinks = links.map((l) => l.ifname ?? '').filter((n) => OUR_VETH.test(n) && !validNames.has(n));
+  const ours = hostVethPattern([vethPrefix]);
+  const validNames = new Set(valid.map((a) => hostVethName(a.containerId, a.ifName, vethPrefix)));
+  const staleLinks = links.map((l) => l.ifname ?? '').filter((n) => ours.test(n) && !validNames.has(n));
   // IPs still routed to a valid veth are in use; every other pod rule of ours is stale.
   const liveIps = new Set(routes.filter((r) => r.dev && validNames.has(r.dev)).map((r) => r.dst));
   const lines: string[][] = [];
@@ -349,7 +354,7 @@ export async function cmdGc(conf: PluginConfig, deps: PluginDeps): Promise<null>
     deps.ip.json<RouteRow>(['route', 'show', 'table', 'main', 'proto', '118']),
     deps.ip.json<RuleRow>(['rule', 'show']),
   ]);
-  const plan = planGc(conf.validAttachments, links, routes, rules);
+  const plan = planGc(conf.validAttachments, links, routes, rules, conf.vethPrefix);
   const problems = await deps.ip.batchBestEffort(plan.lines);
   deps.log.info('GC done', { daemonReleased: gc.released.length, staleLinks: plan.staleLinks });
   if (problems.length > 0)

@@ -23,7 +23,13 @@ import {
   text,
   url,
 } from '../lib/env-catalogue.ts';
+import { HOST_VETH_PREFIX, validateVethPrefix } from '../netutils/names.ts';
 import { DEFAULT_SOCKET_PATH } from './api-types.ts';
+import {
+  DEFAULT_INTROSPECTION_ADDRESS,
+  type IntrospectionAddress,
+  parseIntrospectionAddress,
+} from './introspection.ts';
 import { KUBERNETES_ENV_VARS } from './k8s/env.ts';
 
 // The catalogue's building blocks live in lib/env-catalogue.ts; re-exported for the daemon's users.
@@ -326,6 +332,33 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: seconds(0, 600),
   },
   {
+    name: 'AWS_VPC_ENI_MTU',
+    default: '9001',
+    accepted: 'a whole number 576-9001',
+    description:
+      "MTU set on every ENI's link on the node, the primary's included (node setup). CLOUD_PROVIDER=aws only; on Azure the NICs' MTU is left alone. The pods' MTU is the conflist's (chart cni.mtu, default: this value).",
+    group: 'daemon',
+    parse: int(576, 9001),
+  },
+  {
+    name: 'AWS_EXTERNAL_SERVICE_CIDRS',
+    default: '',
+    accepted: 'comma-separated IPv4 CIDRs',
+    description:
+      "Destinations that pods on secondary ENIs reach through the main routing table (the primary interface), e.g. services outside the VPC that only answer the node: one `to <cidr> lookup main` rule each at priority 1535, before the pods' ENI tables.",
+    group: 'snat',
+    parse: cidrList,
+  },
+  {
+    name: 'AWS_VPC_K8S_CNI_VETHPREFIX',
+    default: HOST_VETH_PREFIX,
+    accepted: '1-4 letters or digits, not eth, vlan or lo',
+    description:
+      "Prefix of the pods' host-side veth names (<prefix> + 11 hex). The chart writes it into the CNI conflist too; node setup's SNAT/connmark rules and the daemon's route recovery match it. The AWS VPC CNI's default is eni; vpc-ipam's is vpc, so its veths are told apart from aws-node's.",
+    group: 'daemon',
+    parse: (raw) => validateVethPrefix(raw.trim()),
+  },
+  {
     name: 'VPC_IPAM_NODE_SETUP',
     default: 'true',
     accepted: 'true | false',
@@ -351,6 +384,32 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     description: 'Prometheus /metrics listen address (localhost by default).',
     group: 'observability',
     parse: text(HOST, 'an address'),
+  },
+  {
+    name: 'VPC_IPAM_AWSCNI_METRICS',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      "true: /metrics also serves the AWS VPC CNI's awscni_* names that existing aws-node dashboards use, each computed at scrape time from a vpc_ipam_* metric (docs/migrating-from-aws-vpc-cni.md lists the mapping), so nothing is counted twice.",
+    group: 'observability',
+    parse: bool,
+  },
+  {
+    name: 'INTROSPECTION_BIND_ADDRESS',
+    default: DEFAULT_INTROSPECTION_ADDRESS,
+    accepted: 'host:port, [ipv6]:port or unix:/absolute/socket/path',
+    description:
+      "Read-only introspection endpoint shaped like the AWS VPC CNI's (/v1/enis, /v1/eni-configs, /v1/ipamd-env-settings, /v1/networkutils-env-settings), for tools that scrape aws-node's.",
+    group: 'observability',
+    parse: parseIntrospectionAddress,
+  },
+  {
+    name: 'DISABLE_INTROSPECTION',
+    default: 'false',
+    accepted: 'true | false',
+    description: 'true: no introspection endpoint.',
+    group: 'observability',
+    parse: bool,
   },
   {
     name: 'METRICS_PORT',
@@ -453,8 +512,18 @@ export interface DaemonConfig {
   nodeSetup: boolean;
   /** Taking nodes over from the AWS VPC CNI (takeover/); only used with cloud aws. */
   takeover: { enabled: boolean; awsCheckpointPath: string; awsVethPrefix: string };
+  /** AWS_VPC_K8S_CNI_VETHPREFIX: the host veth prefix the plugin uses. */
+  vethPrefix: string;
+  /** AWS_VPC_ENI_MTU on AWS; null (leave alone) on Azure. */
+  eniMtu: number | null;
+  /** AWS_EXTERNAL_SERVICE_CIDRS. */
+  externalServiceCidrs: string[];
   logLevel: LogLevel;
   metrics: { address: string; port: number } | null;
+  /** VPC_IPAM_AWSCNI_METRICS: also serve the awscni_* names. */
+  awsCniMetrics: boolean;
+  /** The introspection endpoint; null with DISABLE_INTROSPECTION=true. */
+  introspection: IntrospectionAddress | null;
   snat: SnatConfig;
   kubernetes: { nodeName: string | null; enablePodWatch: boolean };
   /** Defaults derived from other variables (e.g. the Azure warm-pool default), for the start-up log. */
@@ -495,6 +564,11 @@ export function loadConfig(env: Env): DaemonConfig {
   const metricsPort = get<number>('METRICS_PORT');
   const minGrowStep = get<number>('VPC_IPAM_MIN_GROW_STEP');
   const metricsAddress = get<string>('METRICS_ADDRESS');
+  // Validated even when disabled, so a typo is caught before someone turns it on.
+  const introspectionAt =
+    get<IntrospectionAddress>('INTROSPECTION_BIND_ADDRESS') ??
+    parseIntrospectionAddress(DEFAULT_INTROSPECTION_ADDRESS);
+  const introspectionOff = get<boolean>('DISABLE_INTROSPECTION') ?? false;
   const config: DaemonConfig = {
     cloud: get<CloudChoice>('CLOUD_PROVIDER') ?? 'aws',
     clusterName: get<string>('CLUSTER_NAME') ?? 'kubernetes',
@@ -531,8 +605,13 @@ export function loadConfig(env: Env): DaemonConfig {
       awsCheckpointPath: get<string>('VPC_IPAM_AWS_CNI_CHECKPOINT') ?? '/var/run/aws-node/ipam.json',
       awsVethPrefix: get<string>('VPC_IPAM_AWS_CNI_VETH_PREFIX') ?? 'eni',
     },
+    vethPrefix: get<string>('AWS_VPC_K8S_CNI_VETHPREFIX') ?? HOST_VETH_PREFIX,
+    eniMtu: get<number>('AWS_VPC_ENI_MTU') ?? 9001,
+    externalServiceCidrs: get<string[]>('AWS_EXTERNAL_SERVICE_CIDRS') ?? [],
     logLevel: get<LogLevel>('LOG_LEVEL') ?? 'info',
     metrics: metricsPort ? { address: metricsAddress ?? '127.0.0.1', port: metricsPort } : null,
+    awsCniMetrics: get<boolean>('VPC_IPAM_AWSCNI_METRICS') ?? false,
+    introspection: introspectionOff ? null : introspectionAt,
     snat: {
       externalSnat: get<boolean>('AWS_VPC_K8S_CNI_EXTERNALSNAT') ?? false,
       excludeCidrs: get<string[]>('AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS') ?? [],
@@ -563,6 +642,7 @@ export function loadConfig(env: Env): DaemonConfig {
  */
 function applyCloudDefaults(config: DaemonConfig, set: { minGrowStepSet: boolean }): string[] {
   if (config.cloud !== 'azure') return [];
+  config.eniMtu = null; // AWS_VPC_ENI_MTU is about ENIs: Azure NICs keep their own
   const pool = config.pool;
   const derived: string[] = [];
   if (pool.warmIpTarget === null && pool.minimumIpTarget === null) {

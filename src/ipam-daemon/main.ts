@@ -6,9 +6,16 @@ import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
 import { createIpTool } from '../netutils/ip.ts';
+import { CONNMARK_BIT } from '../netutils/names.ts';
 import type { CloudProvider, SubnetInfo } from '../providers/types.ts';
 import { ConfigError, type DaemonConfig, loadConfig } from './config.ts';
 import { Daemon, type NodeSetupHook } from './daemon.ts';
+import {
+  type IntrospectionAddress,
+  ipamdEnvView,
+  networkEnvView,
+  startIntrospectionServer,
+} from './introspection.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
 import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integration.ts';
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
@@ -21,6 +28,7 @@ export interface RunningDaemon {
   socket: SocketServer;
   metricsServer: Server | null;
   metrics: DaemonMetrics;
+  introspectionServer: Server | null;
   /** Drain and stop everything. */
   shutdown(reason: string): Promise<void>;
 }
@@ -76,9 +84,37 @@ async function discoverPodSubnets(provider: CloudProvider, log: Logger): Promise
   return found.map((s) => s.id);
 }
 
+/** The AWS-shaped introspection endpoint; a bind failure is logged, never fatal (it is for tools). */
+async function startIntrospection(
+  config: DaemonConfig,
+  address: IntrospectionAddress,
+  daemon: Daemon,
+  networkConfig: string | null,
+  log: Logger,
+): Promise<Server | null> {
+  try {
+    const server = await startIntrospectionServer(
+      {
+        status: () => daemon.status(),
+        list: () => daemon.list(),
+        ipamdEnv: ipamdEnvView(config, networkConfig !== null),
+        networkEnv: networkEnvView(config, CONNMARK_BIT),
+        networkConfig,
+      },
+      address,
+    );
+    log.info({ address }, 'introspection listening');
+    return server;
+  } catch (err) {
+    log.warn({ err: (err as Error).message, address }, 'introspection endpoint not started');
+    return null;
+  }
+}
+
 export async function runDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
   for (const d of config.derivedDefaults ?? []) log.info({ default: d }, 'derived default');
   const metrics = new DaemonMetrics();
+  if (config.awsCniMetrics) metrics.enableAwsCniAliases();
   const provider = await createProvider(config, metrics);
   const nodeSetup = await loadNodeSetup(config, log);
   // Kubernetes side (k8s/): only with NODE_NAME. Custom networking overrides the pod subnets.
@@ -115,6 +151,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     // The daemon runs in the node's netns (host network): the pods' host routes are right here.
     podRoutes: podRoutesReader(config, ipTool),
     ...(takeover ? { takeover } : {}),
+    vethPrefix: config.vethPrefix,
   });
   metrics.attach(daemon);
   await daemon.start();
@@ -140,12 +177,16 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     );
     log.info({ address: config.metrics.address, port: config.metrics.port }, 'metrics listening');
   }
+  const introspectionServer = config.introspection
+    ? await startIntrospection(config, config.introspection, daemon, custom?.name ?? null, log)
+    : null;
   let stopping: Promise<void> | null = null;
   return {
     daemon,
     socket,
     metricsServer,
     metrics,
+    introspectionServer,
     shutdown(reason) {
       stopping ??= (async () => {
         log.info({ reason }, 'draining');
@@ -156,6 +197,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
         socket.server.closeAllConnections();
         metricsServer?.close();
         metricsServer?.closeAllConnections();
+        introspectionServer?.close();
+        introspectionServer?.closeAllConnections();
       })();
       return stopping;
     },

@@ -75,6 +75,48 @@ export class DaemonMetrics implements ApiCallObserver {
     registers: [this.registry],
   });
 
+  /**
+   * VPC_IPAM_AWSCNI_METRICS: also serve the AWS VPC CNI's names for existing aws-node dashboards.
+   * Each alias is filled at scrape time from the vpc_ipam_* metric it mirrors (AWS_CNI_ALIASES),
+   * never counted on its own, so the two names always agree and nothing is counted twice.
+   */
+  enableAwsCniAliases(): void {
+    for (const alias of AWS_CNI_ALIASES) {
+      const source = this.registry.getSingleMetric(alias.from);
+      if (!source) throw new Error(`metrics.ts bug: ${alias.from} is not registered`);
+      const reduce = alias.reduce;
+      const fill = async (m: Gauge<string> | Counter<string>) => {
+        const values = (await source.get()).values;
+        m.reset();
+        for (const [labels, value] of reduce(values)) {
+          if (m instanceof Counter) m.inc(labels, value);
+          else m.set(labels, value);
+        }
+      };
+      const config = {
+        name: alias.name,
+        help: `${alias.help} (alias of ${alias.from}, the AWS VPC CNI's name)`,
+        labelNames: alias.labelNames,
+        registers: [this.registry],
+      };
+      if (alias.type === 'counter') {
+        new Counter({
+          ...config,
+          collect: async function (this: Counter<string>) {
+            await fill(this);
+          },
+        });
+      } else {
+        new Gauge({
+          ...config,
+          collect: async function (this: Gauge<string>) {
+            await fill(this);
+          },
+        });
+      }
+    }
+  }
+
   /** ApiCallObserver: give this to the provider factory. */
   onCall(e: ApiCallEvent): void {
     this.apiCalls.inc({ cloud: e.cloud, api: e.api, outcome: e.outcome });
@@ -114,6 +156,113 @@ export class DaemonMetrics implements ApiCallObserver {
     this.allocations.inc({ result: status === 200 ? 'ok' : status === 503 ? 'no_ip' : 'error' });
   }
 }
+
+type MetricValue = { labels: Partial<Record<string, string | number>>; value: number };
+type Labels = Record<string, string>;
+
+/** Sum of `values` grouped by the labels `pick` returns (null: leave the value out). */
+function groupSum(values: MetricValue[], pick: (v: MetricValue) => Labels | null): [Labels, number][] {
+  const out = new Map<string, [Labels, number]>();
+  for (const v of values) {
+    const labels = pick(v);
+    if (!labels) continue;
+    const key = JSON.stringify(labels);
+    const cur = out.get(key);
+    out.set(key, [labels, (cur?.[1] ?? 0) + v.value]);
+  }
+  return [...out.values()];
+}
+
+/**
+ * The awscni_* names and the vpc_ipam_* metric each is computed from (the AWS plugin's label
+ * names kept). AWS names without a counterpart here (prefixes, trunk ENIs, its internal action
+ * gauges and error counters) are not emitted: see docs/migrating-from-aws-vpc-cni.md.
+ */
+export const AWS_CNI_ALIASES: readonly {
+  name: string;
+  type: 'counter' | 'gauge';
+  from: string;
+  help: string;
+  labelNames: string[];
+  reduce: (values: MetricValue[]) => [Labels, number][];
+}[] = [
+  {
+    name: 'awscni_total_ip_addresses',
+    type: 'gauge',
+    from: 'vpc_ipam_pool_ips',
+    help: 'The total number of IP addresses',
+    labelNames: [],
+    reduce: (v) => groupSum(v, (x) => (x.labels.state === 'total' ? {} : null)),
+  },
+  {
+    name: 'awscni_assigned_ip_addresses',
+    type: 'gauge',
+    from: 'vpc_ipam_pool_ips',
+    help: 'The number of IP addresses assigned to pods',
+    labelNames: [],
+    reduce: (v) => groupSum(v, (x) => (x.labels.state === 'assigned' ? {} : null)),
+  },
+  {
+    name: 'awscni_eni_allocated',
+    type: 'gauge',
+    from: 'vpc_ipam_interface_ips',
+    help: 'The number of ENIs allocated',
+    labelNames: [],
+    reduce: (v) => [[{}, new Set(v.map((x) => x.labels.interface_id)).size]],
+  },
+  {
+    name: 'awscni_assigned_ip_per_eni',
+    type: 'gauge',
+    from: 'vpc_ipam_interface_ips',
+    help: 'The number of allocated ips partitioned by eni',
+    labelNames: ['eni'],
+    reduce: (v) =>
+      groupSum(v, (x) => (x.labels.state === 'assigned' ? { eni: String(x.labels.interface_id) } : null)),
+  },
+  {
+    name: 'awscni_add_ip_req_count',
+    type: 'counter',
+    from: 'vpc_ipam_allocations_total',
+    help: 'The number of add IP address requests',
+    labelNames: [],
+    reduce: (v) => groupSum(v, () => ({})),
+  },
+  {
+    name: 'awscni_del_ip_req_count',
+    type: 'counter',
+    from: 'vpc_ipam_releases_total',
+    help: 'The number of delete IP address requests',
+    labelNames: ['reason'],
+    reduce: (v) => groupSum(v, () => ({ reason: 'PodDeleted' })),
+  },
+  {
+    name: 'awscni_no_available_ip_addresses',
+    type: 'counter',
+    from: 'vpc_ipam_no_ip_total',
+    help: 'The number of pod IP assignments that fail due to no available IP addresses',
+    labelNames: [],
+    reduce: (v) => groupSum(v, () => ({})),
+  },
+  {
+    name: 'awscni_ec2api_req_count',
+    type: 'counter',
+    from: 'vpc_ipam_cloud_api_calls_total',
+    help: 'The number of requests made to EC2 APIs by CNI',
+    labelNames: ['fn'],
+    reduce: (v) => groupSum(v, (x) => (x.labels.cloud === 'aws' ? { fn: String(x.labels.api) } : null)),
+  },
+  {
+    name: 'awscni_ec2api_error_count',
+    type: 'counter',
+    from: 'vpc_ipam_cloud_api_calls_total',
+    help: 'The number of failed EC2 APIs requests',
+    labelNames: ['fn'],
+    reduce: (v) =>
+      groupSum(v, (x) =>
+        x.labels.cloud === 'aws' && x.labels.outcome !== 'ok' ? { fn: String(x.labels.api) } : null,
+      ),
+  },
+];
 
 export async function startMetricsServer(
   metrics: DaemonMetrics,

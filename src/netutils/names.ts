@@ -1,8 +1,26 @@
 // Names and numbers shared by the plugin and node setup, so both agree on what is "ours".
 import { createHash } from 'node:crypto';
 
-/** Host-side veth names start with this; the SNAT/connmark rules match `<prefix>+`. */
+/**
+ * Host-side veth names start with this by default (AWS_VPC_K8S_CNI_VETHPREFIX / the conflist's
+ * vethPrefix choose another); the SNAT/connmark rules match `<prefix>+`.
+ */
 export const HOST_VETH_PREFIX = 'vpc';
+
+/**
+ * A host veth prefix, as the AWS VPC CNI accepts it: 1-4 characters (4 + 11 hex = IFNAMSIZ - 1),
+ * letters and digits, not one of the names the kernel or the node already use (eth, vlan, lo).
+ */
+export function validateVethPrefix(raw: string): string {
+  if (!/^[A-Za-z0-9]{1,4}$/.test(raw)) throw new Error('not 1-4 letters or digits');
+  if (['eth', 'vlan', 'lo'].includes(raw)) throw new Error(`${raw} is reserved`);
+  return raw;
+}
+
+/** Exactly the names hostVethName() produces for these prefixes. */
+export function hostVethPattern(prefixes: readonly string[] = [HOST_VETH_PREFIX]): RegExp {
+  return new RegExp(`^(${prefixes.map(validateVethPrefix).join('|')})[0-9a-f]{11}$`);
+}
 
 /** Routes and rules we install carry this protocol number, so we can find (and only touch) ours. */
 export const ROUTE_PROTO = 118;
@@ -11,6 +29,8 @@ export const ROUTE_PROTO = 118;
 export const PRIO_TO_POD = 512;
 export const PRIO_CONNMARK = 1024;
 export const PRIO_FROM_POD = 1536;
+/** AWS_EXTERNAL_SERVICE_CIDRS: `to <cidr> lookup main`, just before the pods' ENI tables (the AWS plugin's 1535). */
+export const PRIO_EXTERNAL_SERVICE = 1535;
 
 /** Connmark bit marking flows that must use the main table (leave through the primary interface). */
 export const CONNMARK_BIT = 0x80;
@@ -24,10 +44,10 @@ function digest(containerId: string, ifName: string): string {
 
 /**
  * Host veth name: stable for (container id, ifname), unique in practice (44 bits of sha256), and
- * within IFNAMSIZ (3 + 11 = 14 characters).
+ * within IFNAMSIZ (at most 4 + 11 = 15 characters).
  */
-export function hostVethName(containerId: string, ifName: string): string {
-  return HOST_VETH_PREFIX + digest(containerId, ifName).slice(0, 11);
+export function hostVethName(containerId: string, ifName: string, prefix = HOST_VETH_PREFIX): string {
+  return prefix + digest(containerId, ifName).slice(0, 11);
 }
 
 /**

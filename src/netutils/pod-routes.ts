@@ -2,7 +2,7 @@
 // `<pod ip>/32 dev vpc<11 hex> proto 118` in the main table (cni/wiring/veth.ts). The daemon reads
 // these in its OWN network namespace (it runs in the node's, host network), so no nsenter here.
 import type { IpTool } from './ip.ts';
-import { HOST_VETH_PREFIX, ROUTE_PROTO } from './names.ts';
+import { HOST_VETH_PREFIX, hostVethPattern, ROUTE_PROTO } from './names.ts';
 
 export interface PodHostRoute {
   ip: string;
@@ -10,8 +10,8 @@ export interface PodHostRoute {
   hostVeth: string;
 }
 
-/** Exactly the names hostVethName() produces. */
-export const HOST_VETH_NAME = new RegExp(`^${HOST_VETH_PREFIX}[0-9a-f]{11}$`);
+/** Exactly the names hostVethName() produces with the default prefix. */
+export const HOST_VETH_NAME = hostVethPattern([HOST_VETH_PREFIX]);
 // `ip -j` prints a /32 destination as the bare address; anything with a prefix is not a pod route.
 const BARE_IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
@@ -24,23 +24,33 @@ export function foreignVethName(prefix: string): RegExp {
   return new RegExp(`^${prefix}[0-9a-f]{11}$`);
 }
 
-/** Pure: keeps /32 routes on our host veths, one per IP (the kernel allows only one anyway). */
-export function parsePodHostRoutes(rows: readonly unknown[], names: RegExp = HOST_VETH_NAME): PodHostRoute[] {
+/**
+ * Pure: keeps /32 routes on host veths named with one of `names` (prefixes, see hostVethPattern, or
+ * a pattern), one per IP (the kernel allows only one anyway).
+ */
+export function parsePodHostRoutes(
+  rows: readonly unknown[],
+  names: RegExp | readonly string[] = [HOST_VETH_PREFIX],
+): PodHostRoute[] {
+  const veth = names instanceof RegExp ? names : hostVethPattern(names);
   const out = new Map<string, PodHostRoute>();
   for (const row of rows) {
     if (typeof row !== 'object' || row === null) continue;
     const { dst, dev } = row as { dst?: unknown; dev?: unknown };
     if (typeof dst !== 'string' || typeof dev !== 'string') continue;
-    if (!BARE_IPV4.test(dst) || !names.test(dev) || out.has(dst)) continue;
+    if (!BARE_IPV4.test(dst) || !veth.test(dev) || out.has(dst)) continue;
     out.set(dst, { ip: dst, hostVeth: dev });
   }
   return [...out.values()];
 }
 
 /** `ip -j route show table main proto 118` in the caller's netns, reduced to pod host routes. */
-export async function listPodHostRoutes(ip: IpTool): Promise<PodHostRoute[]> {
+export async function listPodHostRoutes(
+  ip: IpTool,
+  prefixes: readonly string[] = [HOST_VETH_PREFIX],
+): Promise<PodHostRoute[]> {
   const rows = await ip.json(['route', 'show', 'table', 'main', 'proto', String(ROUTE_PROTO)]);
-  return parsePodHostRoutes(rows);
+  return parsePodHostRoutes(rows, prefixes);
 }
 
 /**

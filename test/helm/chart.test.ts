@@ -330,6 +330,27 @@ describe('helm chart', () => {
     }
   });
 
+  test('AWS VPC CNI knobs reach the conflist: veth prefix, pod MTU from AWS_VPC_ENI_MTU unless cni.mtu', async () => {
+    const plugin = (docs: Doc[]) =>
+      JSON.parse(find(docs, 'ConfigMap', '-cni').data['conflist.json']).plugins[0] as {
+        mtu: number;
+        vethPrefix: string;
+      };
+    assert.deepEqual(
+      [plugin(rendered.default!.docs).mtu, plugin(rendered.default!.docs).vethPrefix],
+      [9001, 'vpc'],
+    );
+    // full-values: cni.mtu 1500 (POD_MTU) wins; the prefix follows daemon.env.
+    assert.equal(plugin(rendered.full!.docs).vethPrefix, 'eni');
+    const { docs } = await template('eni-mtu', [
+      '-f',
+      DEFAULT_VALUES,
+      '--set',
+      'daemon.env.AWS_VPC_ENI_MTU=1500',
+    ]);
+    assert.equal(plugin(docs).mtu, 1500, 'the pods follow AWS_VPC_ENI_MTU when cni.mtu is empty');
+  });
+
   test('an endpoint override renders into the janitor', async () => {
     const { docs } = await template('endpoint', [
       '-f',

@@ -20,6 +20,8 @@ export interface IpvlanPodSpec {
   subnetCidr: string;
   gateway: string;
   mtu: number;
+  /** Host veth name prefix; default HOST_VETH_PREFIX. */
+  vethPrefix?: string;
   /** Name of the ENI's interface on the node (found by MAC). */
   parent: string;
   /** Node addresses and extra CIDRs (service CIDR) reached through the host veth. */

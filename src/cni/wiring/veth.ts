@@ -24,6 +24,8 @@ export interface VethPodSpec {
   /** 0: primary interface (main table); else the ENI's table. */
   routeTable: number;
   mtu: number;
+  /** Host veth name prefix (the conflist's vethPrefix); default HOST_VETH_PREFIX. */
+  vethPrefix?: string;
 }
 
 export interface VethPlan {
@@ -37,7 +39,7 @@ export interface VethPlan {
   podLines: string[][];
 }
 
-export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' | 'mtu'> & {
+export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' | 'mtu' | 'vethPrefix'> & {
   /** Name of the end inside the pod (default: ifName; the host end is named after ifName anyway). */
   peerName?: string;
 };
@@ -45,7 +47,7 @@ export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' 
 export function planVethLink(
   spec: VethLinkSpec,
 ): Pick<VethPlan, 'hostName' | 'hostMac' | 'podMac' | 'linkLines'> {
-  const hostName = hostVethName(spec.containerId, spec.ifName);
+  const hostName = hostVethName(spec.containerId, spec.ifName, spec.vethPrefix);
   const { host: hostMac, pod: podMac } = vethMacs(spec.containerId, spec.ifName);
   const mtu = String(spec.mtu);
   const linkLines = [

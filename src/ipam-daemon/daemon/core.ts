@@ -61,6 +61,8 @@ export interface DaemonOptions {
    * When set, IPs routed to a pod are never handed out, whatever the checkpoint says (route-recovery.ts).
    */
   podRoutes?: () => Promise<PodHostRoute[]>;
+  /** Prefix of the host veths the CNI plugin names (AWS_VPC_K8S_CNI_VETHPREFIX); default HOST_VETH_PREFIX. */
+  vethPrefix?: string;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */
   resync?: Partial<ResyncOptions>;
   /** Taking the node over from the AWS VPC CNI (takeover/): adopt its ENIs and running pods. */

@@ -93,7 +93,7 @@ export class Requests {
   }
 
   private recoveredFor(key: AttachmentKey): StoredAllocation | undefined {
-    const veth = hostVethName(key.containerId, key.ifName);
+    const veth = hostVethName(key.containerId, key.ifName, this.core.opts.vethPrefix);
     return this.core
       .mustDs()
       .recovered()

@@ -151,7 +151,8 @@ export class RouteGuard {
     return {
       state: 'assigned',
       key,
-      hostVeth: a?.recoveredFrom ?? (a ? hostVethName(a.containerId, a.ifName) : ''),
+      hostVeth:
+        a?.recoveredFrom ?? (a ? hostVethName(a.containerId, a.ifName, this.core.opts.vethPrefix) : ''),
     };
   }
 

@@ -8,7 +8,13 @@
 // Everything we install carries protocol 118 (routes, rules) or a VPC-IPAM- chain name, so a
 // re-run adds nothing twice and removes only stale state of ours.
 
-import { CONNMARK_BIT, HOST_VETH_PREFIX, PRIO_CONNMARK, ROUTE_PROTO } from '../../netutils/names.ts';
+import {
+  CONNMARK_BIT,
+  HOST_VETH_PREFIX,
+  PRIO_CONNMARK,
+  PRIO_EXTERNAL_SERVICE,
+  ROUTE_PROTO,
+} from '../../netutils/names.ts';
 import { firstHost, parseCidr, validateCidr } from '../../netutils/validate.ts';
 import type { InterfaceInfo, NodeInfo } from '../../providers/types.ts';
 import type { SnatConfig } from '../config.ts';
@@ -16,6 +22,7 @@ import type { SnatConfig } from '../config.ts';
 export interface ObservedLink {
   ifname?: string;
   address?: string;
+  mtu?: number;
   flags?: string[];
   addr_info?: { family?: string; local?: string; prefixlen?: number }[];
 }
@@ -30,6 +37,8 @@ export interface ObservedRoute {
 
 export interface ObservedRule {
   priority?: number;
+  dst?: string;
+  dstlen?: number;
   fwmark?: string;
   fwmask?: string;
   table?: string;
@@ -65,6 +74,25 @@ export interface NodeSetupPlan {
   linkNames: Record<string, string>;
 }
 
+/** Node networking choices besides SNAT (built from the daemon config in node-setup/index.ts). */
+export interface NodeNetOptions {
+  /** Prefixes of host veths carrying pod traffic (the SNAT/connmark rules match `<prefix>+`). */
+  vethPrefixes: string[];
+  /**
+   * AWS_EXTERNAL_SERVICE_CIDRS: `to <cidr> lookup main` at PRIO_EXTERNAL_SERVICE, so pods on a
+   * secondary ENI reach these through the main table (primary interface) instead of their ENI's.
+   */
+  externalServiceCidrs: string[];
+  /** AWS_VPC_ENI_MTU: MTU set on every ENI's link, the primary's included; null leaves them alone. */
+  eniMtu: number | null;
+}
+
+export const DEFAULT_NODE_NET: NodeNetOptions = {
+  vethPrefixes: [HOST_VETH_PREFIX],
+  externalServiceCidrs: [],
+  eniMtu: null,
+};
+
 export const CHAIN_SNAT = 'VPC-IPAM-SNAT';
 export const CHAIN_CONNMARK = 'VPC-IPAM-CONNMARK';
 export const CHAIN_PODMARK = 'VPC-IPAM-PODMARK';
@@ -92,14 +120,13 @@ export function desiredIptables(
   primaryIp: string,
   vpcCidrs: string[],
   snat: SnatConfig,
-  /** Host veth prefixes of pods another plugin wired (adopted from aws-node: `eni`). */
-  adoptedVethPrefixes: readonly string[] = [],
+  vethPrefixes: readonly string[] = [HOST_VETH_PREFIX],
 ): { nat: TableRules; mangle: TableRules } {
   const vpc = vpcCidrs.map((c) => validateCidr(c, 'VPC CIDR'));
   const excluded = snat.excludeCidrs.map((c) => validateCidr(c, 'AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS entry'));
   const random =
     snat.randomize === 'prng' ? ' --random-fully' : snat.randomize === 'hashrandom' ? ' --random' : '';
-  const allVeths = [HOST_VETH_PREFIX, ...adoptedVethPrefixes].map((p) => `${p}+`);
+  const veths = vethPrefixes.map((p) => `${p}+`);
   const nat: TableRules = { jumps: [], chains: {} };
   const mangle: TableRules = {
     jumps: [`PREROUTING -m comment --comment "vpc-ipam: connmark" -j ${CHAIN_CONNMARK}`],
@@ -118,12 +145,12 @@ export function desiredIptables(
     nat.chains[CHAIN_SNAT] = [
       ...vpc.map((c) => `-d ${c} -m comment --comment "vpc-ipam: VPC CIDR" -j RETURN`),
       ...excluded.map((c) => `-d ${c} -m comment --comment "vpc-ipam: excluded CIDR" -j RETURN`),
-      ...allVeths.map((v) => `-o ${v} -j RETURN`),
+      ...veths.map((v) => `-o ${v} -j RETURN`),
       `-o ${primaryIf} -j SNAT --to-source ${primaryIp}${random}`,
     ];
     // Pod flows leaving the VPC are marked so they route via main (primary interface) and get SNATed
     // there, even from pods whose IP is on a secondary ENI (their ENI table would send them out it).
-    mangle.chains[CHAIN_CONNMARK]!.push(...allVeths.map((v) => `-i ${v} -j ${CHAIN_PODMARK}`));
+    mangle.chains[CHAIN_CONNMARK]!.push(...veths.map((v) => `-i ${v} -j ${CHAIN_PODMARK}`));
     mangle.chains[CHAIN_PODMARK] = [
       ...vpc.map((c) => `-d ${c} -j RETURN`),
       ...excluded.map((c) => `-d ${c} -j RETURN`),
@@ -131,7 +158,7 @@ export function desiredIptables(
     ];
   }
   mangle.chains[CHAIN_CONNMARK]!.push(
-    ...allVeths.map((v) => `-i ${v} -j CONNMARK --restore-mark --nfmask ${MARK} --ctmask ${MARK}`),
+    ...veths.map((v) => `-i ${v} -j CONNMARK --restore-mark --nfmask ${MARK} --ctmask ${MARK}`),
   );
   return { nat, mangle };
 }
@@ -187,7 +214,7 @@ export function planNodeSetup(
   interfaces: Pick<InterfaceInfo, 'id' | 'mac' | 'deviceIndex' | 'subnetCidr' | 'primaryIp'>[],
   snat: SnatConfig,
   observed: ObservedNode,
-  adoptedVethPrefixes: readonly string[] = [],
+  net: NodeNetOptions = DEFAULT_NODE_NET,
 ): NodeSetupPlan {
   const byMac = new Map(observed.links.filter((l) => l.address).map((l) => [l.address!.toLowerCase(), l]));
   const primaryLink = byMac.get(node.primaryMac.toLowerCase());
@@ -198,6 +225,12 @@ export function planNodeSetup(
   }
   const primaryIf = primaryLink.ifname;
   const ipLines: string[][] = [];
+  const setMtu = (link: ObservedLink, dev: string) => {
+    if (net.eniMtu !== null && link.mtu !== net.eniMtu) {
+      ipLines.push(['link', 'set', 'dev', dev, 'mtu', String(net.eniMtu)]);
+    }
+  };
+  setMtu(primaryLink, primaryIf);
   const sysctls: SysctlChange[] = [
     { key: ['net', 'ipv4', 'ip_forward'], value: '1' },
     { key: ['net', 'ipv4', 'conf', primaryIf, 'rp_filter'], value: '2' },
@@ -220,6 +253,7 @@ export function planNodeSetup(
     const table = String(routeTableFor(eni.deviceIndex));
     const gw = firstHost(eni.subnetCidr);
     const prefix = parseCidr(eni.subnetCidr)!.prefix;
+    setMtu(link, dev);
     if (!link.flags?.includes('UP')) ipLines.push(['link', 'set', 'dev', dev, 'up']);
     const hasIp = link.addr_info?.some((a) => a.family === 'inet' && a.local === eni.primaryIp);
     // noprefixroute: the subnet must not appear in main via this ENI; its table has the routes.
@@ -295,10 +329,44 @@ export function planNodeSetup(
     );
   }
 
-  const desired = desiredIptables(primaryIf, node.primaryIp, node.vpcCidrs, snat, adoptedVethPrefixes);
+  ipLines.push(...planExternalServiceRules(observed.rules, net.externalServiceCidrs));
+
+  const desired = desiredIptables(primaryIf, node.primaryIp, node.vpcCidrs, snat, net.vethPrefixes);
   const sections = [
     planTable('nat', parseSaved(observed.nat), desired.nat),
     planTable('mangle', parseSaved(observed.mangle), desired.mangle),
   ].filter((s): s is string => s !== null);
   return { ipLines, sysctls, iptables: sections.length > 0 ? sections.join('') : null, missing, linkNames };
+}
+
+/** `to <cidr> lookup main` rules of ours at PRIO_EXTERNAL_SERVICE: exactly one per wanted CIDR. */
+export function planExternalServiceRules(rules: ObservedRule[], cidrs: readonly string[]): string[][] {
+  const want = new Set(cidrs.map((c) => validateCidr(c, 'AWS_EXTERNAL_SERVICE_CIDRS entry')));
+  const lines: string[][] = [];
+  for (const r of rules) {
+    if (r.protocol !== PROTO || r.priority !== PRIO_EXTERNAL_SERVICE) continue;
+    const dst = r.dst && r.dst !== 'all' ? `${r.dst}/${r.dstlen ?? 32}` : 'all';
+    if (r.table === 'main' && want.delete(dst)) continue; // present once: keep
+    lines.push(
+      ['rule', 'del', 'priority', String(PRIO_EXTERNAL_SERVICE)]
+        .concat(dst === 'all' ? [] : ['to', dst])
+        .concat(r.table ? ['lookup', r.table] : [])
+        .concat(['protocol', PROTO]),
+    );
+  }
+  for (const c of want) {
+    lines.push([
+      'rule',
+      'add',
+      'to',
+      c,
+      'lookup',
+      'main',
+      'priority',
+      String(PRIO_EXTERNAL_SERVICE),
+      'protocol',
+      PROTO,
+    ]);
+  }
+  return lines;
 }

@@ -11,10 +11,18 @@ import type { InterfaceInfo, NodeInfo } from '../../providers/types.ts';
 import type { SnatConfig } from '../config.ts';
 import type { NodeSetupHook } from '../daemon.ts';
 import type { AwsHostCleaner } from '../takeover/aws-host.ts';
-import { type NodeSetupPlan, type ObservedNode, planNodeSetup } from './plan.ts';
+import {
+  DEFAULT_NODE_NET,
+  type NodeNetOptions,
+  type NodeSetupPlan,
+  type ObservedNode,
+  planNodeSetup,
+} from './plan.ts';
 
 export interface NodeSetupOptions {
   snat: SnatConfig;
+  /** Veth prefixes, external service CIDRs, ENI MTU (default DEFAULT_NODE_NET). */
+  net?: NodeNetOptions;
   logger: Logger;
   /** Re-run with the last inputs this often to repair drift (0: only when the daemon asks). */
   resyncIntervalMs?: number;
@@ -64,7 +72,10 @@ export function createNodeReconciler(options: NodeSetupOptions): NodeSetup {
 
   const run = async (node: NodeInfo, interfaces: InterfaceInfo[]): Promise<void> => {
     const observed = await observe();
-    const plan = planNodeSetup(node, interfaces, options.snat, observed, options.takeover?.vethPrefixes);
+    // Our veth prefix and, when taking over, aws-node's: both carry pod traffic.
+    const net = options.net ?? DEFAULT_NODE_NET;
+    const vethPrefixes = [...new Set([...net.vethPrefixes, ...(options.takeover?.vethPrefixes ?? [])])];
+    const plan = planNodeSetup(node, interfaces, options.snat, observed, { ...net, vethPrefixes });
     lastPlan = plan;
     if (plan.ipLines.length > 0) {
       log.info({ changes: plan.ipLines.map((l) => l.join(' ')) }, 'node setup: applying routes/rules/links');

@@ -23,11 +23,16 @@ export function takeoverEnabled(config: Pick<DaemonConfig, 'cloud' | 'takeover'>
 
 /** Our pods' host routes, plus those of the pods aws-node wired when taking over. */
 export function podRoutesReader(config: DaemonConfig, ip: IpTool): () => Promise<PodHostRoute[]> {
-  if (!takeoverEnabled(config)) return () => listPodHostRoutes(ip);
+  const own = [config.vethPrefix]; // AWS_VPC_K8S_CNI_VETHPREFIX
+  if (!takeoverEnabled(config)) return () => listPodHostRoutes(ip, own);
   const prefix = config.takeover.awsVethPrefix;
   return async () => {
-    const [ours, theirs] = await Promise.all([listPodHostRoutes(ip), listForeignPodHostRoutes(ip, prefix)]);
-    return [...ours, ...theirs];
+    const [ours, theirs] = await Promise.all([
+      listPodHostRoutes(ip, own),
+      listForeignPodHostRoutes(ip, prefix),
+    ]);
+    // With the same prefix on both sides a route of ours is read twice: one entry per IP.
+    return [...new Map([...ours, ...theirs].map((r) => [r.ip, r])).values()];
   };
 }
 

@@ -1,4 +1,5 @@
-// ENABLE_SUBNET_DISCOVERY and ADDITIONAL_ENI_TAGS against LocalStack (issue 13): subnets of the
+// ENABLE_SUBNET_DISCOVERY and ADDITIONAL_ENI_TAGS against LocalStack (issue 13), plus the AWS-shaped
+// introspection endpoint and the awscni_* metric aliases of the same daemon: subnets of the
 // node's VPC and zone tagged kubernetes.io/role/cni, found with DescribeSubnets tag-less filters
 // (vpc-id, availability-zone) and ranked by LocalStack's AvailableIpAddressCount; then the real
 // daemon process puts its first secondary ENI in the discovered subnet with the most free
@@ -20,6 +21,10 @@ import { OWNER_TAGS } from '../../../src/providers/types.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
 import { type DaemonProcess, killAllDaemons, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
+
+// Fixed ports from the range this suite owns (27000-27999): introspection and /metrics.
+const INTROSPECTION = '127.0.0.1:27461';
+const METRICS = 27462;
 
 describe('subnet discovery and extra ENI tags on LocalStack', { timeout: 300_000 }, () => {
   const node = new LocalStackNode('knobs-subnets');
@@ -138,10 +143,12 @@ describe('subnet discovery and extra ENI tags on LocalStack', { timeout: 300_000
     daemon = await startDaemonProcess(
       {
         ...node.env(),
-        METRICS_PORT: '0',
         WARM_ENI_TARGET: '1',
         VPC_IPAM_RECONCILE_INTERVAL: '0.5',
         ADDITIONAL_ENI_TAGS: '{"team": "payments", "cost-center": "42"}',
+        INTROSPECTION_BIND_ADDRESS: INTROSPECTION,
+        METRICS_PORT: String(METRICS),
+        VPC_IPAM_AWSCNI_METRICS: 'true',
       },
       { logPath: join(node.workDir, 'ipamd-discovery.log') },
     );
@@ -154,16 +161,65 @@ describe('subnet discovery and extra ENI tags on LocalStack', { timeout: 300_000
     assert.equal(tags['cost-center'], '42');
     assert.equal(tags[OWNER_TAGS.clusterName], node.cluster.name, 'ownership tags are still there');
     assert.equal(tags[OWNER_TAGS.instanceId], node.instance.id);
+
+    // The AWS-shaped introspection endpoint sees the same pool, pod IPs included.
+    type EnisView = Record<
+      string,
+      {
+        TotalIPs: number;
+        AssignedIPs: number;
+        ENIs: Record<string, { DeviceNumber: number; SubnetID: string }>;
+      }
+    >;
+    // The daemon records the new ENI a moment after EC2 shows it attached.
+    let enisView: EnisView = {};
+    for (let i = 0; i < 50 && !enisView['0']?.ENIs[eni.NetworkInterfaceId!]; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 100));
+      enisView = (await (await fetch(`http://${INTROSPECTION}/v1/enis`)).json()) as EnisView;
+    }
+    const card = enisView['0']!;
+    const allocated = (await call(daemon.socketPath, 'GET', '/v1/allocations')).body as {
+      allocations: unknown[];
+    };
+    assert.equal(card.AssignedIPs, allocated.allocations.length);
+    assert.ok(card.AssignedIPs > 0);
+    assert.equal(card.ENIs[eni.NetworkInterfaceId!]?.SubnetID, made.big);
+    assert.equal(card.ENIs[eni.NetworkInterfaceId!]?.DeviceNumber, eni.Attachment!.DeviceIndex);
+    const env = (await (await fetch(`http://${INTROSPECTION}/v1/ipamd-env-settings`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(env.ENABLE_SUBNET_DISCOVERY, true);
+    assert.equal((await fetch(`http://${INTROSPECTION}/v1/enis`, { method: 'POST' })).status, 405);
+
+    // awscni_* aliases (VPC_IPAM_AWSCNI_METRICS=true) equal the vpc_ipam_* metrics they mirror.
+    const text = await (await fetch(`http://127.0.0.1:${METRICS}/metrics`)).text();
+    const value = (re: RegExp) =>
+      text
+        .split('\n')
+        .filter((l) => re.test(l))
+        .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+    assert.equal(value(/^awscni_total_ip_addresses /), value(/^vpc_ipam_pool_ips\{state="total"\}/));
+    assert.equal(value(/^awscni_assigned_ip_addresses /), card.AssignedIPs);
+    assert.equal(value(/^awscni_add_ip_req_count /), value(/^vpc_ipam_allocations_total\{/));
+    assert.equal(value(/^awscni_add_ip_req_count /), card.AssignedIPs, 'one request per pod');
+    assert.equal(
+      value(/^awscni_ec2api_req_count\{fn="CreateNetworkInterface"\}/),
+      value(/^vpc_ipam_cloud_api_calls_total\{cloud="aws",api="CreateNetworkInterface"/),
+    );
+    assert.equal(value(/^awscni_eni_allocated /), 2);
     await daemon.stop();
   });
 
   test('ENABLE_SUBNET_DISCOVERY=false keeps pod ENIs in the node subnet', async () => {
+    await daemon?.stop(); // when the previous test failed half-way
     // A fresh state dir. The previous daemon's ENI stays attached in the /19, which is no pod subnet now.
     daemon = await startDaemonProcess(
       {
         ...node.env(),
         VPC_IPAM_CHECKPOINT: join(node.workDir, 'state2', 'checkpoint.json'),
         METRICS_PORT: '0',
+        DISABLE_INTROSPECTION: 'true',
         WARM_ENI_TARGET: '1',
         VPC_IPAM_RECONCILE_INTERVAL: '0.5',
         ENABLE_SUBNET_DISCOVERY: 'false',
