@@ -168,7 +168,9 @@ describe('helm chart', () => {
     assert.ok(mounted.includes('/run/vpc-ipam'), 'socket directory shared with the host');
     assert.ok(mounted.includes('/var/lib/vpc-ipam'), 'checkpoint survives restarts');
     const conflist = JSON.parse(find(rendered.default!.docs, 'ConfigMap', '-cni').data['conflist.json']);
-    assert.equal(conflist.cniVersion, '1.1.0');
+    // 1.0.0 for containerd 1.6's libcni (it rejects 1.1.0 results); newer runtimes pick 1.1.0
+    assert.equal(conflist.cniVersion, '1.0.0');
+    assert.deepEqual(conflist.cniVersions, ['1.0.0', '1.1.0']);
     assert.equal(conflist.plugins[0].type, 'vpc-cni');
     assert.equal(conflist.plugins[0].socketPath, '/run/vpc-ipam/ipamd.sock');
   });
