@@ -1,7 +1,11 @@
-// `npm run build`: bundles the CNI plugin (src/cni/main.ts) into one CommonJS file with esbuild and
-// turns it into a Node single-executable application (dist/vpc-cni) that runs on hosts without
-// Node.js. Steps: bundle -> SEA blob (node --experimental-sea-config) -> copy of the node binary ->
-// postject the blob (NODE_SEA_FUSE sentinel) -> smoke test (VERSION with an empty PATH).
+// `npm run build`: the two CNI executables.
+// - dist/vpc-cni: the static shim the runtime calls (src/cni/shim, Go, CGO_ENABLED=0): forwards the
+//   CNI env + stdin to vpc-ipamd, which runs the command.
+// - dist/vpc-cni-node: the plugin itself (src/cni/main.ts) as a Node single-executable application
+//   (runs on hosts without Node.js); the shim runs it when the daemon cannot be reached. Steps:
+//   esbuild bundle -> SEA blob (node --experimental-sea-config) -> copy of the node binary ->
+//   postject the blob (NODE_SEA_FUSE sentinel).
+// Smoke test: VERSION through the shim with an empty PATH and no daemon, i.e. via the fallback.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -15,8 +19,10 @@ const dist = join(root, 'dist');
 const work = join(dist, `.sea-${process.pid}`);
 const bundle = join(work, 'vpc-cni.cjs');
 const blob = join(work, 'vpc-cni.blob');
-const output = join(dist, 'vpc-cni');
-const staged = join(work, 'vpc-cni');
+const output = join(dist, 'vpc-cni-node');
+const staged = join(work, 'vpc-cni-node');
+const shimOutput = join(dist, 'vpc-cni');
+const shimStaged = join(work, 'vpc-cni');
 // The fuse string Node's SEA loader looks for; postject flips it when the blob is injected.
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
@@ -24,9 +30,9 @@ const t0 = performance.now();
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 
-function run(file: string, args: string[]): void {
+function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): void {
   try {
-    execFileSync(file, args, { stdio: 'pipe' });
+    execFileSync(file, args, { stdio: 'pipe', ...opts });
   } catch (e) {
     const err = e as { stdout?: Buffer; stderr?: Buffer; message: string };
     throw new Error(`${err.message}\n${err.stdout?.toString() ?? ''}${err.stderr?.toString() ?? ''}`);
@@ -64,16 +70,25 @@ try {
     '--sentinel-fuse',
     FUSE,
   ]);
-  // Smoke test: must answer VERSION with no node on PATH.
-  const answer = execFileSync(staged, [], {
+  // Static, stripped, reproducible; GOTOOLCHAIN=local: never download a toolchain.
+  run('go', ['build', '-trimpath', '-buildvcs=false', '-ldflags', '-s -w', '-o', shimStaged, '.'], {
+    cwd: join(root, 'src/cni/shim'),
+    env: { ...process.env, CGO_ENABLED: '0', GOTOOLCHAIN: 'local', GOFLAGS: '' },
+  });
+  // Smoke test: VERSION through the shim, no daemon at the socket, no node on PATH: the fallback answers.
+  const answer = execFileSync(shimStaged, [], {
     env: { CNI_COMMAND: 'VERSION', PATH: '' },
-    input: '{"cniVersion":"1.0.0"}',
+    input: JSON.stringify({ cniVersion: '1.0.0', socketPath: join(work, 'no-daemon.sock') }),
   }).toString();
   const parsed = JSON.parse(answer) as { supportedVersions?: string[] };
   if (!parsed.supportedVersions?.includes('1.1.0')) throw new Error(`smoke test failed: ${answer}`);
+  // The fallback first: a shim is never installed without the plugin it falls back to.
   renameSync(staged, output);
+  renameSync(shimStaged, shimOutput);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
-const mb = (statSync(output).size / 1e6).toFixed(1);
-console.log(`built ${output} (${mb} MB) in ${Math.round(performance.now() - t0)} ms; VERSION smoke test ok`);
+const mb = (p: string) => (statSync(p).size / 1e6).toFixed(1);
+console.log(
+  `built ${shimOutput} (${mb(shimOutput)} MB) and ${output} (${mb(output)} MB) in ${Math.round(performance.now() - t0)} ms; VERSION smoke test ok`,
+);

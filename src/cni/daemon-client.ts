@@ -22,10 +22,13 @@ export interface DaemonClient {
   readiness(): Promise<string | null>;
 }
 
-interface HttpAnswer {
+export interface HttpAnswer {
   status: number;
   body: unknown;
 }
+
+/** One request to the daemon's API: over its socket (the plugin), or in-process (the daemon itself). */
+export type Transport = (method: string, path: string, payload?: unknown) => Promise<HttpAnswer>;
 
 /** Connection-level failures: the daemon is not (yet) listening. */
 export class DaemonUnreachableError extends CniError {
@@ -75,9 +78,15 @@ export function parseHttpResponse(raw: Buffer): { status: number; body: string }
 }
 
 export function createDaemonClient(socketPath: string, timeoutMs: number): DaemonClient {
-  // A minimal HTTP/1.1 client over node:net: the plugin makes one or two requests per run, and
-  // node:http's first request in a fresh process costs ~10 ms of lazy initialisation (measured).
-  const call = (method: string, path: string, payload?: unknown): Promise<HttpAnswer> =>
+  return clientOver(socketTransport(socketPath, timeoutMs));
+}
+
+/**
+ * A minimal HTTP/1.1 client over node:net: the plugin makes one or two requests per run, and
+ * node:http's first request in a fresh process costs ~10 ms of lazy initialisation (measured).
+ */
+export function socketTransport(socketPath: string, timeoutMs: number): Transport {
+  return (method, path, payload) =>
     new Promise((resolve, reject) => {
       const body = payload === undefined ? '' : JSON.stringify(payload);
       const head =
@@ -127,7 +136,10 @@ export function createDaemonClient(socketPath: string, timeoutMs: number): Daemo
       // pending (e.g. an allocation waiting for the pool to grow). The server closes after answering.
       sock.write(head + body);
     });
+}
 
+/** The API's answers as CNI outcomes: retryable errors become code 11 "try again later". */
+export function clientOver(call: Transport): DaemonClient {
   const fail = (what: string, a: HttpAnswer): never => {
     const err = a.body as Partial<ApiError> | null;
     const msg = typeof err?.message === 'string' ? err.message : JSON.stringify(a.body);

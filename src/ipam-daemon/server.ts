@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../lib/log.ts';
 import type { ApiError, ApiErrorCode } from './api-types.ts';
+import { MAX_CNI_BODY_BYTES, parseCniRequest, runForShim } from './cni-host.ts';
 import { type Daemon, NoIpError, NotReadyError } from './daemon.ts';
 import {
   parseAllocateRequest,
@@ -44,7 +45,51 @@ export class HttpError extends Error {
   }
 }
 
-type Handler = (req: IncomingMessage, url: URL) => Promise<unknown>;
+/** A route: `body` reads the request's JSON body (capped at maxBytes, default MAX_BODY_BYTES). */
+export type Handler = (body: (maxBytes?: number) => Promise<unknown>, url: URL) => Promise<unknown>;
+export type Routes = Record<string, Partial<Record<'GET' | 'POST', Handler>>>;
+
+/**
+ * The API's routes. The socket server serves them; the daemon also calls them in-process when it
+ * runs a CNI command for the shim (cni-host.ts), so both paths share one validation and one set
+ * of answers.
+ */
+export function apiRoutes(daemon: Daemon): Routes {
+  const routes: Routes = {
+    '/v1/allocate': {
+      POST: async (body) => daemon.allocate(parseAllocateRequest(await body())),
+    },
+    '/v1/release': {
+      POST: async (body) => daemon.release(parseReleaseRequest(await body())),
+    },
+    '/v1/allocation': {
+      GET: async (_body, url) => {
+        const key = parseAttachmentKey({
+          containerId: url.searchParams.get('containerId') ?? undefined,
+          ifName: url.searchParams.get('ifName') ?? undefined,
+        });
+        const a = daemon.get(key);
+        if (!a) throw new HttpError(404, 'NOT_FOUND', `no allocation for ${key.containerId}/${key.ifName}`);
+        return a;
+      },
+    },
+    '/v1/allocations': { GET: async () => ({ allocations: daemon.list() }) },
+    // A CNI command forwarded by the shim: always 200 with the plugin's stdout and exit code.
+    '/v1/cni': {
+      POST: async (body) => runForShim(routes, toApiError, parseCniRequest(await body(MAX_CNI_BODY_BYTES))),
+    },
+    '/v1/gc': { POST: async (body) => daemon.gc(parseGcRequest(await body()).validAttachments) },
+    '/v1/pool': { GET: async () => daemon.status() },
+    '/healthz': { GET: async () => ({ ok: true }) },
+    '/readyz': {
+      GET: async () => {
+        if (!daemon.ready) throw new HttpError(503, 'NOT_READY', daemon.notReadyReason);
+        return { ok: true };
+      },
+    },
+  };
+  return routes;
+}
 
 export interface SocketServer {
   server: Server;
@@ -56,35 +101,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   const { daemon, logger: log } = opts;
   await prepareSocketPath(opts.socketPath);
 
-  const routes: Record<string, Partial<Record<'GET' | 'POST', Handler>>> = {
-    '/v1/allocate': {
-      POST: async (req) => daemon.allocate(parseAllocateRequest(await readJson(req))),
-    },
-    '/v1/release': {
-      POST: async (req) => daemon.release(parseReleaseRequest(await readJson(req))),
-    },
-    '/v1/allocation': {
-      GET: async (_req, url) => {
-        const key = parseAttachmentKey({
-          containerId: url.searchParams.get('containerId') ?? undefined,
-          ifName: url.searchParams.get('ifName') ?? undefined,
-        });
-        const a = daemon.get(key);
-        if (!a) throw new HttpError(404, 'NOT_FOUND', `no allocation for ${key.containerId}/${key.ifName}`);
-        return a;
-      },
-    },
-    '/v1/allocations': { GET: async () => ({ allocations: daemon.list() }) },
-    '/v1/gc': { POST: async (req) => daemon.gc(parseGcRequest(await readJson(req)).validAttachments) },
-    '/v1/pool': { GET: async () => daemon.status() },
-    '/healthz': { GET: async () => ({ ok: true }) },
-    '/readyz': {
-      GET: async () => {
-        if (!daemon.ready) throw new HttpError(503, 'NOT_READY', daemon.notReadyReason);
-        return { ok: true };
-      },
-    },
-  };
+  const routes = apiRoutes(daemon);
 
   const server = createServer(
     {
@@ -114,7 +131,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
               Allow: allow,
             });
           }
-          body = await handler(req, url);
+          body = await handler((maxBytes) => readJson(req, maxBytes), url);
         } catch (err) {
           const e = toApiError(err);
           status = e.status;
@@ -206,14 +223,14 @@ function socketAnswers(path: string): Promise<boolean> {
   });
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, maxBytes = MAX_BODY_BYTES): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json') {
     throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send Content-Type: application/json');
   }
   const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > MAX_BODY_BYTES) {
-    throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${MAX_BODY_BYTES} bytes`, {
+  if (declared > maxBytes) {
+    throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
       Connection: 'close',
     });
   }
@@ -221,8 +238,8 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) {
-      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${MAX_BODY_BYTES} bytes`, {
+    if (size > maxBytes) {
+      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
         Connection: 'close',
       });
     }
@@ -236,7 +253,11 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function toApiError(err: unknown): { status: number; headers: Record<string, string>; body: ApiError } {
+export function toApiError(err: unknown): {
+  status: number;
+  headers: Record<string, string>;
+  body: ApiError;
+} {
   if (err instanceof HttpError) {
     return {
       status: err.status,

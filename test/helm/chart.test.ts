@@ -162,7 +162,23 @@ describe('helm chart', () => {
     const main = pod.containers[0];
     assert.equal(main.securityContext.privileged, false);
     assert.equal(main.securityContext.allowPrivilegeEscalation, false);
-    assert.deepEqual(main.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    assert.deepEqual(main.securityContext.capabilities, {
+      drop: ['ALL'],
+      add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN'],
+    });
+    // The shim hands ADD/DEL to the daemon: it sees pod netns pinned after it started.
+    const netns = main.volumeMounts.find((m: { name: string }) => m.name === 'netns');
+    assert.deepEqual(
+      { path: hostPaths.netns, mountPath: netns?.mountPath, propagation: netns?.mountPropagation },
+      { path: '/var/run/netns', mountPath: '/var/run/netns', propagation: 'HostToContainer' },
+    );
+    assert.equal(pod.hostPID, false);
+    // Both executables are installed: the shim and the Node plugin it falls back to.
+    const initEnv = Object.fromEntries(
+      init.env.map((e: { name: string; value: string }) => [e.name, e.value]),
+    );
+    assert.equal(initEnv.CNI_PLUGIN_SOURCE, '/opt/vpc-ipam/bin/vpc-cni');
+    assert.equal(initEnv.CNI_FALLBACK_SOURCE, '/opt/vpc-ipam/bin/vpc-cni-node');
     assert.ok(main.resources.requests.cpu && main.resources.limits.memory);
     const mounted = main.volumeMounts.map((m: { mountPath: string }) => m.mountPath);
     assert.ok(mounted.includes('/run/vpc-ipam'), 'socket directory shared with the host');

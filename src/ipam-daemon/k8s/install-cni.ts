@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Init-container step: installs the CNI plugin executable and its conflist on the host, each
+// Init-container step: installs the CNI executables (the shim the runtime calls, and the Node
+// plugin it falls back to when the daemon is down, installed first) and the conflist on the host, each
 // atomically (write a temp file in the target directory, fsync, rename), so the container runtime
 // never runs a half-copied binary nor reads a half-written config.
 //
@@ -7,7 +8,7 @@
 // the long-running daemon container can run without privilege: IPv4 forwarding, and loose reverse
 // path filtering on "all" (the kernel uses max(all, device), so it covers interfaces attached later).
 //
-//   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
+//   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_FALLBACK_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
 //                    CNI_CONFLIST_NAME, CNI_SET_SYSCTLS=true|false)
 import {
   chmodSync,
@@ -23,6 +24,8 @@ import { basename, join } from 'node:path';
 
 export interface InstallOptions {
   pluginSource: string;
+  /** The Node plugin the shim runs when the daemon cannot be reached; installed beside it. */
+  fallbackSource: string;
   conflistSource: string;
   binDir: string;
   confDir: string;
@@ -54,6 +57,11 @@ export function installOptionsFromEnv(env: Readonly<Record<string, string | unde
   }
   return {
     pluginSource: absolute('CNI_PLUGIN_SOURCE', env.CNI_PLUGIN_SOURCE, '/opt/vpc-ipam/bin/vpc-cni'),
+    fallbackSource: absolute(
+      'CNI_FALLBACK_SOURCE',
+      env.CNI_FALLBACK_SOURCE,
+      '/opt/vpc-ipam/bin/vpc-cni-node',
+    ),
     conflistSource: absolute(
       'CNI_CONFLIST_SOURCE',
       env.CNI_CONFLIST_SOURCE,
@@ -79,18 +87,21 @@ function atomicWrite(target: string, write: (tmp: string) => void, mode: number)
   renameSync(tmp, target);
 }
 
-export function installCni(opts: InstallOptions): { plugin: string; conflist: string } {
+export function installCni(opts: InstallOptions): { plugin: string; fallback: string; conflist: string } {
   const conflist = readFileSync(opts.conflistSource, 'utf8');
   const parsed = JSON.parse(conflist) as { plugins?: unknown };
   if (!Array.isArray(parsed.plugins) || parsed.plugins.length === 0) {
     throw new Error(`${opts.conflistSource} is not a CNI conflist (no "plugins" list)`);
   }
+  // The fallback first: the shim is never on the host without the plugin it runs when the daemon is down.
+  const fallback = join(opts.binDir, basename(opts.fallbackSource));
+  atomicWrite(fallback, (tmp) => copyFileSync(opts.fallbackSource, tmp), 0o755);
   const plugin = join(opts.binDir, basename(opts.pluginSource));
   atomicWrite(plugin, (tmp) => copyFileSync(opts.pluginSource, tmp), 0o755);
   const conf = join(opts.confDir, opts.conflistName);
   atomicWrite(conf, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
   if (opts.setSysctls) for (const [path, value] of NODE_SYSCTLS) writeFileSync(path, value);
-  return { plugin, conflist: conf };
+  return { plugin, fallback, conflist: conf };
 }
 
 if (import.meta.main) {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -76,18 +76,20 @@ test('event reasons from NO_IP reason codes', () => {
 });
 
 describe('install-cni', () => {
-  test('installs the plugin (executable) and the conflist atomically, leaving no temp files', () => {
+  test('installs the shim, its fallback (executables) and the conflist atomically, leaving no temp files', () => {
     const dir = mkdtempSync(join(tmpdir(), 'vpc-ipam-install-'));
     try {
       mkdirSync(join(dir, 'bin'));
       mkdirSync(join(dir, 'net.d'));
       writeFileSync(join(dir, 'vpc-cni'), '#!/bin/true\n');
+      writeFileSync(join(dir, 'vpc-cni-node'), '#!/bin/false\n');
       writeFileSync(
         join(dir, 'conflist.json'),
         JSON.stringify({ cniVersion: '1.1.0', name: 'vpc-ipam', plugins: [{ type: 'vpc-cni' }] }),
       );
       const opts = installOptionsFromEnv({
         CNI_PLUGIN_SOURCE: join(dir, 'vpc-cni'),
+        CNI_FALLBACK_SOURCE: join(dir, 'vpc-cni-node'),
         CNI_CONFLIST_SOURCE: join(dir, 'conflist.json'),
         CNI_BIN_DIR: join(dir, 'bin'),
         CNI_CONF_DIR: join(dir, 'net.d'),
@@ -95,6 +97,10 @@ describe('install-cni', () => {
       });
       const out = installCni(opts);
       assert.equal(statSync(out.plugin).mode & 0o777, 0o755);
+      assert.equal(statSync(out.fallback).mode & 0o777, 0o755);
+      assert.equal(out.fallback, join(dir, 'bin', 'vpc-cni-node'));
+      assert.equal(readFileSync(out.plugin, 'utf8'), '#!/bin/true\n');
+      assert.deepEqual(readdirSync(join(dir, 'bin')).sort(), ['vpc-cni', 'vpc-cni-node']);
       assert.equal(JSON.parse(readFileSync(out.conflist, 'utf8')).plugins[0].type, 'vpc-cni');
       assert.equal(out.conflist, join(dir, 'net.d', '10-vpc-ipam.conflist'));
       writeFileSync(join(dir, 'conflist.json'), '{"name":"x"}');

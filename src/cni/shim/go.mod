@@ -1,0 +1,3 @@
+module vpc-ipam/cni-shim
+
+go 1.26

@@ -1,0 +1,159 @@
+// vpc-cni: the executable the container runtime calls. A small static program (no runtime to
+// start, ~1 ms) that forwards the CNI env and stdin to the already-running vpc-ipamd over its
+// Unix socket (POST /v1/cni) and relays the answer: the daemon runs every CNI semantic in
+// TypeScript (src/cni/run.ts). When the daemon cannot be reached (socket missing or refused, or a
+// daemon without /v1/cni), it runs the Node plugin beside it (vpc-cni-node) with the same env and
+// stdin instead, so a DEL still cleans up while the daemon is down. It forwards only CNI_*
+// variables and holds no credentials.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	defaultSocket  = "/run/vpc-ipam/ipamd.sock"
+	defaultTimeout = 30 * time.Second
+	// The daemon may wait for the pool to grow and then wire the pod: give it its own
+	// per-request timeout plus this margin before giving up.
+	margin      = 15 * time.Second
+	maxStdin    = 256 << 10
+	maxResponse = 1 << 20
+	fallback    = "vpc-cni-node"
+	// CNI "try again later".
+	codeTryAgain = 11
+)
+
+// The variables the daemon accepts (src/ipam-daemon/cni-host.ts CNI_ENV_KEYS).
+var forwarded = []string{"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"}
+
+type netConf struct {
+	CniVersion string          `json:"cniVersion"`
+	SocketPath string          `json:"socketPath"`
+	TimeoutMs  json.RawMessage `json:"timeoutMs"`
+}
+
+type answer struct {
+	Stdout   *string `json:"stdout"`
+	ExitCode *int    `json:"exitCode"`
+}
+
+// errUnreachable: nothing was sent (or the daemon has no /v1/cni): the fallback may run.
+var errUnreachable = errors.New("daemon unreachable")
+
+func main() {
+	stdin, err := io.ReadAll(io.LimitReader(os.Stdin, maxStdin+1))
+	if err != nil || len(stdin) > maxStdin {
+		fail("", fmt.Sprintf("cannot read the network config from stdin (at most %d bytes)", maxStdin), 7)
+	}
+	var conf netConf
+	_ = json.Unmarshal(stdin, &conf) // a bad config is the daemon's (or fallback's) to report
+	socket := defaultSocket
+	if strings.HasPrefix(conf.SocketPath, "/") {
+		socket = conf.SocketPath
+	}
+	timeout := defaultTimeout
+	if ms, err := strconv.Atoi(string(conf.TimeoutMs)); err == nil && ms > 0 {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	env := map[string]string{}
+	for _, k := range forwarded {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"env": env, "stdin": string(stdin)})
+	out, err := forward(socket, body, timeout+margin)
+	if errors.Is(err, errUnreachable) {
+		os.Exit(runFallback(stdin, err))
+	}
+	if err != nil {
+		fail(conf.CniVersion, fmt.Sprintf("vpc-ipamd on %s did not answer: %v", socket, err), codeTryAgain)
+	}
+	os.Stdout.WriteString(*out.Stdout)
+	os.Exit(*out.ExitCode)
+}
+
+// forward sends one HTTP/1.1 request over the socket and reads the whole answer (the daemon
+// closes the connection after it: Connection: close).
+func forward(socket string, body []byte, timeout time.Duration) (answer, error) {
+	var a answer
+	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) && (errno == syscall.ENOENT || errno == syscall.ECONNREFUSED || errno == syscall.EACCES) {
+			return a, fmt.Errorf("%w: %v", errUnreachable, err)
+		}
+		return a, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	req := fmt.Sprintf("POST /v1/cni HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
+		return a, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(conn, maxResponse))
+	if err != nil {
+		return a, err
+	}
+	head, payload, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !ok {
+		return a, fmt.Errorf("incomplete HTTP answer (%d bytes)", len(raw))
+	}
+	status := strings.SplitN(string(bytes.SplitN(head, []byte("\r\n"), 2)[0]), " ", 3)
+	if len(status) < 2 {
+		return a, fmt.Errorf("bad HTTP status line %q", status)
+	}
+	if status[1] == "404" {
+		return a, fmt.Errorf("%w: the daemon has no /v1/cni", errUnreachable)
+	}
+	if status[1] != "200" {
+		return a, fmt.Errorf("HTTP %s: %s", status[1], strings.TrimSpace(string(payload)))
+	}
+	if err := json.Unmarshal(payload, &a); err != nil || a.Stdout == nil || a.ExitCode == nil {
+		return a, fmt.Errorf("bad answer from the daemon: %.200q", payload)
+	}
+	return a, nil
+}
+
+// runFallback runs the Node plugin beside this executable with our env and stdin.
+func runFallback(stdin []byte, why error) int {
+	self, err := os.Executable()
+	if err != nil {
+		fail("", fmt.Sprintf("%v; and cannot find the fallback plugin: %v", why, err), codeTryAgain)
+	}
+	cmd := exec.Command(filepath.Join(filepath.Dir(self), fallback))
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		fail("", fmt.Sprintf("%v; and the fallback plugin %s did not run: %v", why, cmd.Path, err), codeTryAgain)
+	}
+	return 0
+}
+
+// fail prints a CNI error result and exits 1.
+func fail(version, msg string, code int) {
+	if version == "" {
+		version = "1.1.0"
+	}
+	out, _ := json.Marshal(map[string]any{"cniVersion": version, "code": code, "msg": msg})
+	os.Stdout.Write(append(out, '\n'))
+	os.Exit(1)
+}

@@ -1,0 +1,188 @@
+// The static shim (dist/vpc-cni, src/cni/shim) as the runtime calls it: against the real socket
+// server + Daemon, against a stand-in server for the answers a daemon can give (a relayed result,
+// an older daemon without /v1/cni, a 500), and with no daemon at all (the Node fallback answers).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ensurePluginBuilt } from '../../helpers/plugin-binary.ts';
+import { startHarness } from '../ipam-daemon/harness.ts';
+
+function runShim(
+  bin: string,
+  env: Record<string, string>,
+  conf: Record<string, unknown>,
+): Promise<{ code: number; out: Record<string, unknown> | null; text: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, [], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const text = Buffer.concat(out).toString('utf8');
+      let parsed: Record<string, unknown> | null = null;
+      try {
+        parsed = text.trim() === '' ? null : JSON.parse(text);
+      } catch {
+        // relayed as is
+      }
+      resolve({ code: code ?? -1, out: parsed, text });
+    });
+    child.stdin.end(JSON.stringify(conf));
+  });
+}
+
+/** A stand-in daemon: records what the shim sent, answers what the test says. */
+async function standIn(path: string, answer: (body: string) => { status: number; body: string }) {
+  const seen: Array<{ url: string; body: string }> = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      seen.push({ url: req.url ?? '', body });
+      const a = answer(body);
+      res.writeHead(a.status, {
+        'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(a.body),
+      });
+      res.end(a.body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return { seen, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+describe('vpc-cni shim', () => {
+  let bin: string;
+  let dir: string;
+  before(async () => {
+    bin = await ensurePluginBuilt();
+    dir = await mkdtemp(join(tmpdir(), 'cni-shim-'));
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  test('relays the daemon answer (stdout and exit code) and forwards only CNI_* variables', async () => {
+    const sock = join(dir, 'relay.sock');
+    const d = await standIn(sock, () => ({
+      status: 200,
+      body: JSON.stringify({ stdout: '{"x":1}\n', exitCode: 3 }),
+    }));
+    try {
+      const r = await runShim(
+        bin,
+        {
+          CNI_COMMAND: 'ADD',
+          CNI_CONTAINERID: 'c1',
+          CNI_IFNAME: 'eth0',
+          CNI_NETNS: '/x',
+          AWS_SECRET_ACCESS_KEY: 's3cret',
+        },
+        { cniVersion: '1.0.0', socketPath: sock },
+      );
+      assert.equal(r.code, 3);
+      assert.equal(r.text, '{"x":1}\n');
+      assert.equal(d.seen.length, 1);
+      assert.equal(d.seen[0]?.url, '/v1/cni');
+      const sent = JSON.parse(d.seen[0]?.body ?? '{}') as { env: Record<string, string>; stdin: string };
+      assert.deepEqual(Object.keys(sent.env).sort(), [
+        'CNI_COMMAND',
+        'CNI_CONTAINERID',
+        'CNI_IFNAME',
+        'CNI_NETNS',
+      ]);
+      assert.equal(JSON.parse(sent.stdin).socketPath, sock, 'stdin forwarded byte for byte');
+    } finally {
+      await d.close();
+    }
+  });
+
+  test('a daemon error is a CNI "try again later", not a fallback run', async () => {
+    const sock = join(dir, 'err.sock');
+    const d = await standIn(sock, () => ({ status: 500, body: '{"code":"INTERNAL","message":"boom"}' }));
+    try {
+      const r = await runShim(bin, { CNI_COMMAND: 'VERSION' }, { cniVersion: '1.0.0', socketPath: sock });
+      assert.equal(r.code, 1);
+      assert.equal(r.out?.code, 11);
+      assert.equal(r.out?.cniVersion, '1.0.0');
+      assert.match(String(r.out?.msg), /HTTP 500.*boom/);
+    } finally {
+      await d.close();
+    }
+  });
+
+  test('no daemon, or one without /v1/cni: the Node plugin beside the shim answers', async () => {
+    const missing = await runShim(
+      bin,
+      { CNI_COMMAND: 'VERSION' },
+      { cniVersion: '1.0.0', socketPath: join(dir, 'none.sock') },
+    );
+    assert.equal(missing.code, 0);
+    assert.ok((missing.out?.supportedVersions as string[] | undefined)?.includes('1.1.0'));
+    // ADD without a daemon: the fallback says why, as "try again later".
+    const add = await runShim(
+      bin,
+      { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_IFNAME: 'eth0', CNI_NETNS: '/proc/self/ns/net' },
+      {
+        cniVersion: '1.0.0',
+        name: 'vpc',
+        type: 'vpc-cni',
+        socketPath: join(dir, 'none.sock'),
+        logFile: join(dir, 'fb.log'),
+      },
+    );
+    assert.equal(add.code, 1);
+    assert.equal(add.out?.code, 11);
+    assert.match(String(add.out?.msg), /not reachable/);
+    const sock = join(dir, 'old.sock');
+    const d = await standIn(sock, () => ({
+      status: 404,
+      body: '{"code":"NOT_FOUND","message":"no such endpoint"}',
+    }));
+    try {
+      const r = await runShim(bin, { CNI_COMMAND: 'VERSION' }, { cniVersion: '0.4.0', socketPath: sock });
+      assert.equal(r.code, 0);
+      assert.equal(r.out?.cniVersion, '0.4.0');
+      assert.equal(d.seen.length, 1, 'the daemon was asked first');
+    } finally {
+      await d.close();
+    }
+  });
+
+  test('against the real daemon: the command runs in vpc-ipamd (its log line says via daemon)', async () => {
+    const h = await startHarness({ socket: true });
+    try {
+      await h.daemon.reconcileNow();
+      const logFile = join(h.dir, 'cni.log');
+      const r = await runShim(
+        bin,
+        {
+          CNI_COMMAND: 'ADD',
+          CNI_CONTAINERID: 'c1',
+          CNI_IFNAME: 'eth0',
+          CNI_NETNS: join(h.dir, 'no-such-netns'),
+        },
+        { cniVersion: '1.0.0', name: 'vpc', type: 'vpc-cni', socketPath: h.socketPath, logFile },
+      );
+      assert.equal(r.code, 1);
+      assert.equal(r.out?.code, 4);
+      assert.match(String(r.out?.msg), /does not exist/);
+      const lines = (await readFile(logFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      assert.equal(lines.at(-1)?.via, 'daemon');
+      assert.equal(
+        lines.at(-1)?.pid,
+        process.pid,
+        'logged by the daemon process (this test), not a plugin process',
+      );
+      assert.equal(h.daemon.list().length, 0);
+    } finally {
+      await h.close();
+    }
+  });
+});
