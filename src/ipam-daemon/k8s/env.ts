@@ -11,6 +11,9 @@ function labelKey(raw: string): string {
   return t;
 }
 
+/** The AWS VPC CNI's node annotation (and label) naming the ENIConfig. */
+export const ENI_CONFIG_ANNOTATION = 'k8s.amazonaws.com/eniConfig';
+
 export const KUBERNETES_ENV_VARS: readonly EnvVarSpec[] = [
   {
     name: 'VPC_IPAM_POD_GC_GRACE',
@@ -31,6 +34,7 @@ export const KUBERNETES_ENV_VARS: readonly EnvVarSpec[] = [
   },
   {
     name: 'VPC_IPAM_CUSTOM_NETWORKING',
+    aliases: ['AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG'],
     default: 'false',
     accepted: 'true | false',
     description:
@@ -40,10 +44,20 @@ export const KUBERNETES_ENV_VARS: readonly EnvVarSpec[] = [
   },
   {
     name: 'VPC_IPAM_NETWORK_CONFIG_LABEL',
+    aliases: ['ENI_CONFIG_LABEL_DEF'],
     default: 'vpc-ipam.io/network-config',
     accepted: 'a Kubernetes label key',
     description:
       'Node label whose value names the PodNetworkConfig for the node; nodes without it select by availability zone.',
+    group: 'kubernetes',
+    parse: labelKey,
+  },
+  {
+    name: 'ENI_CONFIG_ANNOTATION_DEF',
+    default: ENI_CONFIG_ANNOTATION,
+    accepted: 'a Kubernetes annotation key',
+    description:
+      "Node annotation whose value names the PodNetworkConfig for the node; it wins over the label (the AWS VPC CNI's key and default, so nodes annotated for aws-node's ENIConfig select the PodNetworkConfig of the same name).",
     group: 'kubernetes',
     parse: labelKey,
   },
@@ -56,6 +70,8 @@ export interface KubernetesSettings {
   statusIntervalMs: number;
   customNetworking: boolean;
   networkConfigLabel: string;
+  /** ENI_CONFIG_ANNOTATION_DEF: wins over the label. */
+  networkConfigAnnotation: string;
 }
 
 /** A ConfigError for one variable, under its own name (the daemon logs it at start-up). */
@@ -73,11 +89,13 @@ export function loadKubernetesSettings(
 ): KubernetesSettings {
   const get = <T>(name: string): T => {
     const spec = KUBERNETES_ENV_VARS.find((s) => s.name === name)!;
-    const raw = env[name] === undefined || env[name] === '' ? spec.default! : env[name]!;
+    // The name first, then its aliases (the AWS VPC CNI's names), as loadConfig reads them.
+    const source = [name, ...(spec.aliases ?? [])].find((n) => env[n] !== undefined && env[n] !== '');
+    const raw = source === undefined ? spec.default! : env[source]!;
     try {
       return spec.parse(raw) as T;
     } catch (err) {
-      throw new KubernetesEnvError(name, raw, spec.accepted, (err as Error).message);
+      throw new KubernetesEnvError(source ?? name, raw, spec.accepted, (err as Error).message);
     }
   };
   return {
@@ -86,5 +104,6 @@ export function loadKubernetesSettings(
     statusIntervalMs: Math.round(get<number>('VPC_IPAM_STATUS_INTERVAL') * 1000),
     customNetworking: get<boolean>('VPC_IPAM_CUSTOM_NETWORKING'),
     networkConfigLabel: get<string>('VPC_IPAM_NETWORK_CONFIG_LABEL'),
+    networkConfigAnnotation: get<string>('ENI_CONFIG_ANNOTATION_DEF'),
   };
 }

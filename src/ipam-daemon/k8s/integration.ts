@@ -106,6 +106,7 @@ export async function resolveCustomNetworking(opts: {
     custom: kc.makeApiClient(CustomObjectsApi),
     nodeName: opts.settings.nodeName,
     labelKey: opts.settings.networkConfigLabel,
+    annotationKey: opts.settings.networkConfigAnnotation,
     fallbackZone: opts.fallbackZone ?? null,
   });
   opts.logger.info(

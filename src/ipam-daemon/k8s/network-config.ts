@@ -47,21 +47,27 @@ export function parseNetworkConfig(obj: unknown): PodNetworkConfig | string {
 export function selectNetworkConfig(input: {
   nodeLabels: Readonly<Record<string, string>>;
   labelKey: string;
+  /** ENI_CONFIG_ANNOTATION_DEF: an annotation naming the config wins over the label. */
+  nodeAnnotations?: Readonly<Record<string, string>>;
+  annotationKey?: string;
   /** From the node's zone label, else the cloud's metadata. */
   zone: string | null;
   configs: PodNetworkConfig[];
 }): Selection {
   const byName = new Map(input.configs.map((c) => [c.name, c]));
-  const wanted = input.nodeLabels[input.labelKey];
-  if (wanted !== undefined && wanted !== '') {
+  const byKey: [string, string | undefined][] = [
+    [
+      `node annotation ${input.annotationKey}`,
+      input.annotationKey && input.nodeAnnotations?.[input.annotationKey],
+    ],
+    [`node label ${input.labelKey}`, input.nodeLabels[input.labelKey]],
+  ];
+  for (const [what, wanted] of byKey) {
+    if (wanted === undefined || wanted === '') continue;
     const config = byName.get(wanted);
     return config
-      ? { config, reason: `node label ${input.labelKey}=${wanted}` }
-      : {
-          config: null,
-          error: true,
-          reason: `node label ${input.labelKey}=${wanted} names no PodNetworkConfig`,
-        };
+      ? { config, reason: `${what}=${wanted}` }
+      : { config: null, error: true, reason: `${what}=${wanted} names no PodNetworkConfig` };
   }
   if (!input.zone) return { config: null, error: true, reason: 'node has no config label and no zone' };
   const named = byName.get(input.zone);
@@ -87,11 +93,13 @@ export async function resolvePodNetwork(opts: {
   custom: CustomObjectsApi;
   nodeName: string;
   labelKey: string;
+  annotationKey?: string;
   /** Used when the node carries no zone label (e.g. from the cloud's instance metadata). */
   fallbackZone?: string | null;
 }): Promise<{ config: PodNetworkConfig; reason: string }> {
   const node = await opts.core.readNode({ name: opts.nodeName });
   const labels = node.metadata?.labels ?? {};
+  const annotations = node.metadata?.annotations ?? {};
   const list = (await opts.custom.listClusterCustomObject({ ...NETWORK_CONFIG_API })) as {
     items?: unknown[];
   };
@@ -103,6 +111,8 @@ export async function resolvePodNetwork(opts: {
   const selection = selectNetworkConfig({
     nodeLabels: labels,
     labelKey: opts.labelKey,
+    nodeAnnotations: annotations,
+    ...(opts.annotationKey ? { annotationKey: opts.annotationKey } : {}),
     zone: zoneOf(labels) ?? opts.fallbackZone ?? null,
     configs,
   });

@@ -80,6 +80,7 @@ const settings = (over: Partial<KubernetesSettings> = {}): KubernetesSettings =>
   statusIntervalMs: 200,
   customNetworking: false,
   networkConfigLabel: 'vpc-ipam.io/network-config',
+  networkConfigAnnotation: 'k8s.amazonaws.com/eniConfig',
   ...over,
 });
 
