@@ -10,6 +10,7 @@ import {
   validateIfName,
   validateNetnsPath,
 } from '../netutils/validate.ts';
+import { logFileProblem } from './file-log.ts';
 import {
   type CniDns,
   CniError,
@@ -118,10 +119,9 @@ export function parseConfig(raw: Record<string, unknown>): PluginConfig {
   }
   const socketPath = optString(raw, 'socketPath') ?? DEFAULTS.socketPath;
   const logFile = optString(raw, 'logFile') ?? DEFAULTS.logFile;
-  for (const [k, p] of [
-    ['socketPath', socketPath],
-    ['logFile', logFile],
-  ] as const) {
+  const logProblem = logFileProblem(logFile);
+  if (logProblem) bad(`network config field "logFile" ${logProblem}, got ${JSON.stringify(logFile)}`);
+  for (const [k, p] of [['socketPath', socketPath]] as const) {
     try {
       validateAbsolutePath(p);
     } catch {

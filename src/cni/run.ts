@@ -7,7 +7,7 @@ import { spawnRunner } from '../netutils/exec.ts';
 import { createIpTool } from '../netutils/ip.ts';
 import { type CniEnv, DEFAULTS, decodeStdin, type PluginConfig, parseConfig, parseEnv } from './config.ts';
 import type { DaemonClient } from './daemon-client.ts';
-import { createFileLog, type PluginLog } from './file-log.ts';
+import { createFileLog, logFileProblem, type PluginLog } from './file-log.ts';
 import { cmdAdd, cmdCheck, cmdDel, cmdGc, cmdStatus, type PluginDeps, versionInfo } from './plugin.ts';
 import { CniError, ErrorCode, formatError, isSupportedVersion, LATEST_VERSION } from './spec.ts';
 
@@ -76,8 +76,8 @@ export async function runCni(
     }
     const raw = decodeStdin(stdin);
     if (typeof raw.cniVersion === 'string') version = raw.cniVersion;
-    const logFile =
-      typeof raw.logFile === 'string' && raw.logFile.startsWith('/') ? raw.logFile : DEFAULTS.logFile;
+    // Before the config is validated: only a log path that would pass validation is used.
+    const logFile = logFileProblem(raw.logFile) === undefined ? (raw.logFile as string) : DEFAULTS.logFile;
     log = createFileLog(logFile, raw.logLevel === 'debug' ? 'debug' : 'info');
     const parsed = parseEnv(env);
     const fields = {

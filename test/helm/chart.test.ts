@@ -158,8 +158,21 @@ describe('helm chart', () => {
       .map((m: { name: string }) => hostPaths[m.name])
       .filter(Boolean)
       .sort();
-    assert.deepEqual(initMounts, ['/etc/cni/net.d', '/opt/cni/bin']);
+    assert.deepEqual(initMounts, ['/etc/cni/net.d', '/opt/cni/bin', '/proc/sys/net']);
+    // Two sysctls need no privileged container: NET_ADMIN and the host's /proc/sys/net.
+    assert.equal(init.securityContext.privileged, false);
+    assert.equal(init.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(init.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
+    assert.deepEqual(init.securityContext.seccompProfile, { type: 'RuntimeDefault' });
+    assert.ok(
+      init.env.some(
+        (e: { name: string; value: string }) => e.name === 'CNI_SYSCTL_ROOT' && e.value === '/host/proc/sys',
+      ),
+    );
     const main = pod.containers[0];
+    assert.deepEqual(main.securityContext.seccompProfile, { type: 'RuntimeDefault' });
+    const mainHostPaths = main.volumeMounts.map((m: { name: string }) => hostPaths[m.name]).filter(Boolean);
+    assert.ok(!mainHostPaths.includes('/proc/sys/net'), 'the daemon never writes sysctls');
     assert.equal(main.securityContext.privileged, false);
     assert.equal(main.securityContext.allowPrivilegeEscalation, false);
     assert.deepEqual(main.securityContext.capabilities, {
@@ -266,7 +279,13 @@ describe('helm chart', () => {
     assert.equal(ds.spec.updateStrategy.type, 'OnDelete');
     assert.equal(pod.containers[0].image, 'registry.example.com/vpc-ipam:1.2.3');
     assert.equal(ds.spec.template.metadata.labels['azure.workload.identity/use'], 'true');
-    assert.equal(pod.initContainers[0].securityContext.privileged, false, 'no sysctls: no privilege');
+    assert.equal(pod.initContainers[0].securityContext.privileged, false);
+    assert.deepEqual(
+      pod.initContainers[0].securityContext.capabilities,
+      { drop: ['ALL'] },
+      'no sysctls: no capability',
+    );
+    assert.ok(!pod.volumes.some((v: { name: string }) => v.name === 'host-sysctl-net'));
     const sa = find(docs, 'ServiceAccount', '-daemon');
     assert.equal(
       sa.metadata.annotations?.['azure.workload.identity/client-id'],

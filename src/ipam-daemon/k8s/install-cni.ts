@@ -4,12 +4,14 @@
 // atomically (write a temp file in the target directory, fsync, rename), so the container runtime
 // never runs a half-copied binary nor reads a half-written config.
 //
-// It also sets the node sysctls pod routing needs once, from this (privileged) init container, so
-// the long-running daemon container can run without privilege: IPv4 forwarding, and loose reverse
-// path filtering on "all" (the kernel uses max(all, device), so it covers interfaces attached later).
+// It also sets the node sysctls pod routing needs once, so the long-running daemon container can
+// run with a read-only /proc/sys: IPv4 forwarding, and loose reverse path filtering on "all" (the
+// kernel uses max(all, device), so it covers interfaces attached later). The init container is not
+// privileged either: the chart mounts the host's /proc/sys/net at $CNI_SYSCTL_ROOT/net and gives
+// it NET_ADMIN (ip_forward needs it; rp_filter only root).
 //
 //   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_FALLBACK_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
-//                    CNI_CONFLIST_NAME, CNI_SET_SYSCTLS=true|false)
+//                    CNI_CONFLIST_NAME, CNI_SET_SYSCTLS=true|false, CNI_SYSCTL_ROOT=/proc/sys)
 import {
   chmodSync,
   closeSync,
@@ -31,8 +33,11 @@ export interface InstallOptions {
   confDir: string;
   conflistName: string;
   setSysctls: boolean;
+  /** Where the node's /proc/sys is mounted (default /proc/sys). */
+  sysctlRoot: string;
 }
 
+/** The sysctls set, as paths under /proc/sys (the daemon's node-setup plan asks for these only). */
 export const NODE_SYSCTLS: readonly [string, string][] = [
   ['/proc/sys/net/ipv4/ip_forward', '1'],
   ['/proc/sys/net/ipv4/conf/all/rp_filter', '2'],
@@ -71,6 +76,7 @@ export function installOptionsFromEnv(env: Readonly<Record<string, string | unde
     confDir: absolute('CNI_CONF_DIR', env.CNI_CONF_DIR, '/host/etc/cni/net.d'),
     conflistName,
     setSysctls: (env.CNI_SET_SYSCTLS ?? 'true') !== 'false',
+    sysctlRoot: absolute('CNI_SYSCTL_ROOT', env.CNI_SYSCTL_ROOT, '/proc/sys'),
   };
 }
 
@@ -87,6 +93,11 @@ function atomicWrite(target: string, write: (tmp: string) => void, mode: number)
   renameSync(tmp, target);
 }
 
+/** Write NODE_SYSCTLS under `root` (where the node's /proc/sys is mounted). */
+export function writeNodeSysctls(root: string): void {
+  for (const [path, value] of NODE_SYSCTLS) writeFileSync(join(root, path.slice('/proc/sys/'.length)), value);
+}
+
 export function installCni(opts: InstallOptions): { plugin: string; fallback: string; conflist: string } {
   const conflist = readFileSync(opts.conflistSource, 'utf8');
   const parsed = JSON.parse(conflist) as { plugins?: unknown };
@@ -100,7 +111,7 @@ export function installCni(opts: InstallOptions): { plugin: string; fallback: st
   atomicWrite(plugin, (tmp) => copyFileSync(opts.pluginSource, tmp), 0o755);
   const conf = join(opts.confDir, opts.conflistName);
   atomicWrite(conf, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
-  if (opts.setSysctls) for (const [path, value] of NODE_SYSCTLS) writeFileSync(path, value);
+  if (opts.setSysctls) writeNodeSysctls(opts.sysctlRoot);
   return { plugin, fallback, conflist: conf };
 }
 

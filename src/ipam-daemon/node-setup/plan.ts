@@ -2,7 +2,10 @@
 //  - each secondary ENI's interface (found by MAC) up, with its primary IP (noprefixroute);
 //  - per-ENI route table (deviceIndex + 1): gateway scope link + default via the subnet gateway;
 //  - rule `fwmark 0x80/0x80 lookup main` (prio 1024) so connmarked flows use the primary interface;
-//  - rp_filter loose (2) on the ENIs, ip_forward on;
+//  - ip_forward on and rp_filter loose (2) on `all` (the kernel uses max(all, device), so this
+//    covers every ENI, present and future). Only these two keys, the ones the install-cni init
+//    container sets: the daemon container's /proc/sys is read-only, and ensure() writes nothing
+//    when the value is already right. No per-interface rp_filter writes;
 //  - iptables: nat VPC-IPAM-SNAT (RETURN for VPC + excluded CIDRs, SNAT the rest to the primary IP)
 //    and mangle VPC-IPAM-CONNMARK / VPC-IPAM-PODMARK (see docs/data-plane.md).
 // Everything we install carries protocol 118 (routes, rules) or a VPC-IPAM- chain name, so a
@@ -233,7 +236,7 @@ export function planNodeSetup(
   setMtu(primaryLink, primaryIf);
   const sysctls: SysctlChange[] = [
     { key: ['net', 'ipv4', 'ip_forward'], value: '1' },
-    { key: ['net', 'ipv4', 'conf', primaryIf, 'rp_filter'], value: '2' },
+    { key: ['net', 'ipv4', 'conf', 'all', 'rp_filter'], value: '2' },
   ];
   const missing: NodeSetupPlan['missing'] = [];
   const linkNames: Record<string, string> = {
@@ -258,7 +261,6 @@ export function planNodeSetup(
     const hasIp = link.addr_info?.some((a) => a.family === 'inet' && a.local === eni.primaryIp);
     // noprefixroute: the subnet must not appear in main via this ENI; its table has the routes.
     if (!hasIp) ipLines.push(['addr', 'add', `${eni.primaryIp}/${prefix}`, 'dev', dev, 'noprefixroute']);
-    sysctls.push({ key: ['net', 'ipv4', 'conf', dev, 'rp_filter'], value: '2' });
     wantRoutes.set(
       `${table}|${gw}||${dev}`,
       ['route', 'replace', `${gw}/32`, 'dev', dev, 'scope', 'link'].concat(['table', table, 'proto', PROTO]),
