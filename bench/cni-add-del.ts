@@ -50,13 +50,17 @@ async function timeIt(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
-/** Peak RSS (KiB) of one VERSION exec, from GNU time. */
-async function versionRssKiB(bin: string, nodeNs: string): Promise<number | null> {
+/** Peak RSS (KiB) of one VERSION exec, from GNU time (the largest of it and any child it runs). */
+async function versionRssKiB(
+  bin: string,
+  conf: Record<string, unknown>,
+  nodeNs: string,
+): Promise<number | null> {
   if (!existsSync('/usr/bin/time')) return null;
   const r = await run(
     'ip',
     ['netns', 'exec', nodeNs, 'env', 'CNI_COMMAND=VERSION', '/usr/bin/time', '-f', '%M', bin],
-    '{"cniVersion":"1.0.0"}',
+    JSON.stringify(conf),
   ).catch(() => null);
   const kib = Number(r?.stderr.trim().split('\n').at(-1));
   return Number.isFinite(kib) ? kib : null;
@@ -205,7 +209,8 @@ async function main(): Promise<void> {
         if (o?.code !== 0) throw new Error(`${x.name} VERSION failed: ${JSON.stringify(o?.out)}`);
       }
     }
-    const execRss = await Promise.all(execs.map((x) => versionRssKiB(x.bin, node.ns)));
+    const execRss: Array<number | null> = [];
+    for (const x of execs) execRss.push(await versionRssKiB(x.bin, x.conf, node.ns));
     const ipSpawn: number[] = [];
     for (let i = 0; i < 30; i++) {
       ipSpawn.push(await timeIt(() => run('ip', ['-n', node.ns, '-batch', '-'], 'link show dev lo\n')));

@@ -4,8 +4,9 @@
 //   busybox  the scenarios' workload: Debian's busybox-static, its applets, and a CGI that
 //            answers with the caller's address (busybox httpd)
 //   vpc-ipam the product, as the Dockerfile lays it out: a Debian bookworm base (mmdebstrap
-//            --variant=extract: libc, libstdc++, iproute2, iptables), Node 24 from the `node` npm
-//            package, /app with src/ and production node_modules, /opt/vpc-ipam/bin/vpc-cni
+//            --variant=extract: libc, libstdc++, iproute2, iptables, util-linux), Node 24 from the
+//            `node` npm package, /app with src/ and production node_modules, the CNI shim and its
+//            Node fallback in /opt/vpc-ipam/bin (vpc-cni, vpc-cni-node)
 //
 // The Debian base and production node_modules are cached in the tools dir (by package list and by
 // package-lock hash); the product layer is rebuilt every run and tagged with its content hash.
@@ -26,7 +27,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { sha256File, tarDirectory, writeOciArchive } from './oci.ts';
 import { toolsDir } from './proc.ts';
@@ -57,7 +58,8 @@ async function sh(file: string, args: string[], opts: { cwd?: string } = {}): Pr
 }
 
 /** Debian bookworm root filesystem (extract only: no maintainer scripts run), cached. */
-const BASE_PACKAGES = ['libc6', 'libstdc++6', 'libgcc-s1', 'iproute2', 'iptables'];
+// util-linux: nsenter, with which the daemon wires pods inside their netns for the CNI shim.
+const BASE_PACKAGES = ['libc6', 'libstdc++6', 'libgcc-s1', 'iproute2', 'iptables', 'util-linux'];
 async function debianBase(): Promise<string> {
   const key = createHash('sha256')
     .update(`bookworm ${BASE_PACKAGES.join(',')}`)
@@ -174,8 +176,8 @@ async function busyboxImage(): Promise<BuiltImage> {
 }
 
 async function productImage(): Promise<BuiltImage> {
-  const cni = join(root, 'dist', 'vpc-cni');
-  if (!existsSync(cni)) throw new Error(`${cni} is missing: npm run build`);
+  const cni = ['vpc-cni', 'vpc-cni-node'].map((n) => join(root, 'dist', n));
+  for (const f of cni) if (!existsSync(f)) throw new Error(`${f} is missing: npm run build`);
   const base = await debianBase();
   const modules = await productionModules();
   const node = join(root, 'node_modules', 'node', 'bin', 'node');
@@ -200,8 +202,11 @@ async function productImage(): Promise<BuiltImage> {
     cpSync(join(root, 'src'), join(app, 'src'), { recursive: true });
     cpSync(modules, join(app, 'node_modules'), { recursive: true, verbatimSymlinks: true });
     mkdirSync(join(dir, 'opt', 'vpc-ipam', 'bin'), { recursive: true });
-    copyFileSync(cni, join(dir, 'opt', 'vpc-ipam', 'bin', 'vpc-cni'));
-    chmodSync(join(dir, 'opt', 'vpc-ipam', 'bin', 'vpc-cni'), 0o755);
+    for (const f of cni) {
+      const to = join(dir, 'opt', 'vpc-ipam', 'bin', basename(f));
+      copyFileSync(f, to);
+      chmodSync(to, 0o755);
+    }
     mkdirSync(join(dir, 'tmp'), { recursive: true });
     chmodSync(join(dir, 'tmp'), 0o1777);
   });
