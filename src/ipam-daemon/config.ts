@@ -279,6 +279,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'warm-pool',
     parse: seconds(0, 86400),
   },
+  {
+    name: 'DISABLE_NETWORK_RESOURCE_PROVISIONING',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      'true: hand out only the secondary IPs already on the attached interfaces (all of them, whatever their subnet or owner, except those tagged node.k8s.amazonaws.com/no_manage=true); never create, attach, assign, unassign or delete anything in the cloud (the provider refuses every mutating call). IPs added out of band are picked up by the drift resync.',
+    group: 'warm-pool',
+    parse: bool,
+  },
   // --- daemon ---
   {
     name: 'VPC_IPAM_SOCKET',
@@ -482,6 +491,11 @@ export interface WarmPoolConfig {
   subnetBackoffMs: number;
   /** Drift resync interval (VPC_IPAM_RESYNC_INTERVAL); 0 or absent: off. */
   resyncIntervalMs?: number;
+  /**
+   * DISABLE_NETWORK_RESOURCE_PROVISIONING: hand out only the IPs already on the node's interfaces
+   * (any attached interface, any subnet); never create, attach, assign, unassign or delete.
+   */
+  noProvisioning?: boolean;
 }
 
 export interface SnatConfig {
@@ -595,6 +609,7 @@ export function loadConfig(env: Env): DaemonConfig {
       allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
       subnetBackoffMs: Math.round((get<number>('VPC_IPAM_SUBNET_BACKOFF') ?? 300) * 1000),
       resyncIntervalMs: Math.round((get<number>('VPC_IPAM_RESYNC_INTERVAL') ?? 60) * 1000),
+      noProvisioning: get<boolean>('DISABLE_NETWORK_RESOURCE_PROVISIONING') ?? false,
     },
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',

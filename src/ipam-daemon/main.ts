@@ -134,7 +134,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   if (custom) {
     config.podSubnetIds = custom.subnetIds;
     if (custom.securityGroupIds.length > 0) config.podSecurityGroupIds = custom.securityGroupIds;
-  } else if (config.podSubnetIds === null && config.subnetDiscovery) {
+  } else if (config.podSubnetIds === null && config.subnetDiscovery && !config.pool.noProvisioning) {
     config.podSubnetIds = await discoverPodSubnets(provider, log);
   }
   const ipTool = createIpTool(spawnRunner);

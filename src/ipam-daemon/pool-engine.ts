@@ -15,7 +15,8 @@ export type NoIpReason =
   | 'max-pods'
   | 'throttled'
   | 'cloud-error'
-  | 'pool-growing';
+  | 'pool-growing'
+  | 'provisioning-disabled';
 
 export interface NoIpInfo {
   reason: NoIpReason;

@@ -1,6 +1,7 @@
 // Builds the cloud provider the config asks for. The provider modules are loaded on demand so a
 // node only loads the SDK of its own cloud.
 
+import { readOnlyProvider } from '../providers/read-only.ts';
 import type { ApiCallObserver, CloudProvider } from '../providers/types.ts';
 import type { DaemonConfig } from './config.ts';
 
@@ -8,6 +9,13 @@ export async function createProvider(
   config: DaemonConfig,
   observer: ApiCallObserver,
 ): Promise<CloudProvider> {
+  const provider = await createCloudProvider(config, observer);
+  return config.pool.noProvisioning
+    ? readOnlyProvider(provider, 'DISABLE_NETWORK_RESOURCE_PROVISIONING=true')
+    : provider;
+}
+
+async function createCloudProvider(config: DaemonConfig, observer: ApiCallObserver): Promise<CloudProvider> {
   if (config.cloud === 'aws') {
     const mod = (await import(AWS_MODULE)) as {
       createAwsProvider(options: Record<string, unknown>): CloudProvider;

@@ -6,6 +6,9 @@ import { OWNER_TAGS } from '../../providers/types.ts';
 import type { InterfaceRecord } from '../datastore.ts';
 import { type DaemonCore, errText } from './core.ts';
 
+/** The AWS VPC CNI's opt-out tag: an interface carrying it (value "true") is never managed. */
+export const NO_MANAGE_TAG = 'node.k8s.amazonaws.com/no_manage';
+
 export class NodeInterfaces {
   private readonly core: DaemonCore;
   private readonly tags = new Map<string, Record<string, string>>();
@@ -48,9 +51,19 @@ export class NodeInterfaces {
     );
   }
 
-  /** The pool tracks this interface's secondary IPs (the primary, or ours), whatever its subnet. */
+  /**
+   * The pool tracks this interface's secondary IPs (the primary, or ours), whatever its subnet.
+   * Without provisioning (DISABLE_NETWORK_RESOURCE_PROVISIONING) every attached interface counts,
+   * as in the AWS VPC CNI, unless tagged node.k8s.amazonaws.com/no_manage=true.
+   */
   tracksIps(i: { deviceIndex: number; tags: Record<string, string>; foreignOwner?: ForeignOwner }): boolean {
+    if (this.core.opts.pool.noProvisioning) return i.tags[NO_MANAGE_TAG] !== 'true';
     return i.deviceIndex === 0 || this.isOurs(i);
+  }
+
+  /** A pod subnet; without provisioning, any subnet (nothing is created anywhere). */
+  private inPodSubnet(subnetId: string): boolean {
+    return this.core.opts.pool.noProvisioning === true || this.core.parts.subnets.has(subnetId);
   }
 
   /** The pool hands out this interface's secondary IPs: a pod subnet, and ours or the primary. */
@@ -60,7 +73,7 @@ export class NodeInterfaces {
     tags: Record<string, string>;
     foreignOwner?: ForeignOwner;
   }): boolean {
-    return this.tracksIps(i) && this.core.parts.subnets.has(i.subnetId);
+    return this.tracksIps(i) && this.inPodSubnet(i.subnetId);
   }
 
   needsSetup(deviceIndex: number): boolean {
@@ -70,7 +83,7 @@ export class NodeInterfaces {
   /** Record an interface; `initial` ones were attached before we started (setup runs once for all). */
   add(i: InterfaceInfo, initial: boolean): void {
     const ds = this.core.mustDs();
-    const podSubnet = this.core.parts.subnets.has(i.subnetId);
+    const podSubnet = this.inPodSubnet(i.subnetId);
     const managed = this.tracksIps(i);
     const needsSetup = this.needsSetup(i.deviceIndex);
     // Ours but no longer in a pod subnet: its pods keep their IPs (tracked, so the checkpoint and

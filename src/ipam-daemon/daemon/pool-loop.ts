@@ -76,6 +76,7 @@ export class PoolLoop {
   currentPlan(): Plan {
     const { limits, targets } = this.engineInputs();
     const p = this.planFor(limits, targets);
+    if (this.core.opts.pool.noProvisioning) return withoutProvisioning(p);
     const { setupPending, setupError } = this.core.parts.interfaces;
     if (p.noIp?.reason === 'pool-growing' && setupPending.size > 0 && setupError) {
       // The engine cannot see why attached IPs are held back: say it.
@@ -368,4 +369,24 @@ export class PoolLoop {
     this.wakeTimer = setTimeout(() => this.kick(), wait);
     this.wakeTimer.unref();
   }
+}
+
+/**
+ * DISABLE_NETWORK_RESOURCE_PROVISIONING: the engine's plan with no cloud action, and a no-IP reason
+ * that says why the pool cannot grow.
+ */
+export function withoutProvisioning(p: Plan): Plan {
+  if (p.actions.length === 0 && p.noIp === null) return p;
+  return {
+    ...p,
+    actions: [],
+    why: `${p.why}; DISABLE_NETWORK_RESOURCE_PROVISIONING=true: no cloud change`,
+    noIp:
+      p.noIp === null
+        ? null
+        : {
+            reason: 'provisioning-disabled',
+            message: `every IP already attached to this node is in use, and DISABLE_NETWORK_RESOURCE_PROVISIONING=true: the daemon attaches nothing; add secondary IPs or interfaces to the node out of band (picked up by the drift resync) or set it to false`,
+          },
+  };
 }
