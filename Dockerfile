@@ -18,7 +18,7 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
 COPY scripts ./scripts
-RUN npm run build && test -x dist/vpc-cni && test -x dist/vpc-cni-node
+RUN npm run build && test -x dist/vpc-cni && test -x dist/vpc-cni-node && test -f dist/vpc-ipamd.mjs
 
 # ---- production dependencies only ----
 FROM node:24-bookworm-slim AS deps
@@ -39,7 +39,10 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY src ./src
 COPY --from=build /src/dist/vpc-cni /src/dist/vpc-cni-node /opt/vpc-ipam/bin/
+# The daemon bundled to plain JavaScript (scripts/bundle-daemon.ts): no type stripper in memory.
+COPY --from=build /src/dist/vpc-ipamd.mjs ./dist/vpc-ipamd.mjs
 # The janitor runs as this user (the DaemonSet runs as root with only NET_ADMIN/NET_RAW).
 USER 65532:65532
 ENTRYPOINT []
-CMD ["node", "/app/src/ipam-daemon/main.ts"]
+# --optimize-for-size: src/ipam-daemon/node-flags.ts (a small young generation keeps RSS flat).
+CMD ["node", "--optimize-for-size", "/app/dist/vpc-ipamd.mjs"]

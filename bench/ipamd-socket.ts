@@ -17,6 +17,7 @@ import { connect, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { bundleDaemon } from '../scripts/bundle-daemon.ts';
 import { DAEMON_NODE_FLAGS } from '../src/ipam-daemon/node-flags.ts';
 import { fmt, median, tail, verdict } from './stats.ts';
 
@@ -101,12 +102,11 @@ class Server {
     this.pool = ready.pool;
   }
   static async start(dir: string): Promise<Server> {
-    // The daemon's production V8 flags (node-flags.ts), plus --expose-gc for the report.
-    const child = spawn(
-      process.execPath,
-      [...DAEMON_NODE_FLAGS, '--expose-gc', join(import.meta.dirname, 'ipamd-server.ts'), dir],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    // As production runs the daemon: bundled JavaScript (scripts/bundle-daemon.ts) with the
+    // daemon's V8 flags (node-flags.ts), plus --expose-gc for the report.
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, '--expose-gc', SERVER_BUNDLE, dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const ready = await new Promise<{ socket: string; pid: number; pool: number }>((resolve, reject) => {
       child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
       child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
@@ -275,6 +275,9 @@ async function memory(dir: string): Promise<{ lines: string[]; verdicts: string[
 }
 
 const work = await mkdtemp(join(String(values.dir), 'ipamd-bench-'));
+// Beside the sources, so the bundle resolves node_modules as they do.
+const SERVER_BUNDLE = join(import.meta.dirname, `.ipamd-server-${process.pid}.mjs`);
+await bundleDaemon(join(import.meta.dirname, 'ipamd-server.ts'), SERVER_BUNDLE);
 try {
   const tp = await throughput(join(work, 'tp'));
   const mem = await memory(join(work, 'mem'));
@@ -285,7 +288,7 @@ try {
     `Command: \`${cmd}\` (written by the script).`,
     `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, load average at the end ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} (the machine is shared: wall-clock figures move with its load; CPU per cycle much less).`,
     '',
-    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit) and socket server in its own process with the daemon's production V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "changes per disk flush": answered requests per fdatasync (group commit batches).`,
+    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit) and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "changes per disk flush": answered requests per fdatasync (group commit batches).`,
     '',
     '## Goals',
     '',
@@ -305,4 +308,5 @@ try {
   if (values.write) await writeFile(join(import.meta.dirname, 'results', 'ipamd-socket.md'), report);
 } finally {
   await rm(work, { recursive: true, force: true });
+  await rm(SERVER_BUNDLE, { force: true });
 }

@@ -6,11 +6,14 @@
 //   esbuild bundle -> SEA blob (node --experimental-sea-config) -> copy of the node binary ->
 //   postject the blob (NODE_SEA_FUSE sentinel).
 // Smoke test: VERSION through the shim with an empty PATH and no daemon, i.e. via the fallback.
-import { execFileSync } from 'node:child_process';
+// Also bundles the daemon (dist/vpc-ipamd.mjs, see bundle-daemon.ts; smoke test: it loads and
+// rejects a bad environment with exit code 2).
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { bundleDaemon } from './bundle-daemon.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -22,6 +25,8 @@ const blob = join(work, 'vpc-cni.blob');
 const output = join(dist, 'vpc-cni-node');
 const staged = join(work, 'vpc-cni-node');
 const shimOutput = join(dist, 'vpc-cni');
+const daemonOutput = join(dist, 'vpc-ipamd.mjs');
+const daemonStaged = join(work, 'vpc-ipamd.mjs');
 const shimStaged = join(work, 'vpc-cni');
 // The fuse string Node's SEA loader looks for; postject flips it when the blob is injected.
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
@@ -82,6 +87,13 @@ try {
   }).toString();
   const parsed = JSON.parse(answer) as { supportedVersions?: string[] };
   if (!parsed.supportedVersions?.includes('1.1.0')) throw new Error(`smoke test failed: ${answer}`);
+  await bundleDaemon(join(root, 'src/ipam-daemon/main.ts'), daemonStaged);
+  const bad = spawnSync(process.execPath, [daemonStaged], { env: { CLOUD_PROVIDER: 'bogus', PATH: '' } });
+  if (bad.status !== 2 || !/CLOUD_PROVIDER/.test(String(bad.stderr) + String(bad.stdout))) {
+    throw new Error(`daemon bundle smoke test: exit ${bad.status}: ${bad.stderr}${bad.stdout}`);
+  }
+  // A sibling of dist/ resolves node_modules like the sources do.
+  renameSync(daemonStaged, daemonOutput);
   // The fallback first: a shim is never installed without the plugin it falls back to.
   renameSync(staged, output);
   renameSync(shimStaged, shimOutput);
@@ -90,5 +102,5 @@ try {
 }
 const mb = (p: string) => (statSync(p).size / 1e6).toFixed(1);
 console.log(
-  `built ${shimOutput} (${mb(shimOutput)} MB) and ${output} (${mb(output)} MB) in ${Math.round(performance.now() - t0)} ms; VERSION smoke test ok`,
+  `built ${shimOutput} (${mb(shimOutput)} MB), ${output} (${mb(output)} MB) and ${daemonOutput} in ${Math.round(performance.now() - t0)} ms; VERSION smoke test ok`,
 );

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { daemonEnvVarNames } from '../../src/ipam-daemon/config.ts';
+import { DAEMON_NODE_FLAGS } from '../../src/ipam-daemon/node-flags.ts';
 import { JANITOR_ENV_VARS } from '../../src/janitor/config.ts';
 
 const run = promisify(execFile);
@@ -229,6 +230,18 @@ describe('helm chart', () => {
     const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
     assert.match(runtime, /\nWORKDIR \/app\n/);
     assert.match(runtime, /\nCOPY src \.\/src\n/);
+    // The daemon runs bundled, with its V8 flags: the same in the chart and the image's CMD.
+    assert.deepEqual(main.command, ['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd.mjs']);
+    assert.match(runtime, /\nCOPY --from=build \/src\/dist\/vpc-ipamd\.mjs \.\/dist\/vpc-ipamd\.mjs\n/);
+    assert.ok(
+      runtime.includes(
+        `CMD ${JSON.stringify(['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd.mjs'])}`.replaceAll(
+          ',',
+          ', ',
+        ),
+      ),
+      'Dockerfile CMD',
+    );
     accessSync(resolve(CHART, '../../src/ipam-daemon/cli.ts'), constants.R_OK);
     assert.equal(main.command[0], 'node', 'probes use the same node binary as the daemon');
     // Values are honoured and a probe can be dropped.
