@@ -187,6 +187,7 @@ export interface CniEnv {
   ifName: string;
   podNamespace?: string;
   podName?: string;
+  podUid?: string;
 }
 
 function envError(msg: string): never {
@@ -194,6 +195,7 @@ function envError(msg: string): never {
 }
 
 const K8S_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const K8S_UID = /^[0-9a-fA-F][0-9a-fA-F-]{0,63}$/;
 
 /** Parses the CNI_* variables the command needs; names the variable and the accepted values. */
 export function parseEnv(env: Readonly<Record<string, string | undefined>>): CniEnv {
@@ -227,6 +229,14 @@ export function parseEnv(env: Readonly<Record<string, string | undefined>>): Cni
     const value = pair.slice(eq + 1);
     if (key === 'K8S_POD_NAMESPACE' && K8S_NAME.test(value)) out.podNamespace = value;
     if (key === 'K8S_POD_NAME' && K8S_NAME.test(value)) out.podName = value;
+    if (key === 'K8S_POD_UID' && K8S_UID.test(value)) out.podUid = value;
+  }
+  // The daemon files every address under its pod, so the pod watcher can take it back when the
+  // pod goes: an ADD must say whose it is.
+  if (command === 'ADD' && (!out.podNamespace || !out.podName)) {
+    envError(
+      'CNI_ARGS must carry the pod identity K8S_POD_NAMESPACE=<namespace>;K8S_POD_NAME=<name> (lowercase DNS names), as Kubernetes runtimes pass it',
+    );
   }
   return out;
 }

@@ -17,7 +17,8 @@ export interface DaemonClient {
   release(key: AttachmentKey): Promise<ReleaseResponse>;
   /** null when the daemon holds nothing for the key. */
   getAllocation(key: AttachmentKey): Promise<Allocation | null>;
-  gc(valid: AttachmentKey[]): Promise<GcResponse>;
+  /** `network`: the CNI network name; the daemon collects only that network's allocations. */
+  gc(valid: AttachmentKey[], network?: string): Promise<GcResponse>;
   /** null when ready, else the reason. */
   readiness(): Promise<string | null>;
 }
@@ -167,8 +168,8 @@ export function clientOver(call: Transport): DaemonClient {
       if (a.status !== 200) fail('get allocation', a);
       return a.body as Allocation;
     },
-    async gc(validAttachments) {
-      const a = await call('POST', '/v1/gc', { validAttachments });
+    async gc(validAttachments, network) {
+      const a = await call('POST', '/v1/gc', { validAttachments, ...(network ? { network } : {}) });
       if (a.status !== 200) fail('gc', a);
       return a.body as GcResponse;
     },

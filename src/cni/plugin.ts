@@ -95,6 +95,8 @@ export async function cmdAdd(
   >[0];
   if (env.podNamespace) req.podNamespace = env.podNamespace;
   if (env.podName) req.podName = env.podName;
+  if (env.podUid) req.podUid = env.podUid;
+  req.network = conf.name;
   const started = performance.now();
   const hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
   const macs = vethMacs(env.containerId, env.ifName);
@@ -348,7 +350,8 @@ export async function cmdGc(conf: PluginConfig, deps: PluginDeps): Promise<null>
       'GC needs "cni.dev/valid-attachments" in the network config',
     );
   }
-  const gc = await deps.daemon.gc(conf.validAttachments);
+  // Host side first: the daemon releases an unlisted allocation only once its veth and host route
+  // are gone, so it must see them gone.
   const [links, routes, rules] = await Promise.all([
     deps.ip.json<LinkRow>(['link', 'show', 'type', 'veth']),
     deps.ip.json<RouteRow>(['route', 'show', 'table', 'main', 'proto', '118']),
@@ -356,6 +359,7 @@ export async function cmdGc(conf: PluginConfig, deps: PluginDeps): Promise<null>
   ]);
   const plan = planGc(conf.validAttachments, links, routes, rules, conf.vethPrefix);
   const problems = await deps.ip.batchBestEffort(plan.lines);
+  const gc = await deps.daemon.gc(conf.validAttachments, conf.name);
   deps.log.info('GC done', { daemonReleased: gc.released.length, staleLinks: plan.staleLinks });
   if (problems.length > 0)
     throw new CniError(ErrorCode.WIRING_FAILED, `GC cleanup failed: ${problems.join('; ')}`);

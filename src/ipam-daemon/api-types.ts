@@ -21,8 +21,13 @@ export interface AttachmentKey {
 export interface AllocateRequest extends AttachmentKey {
   /** Network namespace path the runtime gave (recorded for diagnostics and GC). */
   netns?: string;
+  /** The pod's identity as the runtime gives it (CNI_ARGS K8S_POD_*); required on the socket. */
   podNamespace?: string;
   podName?: string;
+  /** K8S_POD_UID when the runtime gives it: the pod watcher matches on it. */
+  podUid?: string;
+  /** The CNI network name (the conf's "name"): a GC only collects allocations of its own network. */
+  network?: string;
 }
 
 /** What the plugin needs to wire a pod. */
@@ -61,6 +66,8 @@ export interface ReleaseResponse {
 
 export interface AllocationRecord extends Allocation {
   netns?: string;
+  podUid?: string;
+  network?: string;
   /** ISO time of assignment. */
   assignedAt: string;
   /**
@@ -71,12 +78,20 @@ export interface AllocationRecord extends Allocation {
 }
 
 export interface GcRequest {
-  /** Attachments the runtime still knows about; every other allocation is released. */
+  /**
+   * Attachments the runtime still knows about in this network. Every other allocation of the
+   * network is released, unless it is younger than the daemon's GC grace period or its pod is
+   * still wired (a host route to its IP, or its host veth, exists).
+   */
   validAttachments: AttachmentKey[];
+  /** The CNI network name; allocations made for another network (or none) are left alone. */
+  network?: string;
 }
 
 export interface GcResponse {
   released: AttachmentKey[];
+  /** Unlisted allocations of the network that were kept, and why. */
+  kept?: { young: number; wired: number; unverified: number };
 }
 
 export interface PoolInterfaceStatus {

@@ -202,7 +202,9 @@ function badEntries(allocations: unknown[], cooling: unknown[]): string | null {
       typeof a.ip !== 'string' ||
       typeof a.interfaceId !== 'string' ||
       typeof a.assignedAt !== 'string' ||
-      (a.recoveredFrom !== undefined && typeof a.recoveredFrom !== 'string')
+      ['recoveredFrom', 'netns', 'podNamespace', 'podName', 'podUid', 'network'].some(
+        (f) => a[f] !== undefined && typeof a[f] !== 'string',
+      )
     ) {
       return `malformed allocation ${JSON.stringify(a)}`;
     }

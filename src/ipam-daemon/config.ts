@@ -333,6 +333,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: awsVethPrefix,
   },
   {
+    name: 'VPC_IPAM_GC_GRACE',
+    default: '60',
+    accepted: 'seconds >= 0 (decimals allowed)',
+    description:
+      'CNI GC leaves allocations younger than this alone (an ADD may still be in flight when the runtime lists its attachments).',
+    group: 'daemon',
+    parse: seconds(0, 86400),
+  },
+  {
     name: 'VPC_IPAM_SHUTDOWN_TIMEOUT',
     default: '10',
     accepted: 'seconds >= 0 (decimals allowed)',
@@ -523,6 +532,8 @@ export interface DaemonConfig {
   socketPath: string;
   checkpointPath: string;
   shutdownTimeoutMs: number;
+  /** VPC_IPAM_GC_GRACE: CNI GC skips allocations younger than this. */
+  gcGraceMs: number;
   nodeSetup: boolean;
   /** Taking nodes over from the AWS VPC CNI (takeover/); only used with cloud aws. */
   takeover: { enabled: boolean; awsCheckpointPath: string; awsVethPrefix: string };
@@ -614,6 +625,7 @@ export function loadConfig(env: Env): DaemonConfig {
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',
     shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
+    gcGraceMs: Math.round((get<number>('VPC_IPAM_GC_GRACE') ?? 60) * 1000),
     nodeSetup: get<boolean>('VPC_IPAM_NODE_SETUP') ?? true,
     takeover: {
       enabled: get<boolean>('VPC_IPAM_AWS_CNI_TAKEOVER') ?? true,

@@ -36,7 +36,7 @@ import type {
 import { CheckpointWriter } from './daemon/checkpoint-writer.ts';
 import { DaemonCore, type DaemonOptions } from './daemon/core.ts';
 import { DriftResync } from './daemon/drift-resync.ts';
-import { collectGarbage } from './daemon/gc.ts';
+import { collectGarbage, releaseIfUnwired } from './daemon/gc.ts';
 import { NodeInterfaces } from './daemon/interfaces.ts';
 import { PoolLoop } from './daemon/pool-loop.ts';
 import { Requests } from './daemon/requests.ts';
@@ -156,9 +156,17 @@ export class Daemon extends EventEmitter {
     return this.core.parts.requests.list();
   }
 
-  /** Release every allocation whose key is not in `valid` (CNI GC). */
-  gc(valid: AttachmentKey[]): Promise<GcResponse> {
-    return collectGarbage(this.core, valid);
+  /**
+   * CNI GC: release the allocations of `network` whose key is not in `valid`, older than the GC
+   * grace period, and no longer wired on the node (daemon/gc.ts).
+   */
+  gc(valid: AttachmentKey[], network?: string): Promise<GcResponse> {
+    return collectGarbage(this.core, valid, network);
+  }
+
+  /** The pod watcher's release: only when the pod is no longer wired on the node. */
+  releaseIfUnwired(key: AttachmentKey): Promise<ReleaseResponse & { kept?: boolean }> {
+    return releaseIfUnwired(this.core, key);
   }
 
   status(): PoolStatus {

@@ -67,6 +67,8 @@ export interface StoredAllocation {
   netns?: string;
   podNamespace?: string;
   podName?: string;
+  podUid?: string;
+  network?: string;
   assignedAt: string;
   /** Held for a pod found only by its host route (route-recovery.ts): the host veth carrying it. */
   recoveredFrom?: string;
@@ -292,6 +294,8 @@ export class Datastore {
     if (meta.netns !== undefined) rec.netns = meta.netns;
     if (meta.podNamespace !== undefined) rec.podNamespace = meta.podNamespace;
     if (meta.podName !== undefined) rec.podName = meta.podName;
+    if (meta.podUid !== undefined) rec.podUid = meta.podUid;
+    if (meta.network !== undefined) rec.network = meta.network;
     if (meta.recoveredFrom !== undefined) rec.recoveredFrom = meta.recoveredFrom;
     this.byKey.set(k, rec);
     return { ...rec };
@@ -429,6 +433,8 @@ export class Datastore {
     if (a.netns !== undefined) rec.netns = a.netns;
     if (a.podNamespace !== undefined) rec.podNamespace = a.podNamespace;
     if (a.podName !== undefined) rec.podName = a.podName;
+    if (a.podUid !== undefined) rec.podUid = a.podUid;
+    if (a.network !== undefined) rec.network = a.network;
     if (a.recoveredFrom !== undefined) rec.recoveredFrom = a.recoveredFrom;
     return rec;
   }

@@ -5,6 +5,7 @@
 import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
+import { listHostVeths } from '../netutils/host-veths.ts';
 import { createIpTool } from '../netutils/ip.ts';
 import { CONNMARK_BIT } from '../netutils/names.ts';
 import type { CloudProvider, SubnetInfo } from '../providers/types.ts';
@@ -150,6 +151,8 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     ...(nodeSetup ? { nodeSetup } : {}),
     // The daemon runs in the node's netns (host network): the pods' host routes are right here.
     podRoutes: podRoutesReader(config, ipTool),
+    hostVeths: () => listHostVeths(ipTool),
+    gcGraceMs: config.gcGraceMs,
     ...(takeover ? { takeover } : {}),
     vethPrefix: config.vethPrefix,
   });

@@ -19,6 +19,11 @@ import {
 } from './validate.ts';
 
 export const MAX_BODY_BYTES = 16 * 1024;
+/**
+ * A GC lists every attachment the runtime has: ~100 bytes each, so 1,000+ attachments need more
+ * than MAX_BODY_BYTES. This fits MAX_GC_ATTACHMENTS with 64-character container ids.
+ */
+export const MAX_GC_BODY_BYTES = 8 * 1024 * 1024;
 
 export interface ServerOptions {
   socketPath: string;
@@ -78,7 +83,12 @@ export function apiRoutes(daemon: Daemon): Routes {
     '/v1/cni': {
       POST: async (body) => runForShim(routes, toApiError, parseCniRequest(await body(MAX_CNI_BODY_BYTES))),
     },
-    '/v1/gc': { POST: async (body) => daemon.gc(parseGcRequest(await body()).validAttachments) },
+    '/v1/gc': {
+      POST: async (body) => {
+        const gc = parseGcRequest(await body(MAX_GC_BODY_BYTES));
+        return daemon.gc(gc.validAttachments, gc.network);
+      },
+    },
     '/v1/pool': { GET: async () => daemon.status() },
     '/healthz': { GET: async () => ({ ok: true }) },
     '/readyz': {

@@ -1,21 +1,46 @@
 // Validation of everything that arrives on the socket. Each validator returns the clean value or
 // throws a ValidationError naming the field and the rule, which the server turns into a 400.
 
+import { MAX_CONTAINER_ID, validateContainerId } from '../netutils/validate.ts';
 import type { AllocateRequest, AttachmentKey, GcRequest } from './api-types.ts';
 
 export class ValidationError extends Error {
   override name = 'ValidationError';
 }
 
-// CNI spec: alphanumerics plus '_', '.', '-', not starting with a separator.
-const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+// CNI network names: alphanumerics plus '_', '.', '-', not starting with a separator.
+const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/;
+// Kubernetes uids are UUIDs; accept any short id of hex digits and dashes.
+const POD_UID = /^[0-9A-Fa-f][0-9A-Fa-f-]{0,63}$/;
+/** Most attachments one GC may list (a dense node has a few hundred). */
+export const MAX_GC_ATTACHMENTS = 50_000;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function validContainerId(v: unknown): string {
-  if (typeof v !== 'string' || !CONTAINER_ID.test(v)) {
+  if (typeof v === 'string') {
+    try {
+      return validateContainerId(v);
+    } catch {
+      // the message below names the rule
+    }
+  }
+  throw new ValidationError(
+    `containerId must be 1-${MAX_CONTAINER_ID} characters of letters, digits, "_", "." or "-", starting with a letter or digit`,
+  );
+}
+
+export function validPodUid(v: unknown): string {
+  if (typeof v !== 'string' || !POD_UID.test(v)) {
+    throw new ValidationError('podUid must be 1-64 hex digits and "-" (the pod\'s metadata.uid)');
+  }
+  return v;
+}
+
+export function validNetworkName(v: unknown): string {
+  if (typeof v !== 'string' || !NETWORK_NAME.test(v)) {
     throw new ValidationError(
-      'containerId must be 1-128 characters of letters, digits, "_", "." or "-", starting with a letter or digit',
+      'network must be 1-253 characters of letters, digits, "_", "." or "-", starting with a letter or digit (the CNI network name)',
     );
   }
   return v;
@@ -94,14 +119,26 @@ export function parseAttachmentKey(body: unknown, what = 'request'): AttachmentK
 
 export function parseAllocateRequest(body: unknown): AllocateRequest {
   const o = asObject(body, 'allocate request');
-  rejectUnknown(o, ['containerId', 'ifName', 'netns', 'podNamespace', 'podName'], 'allocate request');
+  rejectUnknown(
+    o,
+    ['containerId', 'ifName', 'netns', 'podNamespace', 'podName', 'podUid', 'network'],
+    'allocate request',
+  );
+  // Every allocation names its pod, so the pod watcher can collect it when the pod goes.
+  if (o.podNamespace === undefined || o.podName === undefined) {
+    throw new ValidationError(
+      'podNamespace and podName are required (the pod identity the runtime gives in CNI_ARGS K8S_POD_NAMESPACE / K8S_POD_NAME)',
+    );
+  }
   const req: AllocateRequest = {
     containerId: validContainerId(o.containerId),
     ifName: validIfName(o.ifName),
+    podNamespace: validPodNamespace(o.podNamespace),
+    podName: validPodName(o.podName),
   };
   if (o.netns !== undefined) req.netns = validNetns(o.netns);
-  if (o.podNamespace !== undefined) req.podNamespace = validPodNamespace(o.podNamespace);
-  if (o.podName !== undefined) req.podName = validPodName(o.podName);
+  if (o.podUid !== undefined) req.podUid = validPodUid(o.podUid);
+  if (o.network !== undefined) req.network = validNetworkName(o.network);
   return req;
 }
 
@@ -113,10 +150,14 @@ export function parseReleaseRequest(body: unknown): AttachmentKey {
 
 export function parseGcRequest(body: unknown): GcRequest {
   const o = asObject(body, 'gc request');
-  rejectUnknown(o, ['validAttachments'], 'gc request');
+  rejectUnknown(o, ['validAttachments', 'network'], 'gc request');
   if (!Array.isArray(o.validAttachments)) throw new ValidationError('validAttachments must be an array');
-  if (o.validAttachments.length > 100_000) throw new ValidationError('validAttachments is too long');
-  return {
+  if (o.validAttachments.length > MAX_GC_ATTACHMENTS) {
+    throw new ValidationError(`validAttachments lists over ${MAX_GC_ATTACHMENTS} attachments`);
+  }
+  const req: GcRequest = {
     validAttachments: o.validAttachments.map((a, i) => parseAttachmentKey(a, `validAttachments[${i}]`)),
   };
+  if (o.network !== undefined) req.network = validNetworkName(o.network);
+  return req;
 }

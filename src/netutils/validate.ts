@@ -2,7 +2,9 @@
 // container runtime or the daemon; a bad one is refused here with a message naming it.
 
 const IFNAME = /^[A-Za-z0-9_.@-]{1,15}$/; // IFNAMSIZ 16 incl. NUL; no '/', ':', whitespace
-const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$/;
+/** Container ids: one rule for the plugin and the daemon (runtimes use 64 hex characters). */
+export const MAX_CONTAINER_ID = 128;
+const CONTAINER_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,${MAX_CONTAINER_ID - 1}}$`);
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 export class ValidationError extends Error {
@@ -21,7 +23,7 @@ export function validateIfName(name: string, what = 'interface name'): string {
 export function validateContainerId(id: string): string {
   if (!CONTAINER_ID.test(id)) {
     throw new ValidationError(
-      `invalid container id ${JSON.stringify(id)}: must start with a letter or digit and contain only A-Z a-z 0-9 _ . - (max 256)`,
+      `invalid container id ${JSON.stringify(id)}: must start with a letter or digit and contain only A-Z a-z 0-9 _ . - (max ${MAX_CONTAINER_ID})`,
     );
   }
   return id;

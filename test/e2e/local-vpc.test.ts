@@ -51,6 +51,8 @@ import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
 import { probe, probeEventually, startProbeServer } from '../helpers/probe.ts';
 
 const PORT = 7000;
+/** The pod identity a runtime passes (CNI_ARGS); ADD needs it. */
+const POD_ARGS = 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=p';
 
 interface Pod {
   id: string;
@@ -125,7 +127,12 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     node1 = await vpc.addNode(big);
     node2 = await vpc.addNode(small);
     vpc.startSyncLoop(300);
-    const env = { AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS: ONPREM_CIDR, VPC_IPAM_ALLOCATE_WAIT: '20' };
+    // GC grace 0: the GC test below drops pods it added moments before.
+    const env = {
+      AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS: ONPREM_CIDR,
+      VPC_IPAM_ALLOCATE_WAIT: '20',
+      VPC_IPAM_GC_GRACE: '0',
+    };
     await Promise.all([vpc.startDaemon(node1, env), vpc.startDaemon(node2, env)]);
     for (const ns of [vpc.inet, vpc.onprem]) {
       const s = await startProbeServer(ns, PORT);
@@ -410,7 +417,12 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
       ],
     };
     const resolve = (type: string) => (type === 'vpc-cni' ? plugin : `/usr/lib/cni/${type}`);
-    const call = { containerId: `${prefix}chain`, netns: nsPath, ifName: 'eth0' };
+    const call = {
+      containerId: `${prefix}chain`,
+      netns: nsPath,
+      ifName: 'eth0',
+      args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${prefix}chain`,
+    };
     const added = await conflistAdd(list, call, resolve, node1.ns);
     assert.equal(added.code, 0, JSON.stringify(added.out) + added.stderr);
     const ipAddr = (added.out!.ips as { address: string }[])[0]!.address.split('/')[0]!;
@@ -494,7 +506,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     assert.match(String(badEnv.out?.msg), /CNI_IFNAME/);
     const badConf = await execPlugin(
       plugin,
-      { command: 'ADD', containerId: 'x', netns: '/nope', ifName: 'eth0' },
+      { command: 'ADD', containerId: 'x', netns: '/nope', ifName: 'eth0', args: POD_ARGS },
       conf(node1, { mtu: 'big' }),
     );
     assert.equal(badConf.out?.code, 7);
@@ -508,7 +520,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     const nsPath = await createNetns(ns, cleanup);
     const down = await execPlugin(
       plugin,
-      { command: 'ADD', containerId: `${prefix}down`, netns: nsPath, ifName: 'eth0' },
+      { command: 'ADD', containerId: `${prefix}down`, netns: nsPath, ifName: 'eth0', args: POD_ARGS },
       conf(node2),
       node2.ns,
     );

@@ -63,6 +63,13 @@ export interface DaemonOptions {
   podRoutes?: () => Promise<PodHostRoute[]>;
   /** Prefix of the host veths the CNI plugin names (AWS_VPC_K8S_CNI_VETHPREFIX); default HOST_VETH_PREFIX. */
   vethPrefix?: string;
+  /**
+   * Names of the veth links in the daemon's netns (the node's). With podRoutes, GC and the pod
+   * watcher release an allocation only when neither its host route nor its host veth exists.
+   */
+  hostVeths?: () => Promise<string[]>;
+  /** CNI GC leaves allocations younger than this alone (an ADD may still be in flight). Default 60 s. */
+  gcGraceMs?: number;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */
   resync?: Partial<ResyncOptions>;
   /** Taking the node over from the AWS VPC CNI (takeover/): adopt its ENIs and running pods. */

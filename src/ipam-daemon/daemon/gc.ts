@@ -1,21 +1,78 @@
-// CNI GC: the runtime lists the attachments it still has; allocations it does not list are released.
+// Releasing allocations the runtime no longer lists (CNI GC) or whose pod is gone (the pod
+// watcher). Either may be wrong about a pod that still runs, so an allocation goes only when
+// nothing on the node still carries it: no host route to its IP and no host veth of its pod.
+// CNI GC also leaves alone another network's allocations and ones young enough to be an ADD in
+// flight.
 
-import type { AttachmentKey, GcResponse } from '../api-types.ts';
+import type { AttachmentKey, GcResponse, ReleaseResponse } from '../api-types.ts';
 import { keyOf } from '../datastore.ts';
 import type { DaemonCore } from './core.ts';
+import { isWired } from './route-guard.ts';
 
-/** Release every allocation whose key is not in `valid` (CNI GC). */
-export async function collectGarbage(core: DaemonCore, valid: AttachmentKey[]): Promise<GcResponse> {
-  const { requests } = core.parts;
+export const DEFAULT_GC_GRACE_MS = 60_000;
+
+/** Release the unlisted allocations of `network` that nothing on the node still carries (CNI GC). */
+export async function collectGarbage(
+  core: DaemonCore,
+  valid: AttachmentKey[],
+  network?: string,
+): Promise<GcResponse> {
+  const { requests, routes } = core.parts;
   requests.assertNotStopped();
   const keep = new Set(valid.map(keyOf));
+  const graceMs = core.opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
+  const now = core.clock.now();
+  const kept = { young: 0, wired: 0, unverified: 0 };
+  const candidates = core
+    .mustDs()
+    .list()
+    .filter((a) => {
+      // Recovered entries have no runtime key; they go when their host route does.
+      if (keep.has(keyOf(a)) || a.recoveredFrom !== undefined) return false;
+      // Another network's (Multus, a second runtime) or made before networks were recorded.
+      if (a.network !== network) return false;
+      const age = now - Date.parse(a.assignedAt);
+      if (!(age >= graceMs)) {
+        kept.young++;
+        return false;
+      }
+      return true;
+    });
   const released: AttachmentKey[] = [];
-  for (const a of core.mustDs().list()) {
-    // Recovered entries have no runtime key; they go when their host route does.
-    if (keep.has(keyOf(a)) || a.recoveredFrom !== undefined) continue;
-    const r = await requests.release(a);
-    if (r.released) released.push({ containerId: a.containerId, ifName: a.ifName });
+  if (candidates.length > 0) {
+    const wiring = await routes.wiring();
+    if (!wiring) kept.unverified = candidates.length;
+    else {
+      for (const a of candidates) {
+        const r = await requests.releaseIf(a, async () => !isWired(wiring, a, core.opts.vethPrefix));
+        if (r.released) released.push({ containerId: a.containerId, ifName: a.ifName });
+        else if (r.kept) kept.wired++;
+      }
+    }
   }
-  if (released.length > 0) core.log.info({ released: released.length }, 'gc released stale allocations');
-  return { released };
+  if (released.length > 0)
+    core.log.info({ released: released.length, network }, 'gc released stale allocations');
+  if (kept.wired + kept.unverified > 0) {
+    core.log.warn(
+      { ...kept, network },
+      'gc kept allocations the runtime no longer lists: their pod is still wired on the node (or the wiring cannot be read)',
+    );
+  }
+  return { released, kept };
+}
+
+/**
+ * The pod watcher's release: only when neither a host route to the IP nor the pod's host veth
+ * exists (read now). `kept` says the pod is still wired, or the wiring could not be read.
+ */
+export async function releaseIfUnwired(
+  core: DaemonCore,
+  key: AttachmentKey,
+): Promise<ReleaseResponse & { kept?: boolean }> {
+  const { requests, routes } = core.parts;
+  requests.assertNotStopped();
+  if (!core.mustDs().get(key)) return { released: null };
+  const wiring = await routes.wiring();
+  if (!wiring) return { released: null, kept: true };
+  return requests.releaseIf(key, async (a) => !isWired(wiring, a, core.opts.vethPrefix));
 }

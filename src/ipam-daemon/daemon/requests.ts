@@ -92,6 +92,32 @@ export class Requests {
     });
   }
 
+  /**
+   * Release `key` only if `mayGo` agrees, asked under the key's lock (no ADD or DEL of the same
+   * attachment interleaves). Answers what was released, or why not.
+   */
+  async releaseIf(
+    key: AttachmentKey,
+    mayGo: (a: StoredAllocation) => Promise<boolean>,
+  ): Promise<ReleaseResponse & { kept?: boolean }> {
+    this.assertNotStopped();
+    const { core } = this;
+    return this.locks.run(keyOf(key), async () => {
+      const ds = core.mustDs();
+      const stored = ds.get(key);
+      if (!stored) return { released: null };
+      if (!(await mayGo(stored))) return { released: null, kept: true };
+      // Not under the lock twice: release() takes it again, so release inline.
+      const rec = ds.toRecord(stored);
+      if (!ds.release(stored, core.clock.now())) return { released: null };
+      await core.parts.checkpoint.persist();
+      core.log.info({ key: keyOf(key), ip: rec.ip }, 'released');
+      core.emit('released', rec);
+      core.parts.pool.kick();
+      return { released: rec.ip };
+    });
+  }
+
   private recoveredFor(key: AttachmentKey): StoredAllocation | undefined {
     const veth = hostVethName(key.containerId, key.ifName, this.core.opts.vethPrefix);
     return this.core
@@ -176,7 +202,7 @@ export class Requests {
 }
 
 function stripRecord(rec: AllocationRecord): Allocation {
-  const { assignedAt: _a, netns: _n, recoveredFrom, ...rest } = rec;
+  const { assignedAt: _a, netns: _n, recoveredFrom, podUid: _u, network: _w, ...rest } = rec;
   // An adopted pod (takeover/) keeps the host veth another plugin made: DEL must remove that one.
   return recoveredFrom !== undefined ? { ...rest, hostVeth: recoveredFrom } : rest;
 }

@@ -11,6 +11,25 @@ import { type DaemonCore, errText } from './core.ts';
 
 export type CheckpointOutcome = 'ok' | 'missing' | 'corrupt' | 'foreign';
 
+/** What is wired on the node right now: IPs with a pod host route, and veth link names. */
+export interface Wiring {
+  routedIps: ReadonlySet<string>;
+  links: ReadonlySet<string>;
+}
+
+/** The pod behind an allocation is still wired: its IP is routed, or its host veth exists. */
+export function isWired(
+  w: Wiring,
+  a: { ip: string; containerId: string; ifName: string; recoveredFrom?: string },
+  vethPrefix?: string,
+): boolean {
+  return (
+    w.routedIps.has(a.ip) ||
+    w.links.has(hostVethName(a.containerId, a.ifName, vethPrefix)) ||
+    (a.recoveredFrom !== undefined && w.links.has(a.recoveredFrom))
+  );
+}
+
 export class RouteGuard {
   private readonly core: DaemonCore;
   /**
@@ -94,6 +113,25 @@ export class RouteGuard {
       this.core.log.warn(
         { err: errText(err) },
         'drift resync: cannot read pod host routes; IPs that appeared in the cloud wait for the next resync',
+      );
+      return null;
+    }
+  }
+
+  /**
+   * The node's wiring, read now (for GC and the pod watcher), or null when it cannot be read.
+   * Without readers (tests on the in-memory cloud), nothing counts as wired.
+   */
+  async wiring(): Promise<Wiring | null> {
+    const { podRoutes, hostVeths } = this.core.opts;
+    try {
+      const [routes, links] = await Promise.all([podRoutes?.() ?? [], hostVeths?.() ?? []]);
+      if (podRoutes) this.note(routes);
+      return { routedIps: new Set(routes.map((r) => r.ip)), links: new Set(links) };
+    } catch (err) {
+      this.core.log.warn(
+        { err: errText(err) },
+        "cannot read the pods' host routes or veths; no allocation is released by GC until they can be",
       );
       return null;
     }

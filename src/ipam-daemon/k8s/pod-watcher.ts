@@ -16,8 +16,15 @@ import { Reflector, type WatchFn } from './reflector.ts';
 /** What the pod watcher needs from the daemon (the Daemon class satisfies it). */
 export interface AllocationSource {
   list(): GcAllocation[] | Promise<GcAllocation[]>;
-  release(key: AttachmentKey): Promise<unknown>;
+  /**
+   * Release only if the pod is no longer wired on the node (no host route to its IP, no host
+   * veth); `kept` when it still is, or when that cannot be read.
+   */
+  releaseIfUnwired(key: AttachmentKey): Promise<{ released: string | null; kept?: boolean }>;
 }
+
+/** The watcher remembers this many of its latest releases (diagnostics and tests). */
+export const RELEASED_KEPT = 1000;
 
 export interface PodWatcherOptions {
   nodeName: string;
@@ -66,6 +73,7 @@ export function toGcPod(pod: V1Pod): GcPod | null {
 }
 
 export class PodWatcher {
+  /** The latest releases, oldest first, at most RELEASED_KEPT. */
   readonly released: AttachmentKey[] = [];
   private readonly opts: PodWatcherOptions;
   private readonly policy: GcPolicy;
@@ -126,9 +134,21 @@ export class PodWatcher {
       for (const a of decision.release) {
         const key = { containerId: a.containerId, ifName: a.ifName };
         try {
-          await this.opts.allocations.release(key);
+          const r = await this.opts.allocations.releaseIfUnwired(key);
+          if (r.kept) {
+            // Its pod object is gone but something on the node still carries it: a pod the API
+            // server no longer shows (or a stale view). Keep it; asked again next pass.
+            logger.warn(
+              { ip: a.ip, containerId: a.containerId, pod: `${a.podNamespace}/${a.podName}` },
+              'pod is gone from the API server but its host route or veth is still on the node (or they cannot be read); IP kept',
+            );
+            continue;
+          }
           this.orphanSince.delete(`${a.containerId}/${a.ifName}`);
           this.released.push(key);
+          if (this.released.length > RELEASED_KEPT)
+            this.released.splice(0, this.released.length - RELEASED_KEPT);
+          if (r.released === null) continue;
           logger.info(
             { ip: a.ip, containerId: a.containerId, pod: `${a.podNamespace}/${a.podName}` },
             'released the IP of a pod that is gone (CNI DEL never came)',

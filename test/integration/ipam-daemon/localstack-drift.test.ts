@@ -60,6 +60,8 @@ describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180
     const r = await call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
       containerId: id,
       ifName: 'eth0',
+      podNamespace: 'default',
+      podName: id,
     });
     assert.equal(r.status, 200, r.text);
     return r.body as Allocation;

@@ -122,6 +122,8 @@ describe('subnet discovery and extra ENI tags on LocalStack', { timeout: 300_000
       const r = await call(d.socketPath, 'POST', '/v1/allocate', {
         containerId: `${tag}${n}`,
         ifName: 'eth0',
+        podNamespace: 'default',
+        podName: `${tag}${n}`,
       });
       assert.equal(r.status, 200, r.text);
       enis = await secondaryEnis();

@@ -51,7 +51,12 @@ describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
   after(() => node.tearDown());
 
   const allocate = (n: number) =>
-    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', { containerId: `sub${n}`, ifName: 'eth0' });
+    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
+      containerId: `sub${n}`,
+      ifName: 'eth0',
+      podNamespace: 'default',
+      podName: `sub${n}`,
+    });
 
   test('pods confined to the tiny subnet run it dry and get subnet-full, naming it', async () => {
     daemon = await startDaemonProcess(

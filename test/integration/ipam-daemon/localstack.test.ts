@@ -149,6 +149,8 @@ describe('vpc-ipamd on LocalStack (m5.large)', { timeout: 300_000 }, () => {
     const r = await call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
       containerId: 'ctr-extra',
       ifName: 'eth0',
+      podNamespace: 'default',
+      podName: 'pod-extra',
     });
     assert.equal(r.status, 503);
     const e = r.body as ApiError;

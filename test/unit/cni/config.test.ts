@@ -40,14 +40,22 @@ describe('network config', () => {
 });
 
 describe('CNI environment', () => {
-  const base = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/run/netns/p', CNI_IFNAME: 'eth0' };
+  const base = {
+    CNI_COMMAND: 'ADD',
+    CNI_CONTAINERID: 'c1',
+    CNI_NETNS: '/run/netns/p',
+    CNI_IFNAME: 'eth0',
+    CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=p',
+  };
 
-  test('ADD needs container id, netns and ifname; errors name the variable (code 4)', () => {
+  test('ADD needs container id, netns, ifname and the pod identity; errors name the variable (code 4)', () => {
     assert.deepEqual(parseEnv(base), {
       command: 'ADD',
       containerId: 'c1',
       netns: '/run/netns/p',
       ifName: 'eth0',
+      podNamespace: 'default',
+      podName: 'p',
     });
     for (const [k, v, re] of [
       ['CNI_COMMAND', 'FOO', /CNI_COMMAND must be one of ADD, DEL/],
@@ -55,6 +63,10 @@ describe('CNI environment', () => {
       ['CNI_NETNS', 'rel', /CNI_NETNS/],
       ['CNI_NETNS', '', /CNI_NETNS is required/],
       ['CNI_IFNAME', 'x'.repeat(16), /CNI_IFNAME/],
+      ['CNI_CONTAINERID', 'a'.repeat(129), /CNI_CONTAINERID.*max 128/],
+      ['CNI_ARGS', '', /K8S_POD_NAMESPACE=<namespace>;K8S_POD_NAME=<name>/],
+      ['CNI_ARGS', 'K8S_POD_NAME=p', /K8S_POD_NAMESPACE/],
+      ['CNI_ARGS', 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=Bad Name', /K8S_POD_NAME/],
     ] as const) {
       assert.throws(
         () => parseEnv({ ...base, [k]: v }),
@@ -75,6 +87,11 @@ describe('CNI environment', () => {
     });
     assert.equal(e.podNamespace, 'default');
     assert.equal(e.podName, 'web-1');
-    assert.equal(parseEnv({ ...base, CNI_ARGS: 'K8S_POD_NAME=Bad Name' }).podName, undefined);
+    const del = { ...base, CNI_COMMAND: 'DEL' };
+    assert.equal(parseEnv({ ...del, CNI_ARGS: 'K8S_POD_NAME=Bad Name' }).podName, undefined);
+    assert.equal(parseEnv({ ...del, CNI_ARGS: '' }).podName, undefined, 'DEL needs no identity');
+    const uid = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+    assert.equal(parseEnv({ ...base, CNI_ARGS: `${base.CNI_ARGS};K8S_POD_UID=${uid}` }).podUid, uid);
+    assert.equal(parseEnv({ ...base, CNI_ARGS: `${base.CNI_ARGS};K8S_POD_UID=x;y` }).podUid, undefined);
   });
 });

@@ -125,7 +125,13 @@ describe('vpc-cni shim', () => {
     // ADD without a daemon: the fallback says why, as "try again later".
     const add = await runShim(
       bin,
-      { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_IFNAME: 'eth0', CNI_NETNS: '/proc/self/ns/net' },
+      {
+        CNI_COMMAND: 'ADD',
+        CNI_CONTAINERID: 'c1',
+        CNI_IFNAME: 'eth0',
+        CNI_NETNS: '/proc/self/ns/net',
+        CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1',
+      },
       {
         cniVersion: '1.0.0',
         name: 'vpc',
@@ -164,6 +170,7 @@ describe('vpc-cni shim', () => {
           CNI_CONTAINERID: 'c1',
           CNI_IFNAME: 'eth0',
           CNI_NETNS: join(h.dir, 'no-such-netns'),
+          CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1',
         },
         { cniVersion: '1.0.0', name: 'vpc', type: 'vpc-cni', socketPath: h.socketPath, logFile },
       );

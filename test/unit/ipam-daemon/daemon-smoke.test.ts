@@ -24,7 +24,12 @@ describe('daemon over the socket (smoke)', () => {
     assert.equal(a.deviceIndex, 0);
     assert.equal(a.routeTable, 0);
     assert.equal(a.gateway, '10.1.0.1');
-    const again = await call(h.socketPath, 'POST', '/v1/allocate', { containerId: 'c1', ifName: 'eth0' });
+    const again = await call(h.socketPath, 'POST', '/v1/allocate', {
+      containerId: 'c1',
+      ifName: 'eth0',
+      podNamespace: 'default',
+      podName: 'p1',
+    });
     assert.equal((again.body as Allocation).ip, a.ip, 'ADD for an existing key returns the same IP');
     const got = await call(h.socketPath, 'GET', '/v1/allocation?containerId=c1&ifName=eth0');
     assert.equal((got.body as Allocation).ip, a.ip);

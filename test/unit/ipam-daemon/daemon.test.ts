@@ -198,25 +198,6 @@ describe('Daemon on the in-memory cloud', () => {
     }
   });
 
-  test('gc releases what the runtime no longer knows', async () => {
-    const h = await startHarness();
-    try {
-      await h.daemon.reconcileNow();
-      for (let n = 0; n < 4; n++) await h.daemon.allocate(key(n));
-      const r = await h.daemon.gc([key(1), key(3)]);
-      assert.deepEqual(r.released.map((k) => k.containerId).sort(), ['c0', 'c2']);
-      assert.deepEqual(
-        h.daemon
-          .list()
-          .map((a) => a.containerId)
-          .sort(),
-        ['c1', 'c3'],
-      );
-    } finally {
-      await h.close();
-    }
-  });
-
   test('restart: allocations come back from the checkpoint; cloud drift is repaired', async () => {
     const first = await startHarness();
     const provider = first.provider;

@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import type { WarmPoolConfig } from '../../../src/ipam-daemon/config.ts';
 import { Daemon, type DaemonOptions } from '../../../src/ipam-daemon/daemon.ts';
 import { type SocketServer, startSocketServer } from '../../../src/ipam-daemon/server.ts';
+import type { PodHostRoute } from '../../../src/netutils/pod-routes.ts';
 import { MemoryProvider, type MemoryProviderOptions } from '../../fakes/memory-provider.ts';
 
 export class ManualClock {
@@ -102,6 +103,32 @@ export async function startHarness(
       if (!opts.dir) await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The node's wiring as an injected daemon reads it (pod host routes, veth names); tests edit it. */
+export interface FakeWiring {
+  routes: PodHostRoute[];
+  links: string[];
+  unreadable: boolean;
+}
+
+/** A harness whose daemon reads `wiring` as the node's pod host routes and host veths. */
+export async function startWiredHarness(
+  opts: Parameters<typeof startHarness>[0] = {},
+): Promise<{ h: Harness; wiring: FakeWiring }> {
+  const wiring: FakeWiring = { routes: [], links: [], unreadable: false };
+  const h = await startHarness({
+    ...opts,
+    daemon: {
+      ...opts.daemon,
+      podRoutes: async () => {
+        if (wiring.unreadable) throw new Error('ip: permission denied');
+        return wiring.routes;
+      },
+      hostVeths: async () => wiring.links,
+    },
+  });
+  return { h, wiring };
 }
 
 export interface SocketResponse {

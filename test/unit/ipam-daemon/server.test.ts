@@ -147,7 +147,12 @@ describe('socket API hardening', () => {
   ];
   for (const [name, method, path, body, status, code] of bad) {
     test(`${name} -> ${status} ${code}`, async () => {
-      const r = await call(h.socketPath, method, path, body);
+      // Allocations carry the pod identity, so each case fails for its own reason.
+      const withPod =
+        path === '/v1/allocate' && typeof body === 'object' && body !== null && !Array.isArray(body)
+          ? { podNamespace: 'default', podName: 'p', ...body }
+          : body;
+      const r = await call(h.socketPath, method, path, withPod);
       assert.equal(r.status, status, r.text);
       const e = r.body as ApiError;
       assert.equal(e.code, code);
@@ -155,6 +160,43 @@ describe('socket API hardening', () => {
       assert.equal(e.retryable, false);
     });
   }
+
+  test('an allocation without its pod identity -> 400 naming K8S_POD_NAMESPACE / K8S_POD_NAME', async () => {
+    for (const body of [
+      { containerId: 'c', ifName: 'eth0' },
+      { containerId: 'c', ifName: 'eth0', podName: 'p' },
+      { containerId: 'c', ifName: 'eth0', podNamespace: 'default' },
+    ]) {
+      const r = await call(h.socketPath, 'POST', '/v1/allocate', body);
+      assert.equal(r.status, 400, r.text);
+      assert.match((r.body as ApiError).message, /podNamespace and podName are required.*K8S_POD_NAME/);
+    }
+    assert.equal(h.daemon.get({ containerId: 'c', ifName: 'eth0' }), null, 'nothing was allocated');
+  });
+
+  test('pod uid and network are validated and recorded', async () => {
+    const bad = await call(h.socketPath, 'POST', '/v1/allocate', {
+      containerId: 'uid1',
+      ifName: 'eth0',
+      podNamespace: 'default',
+      podName: 'p',
+      podUid: 'not a uid',
+    });
+    assert.equal(bad.status, 400);
+    const uid = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+    const ok = await call(h.socketPath, 'POST', '/v1/allocate', {
+      containerId: 'uid1',
+      ifName: 'eth0',
+      podNamespace: 'default',
+      podName: 'p',
+      podUid: uid,
+      network: 'vpc-ipam',
+    });
+    assert.equal(ok.status, 200, ok.text);
+    const rec = h.daemon.list().find((a) => a.containerId === 'uid1');
+    assert.equal(rec?.podUid, uid);
+    assert.equal(rec?.network, 'vpc-ipam');
+  });
 
   test('405 carries an Allow header', async () => {
     const r = await call(h.socketPath, 'PUT', '/v1/release', {});
@@ -294,7 +336,12 @@ describe('socket API hardening', () => {
   test('empty pool answers 503 NO_IP, retryable, with a reason', async () => {
     const ok: string[] = [];
     for (let n = 0; n < 40; n++) {
-      const r = await call(h.socketPath, 'POST', '/v1/allocate', { containerId: `fill${n}`, ifName: 'eth0' });
+      const r = await call(h.socketPath, 'POST', '/v1/allocate', {
+        containerId: `fill${n}`,
+        ifName: 'eth0',
+        podNamespace: 'default',
+        podName: `fill${n}`,
+      });
       if (r.status === 200) ok.push(n.toString());
       else {
         assert.equal(r.status, 503);

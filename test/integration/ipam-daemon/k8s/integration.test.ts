@@ -59,7 +59,7 @@ class FakeDaemon extends EventEmitter {
   list(): GcAllocation[] {
     return this.allocations;
   }
-  async release(key: AttachmentKey): Promise<unknown> {
+  async releaseIfUnwired(key: AttachmentKey) {
     this.released.push(key);
     return { released: null };
   }

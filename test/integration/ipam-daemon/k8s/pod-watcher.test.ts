@@ -55,10 +55,11 @@ class MemoryAllocations implements AllocationSource {
   list(): GcAllocation[] {
     return [...this.items.values()];
   }
-  async release(key: { containerId: string; ifName: string }): Promise<unknown> {
+  async releaseIfUnwired(key: { containerId: string; ifName: string }) {
+    const a = this.items.get(key.containerId);
     this.releases.push(key.containerId);
     this.items.delete(key.containerId);
-    return { released: true };
+    return { released: a?.ip ?? null };
   }
 }
 
