@@ -9,7 +9,7 @@ import { clientOver, type Transport } from '../cni/daemon-client.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
 import type { ApiError } from './api-types.ts';
 import type { Routes } from './server.ts';
-import { ValidationError } from './validate.ts';
+import { MAX_GC_BODY_BYTES, ValidationError } from './validate.ts';
 
 /** The env the shim may forward: the CNI variables, nothing else (validated again by runCni). */
 export const CNI_ENV_KEYS = [
@@ -20,8 +20,8 @@ export const CNI_ENV_KEYS = [
   'CNI_ARGS',
   'CNI_PATH',
 ];
-/** A network config with a prevResult fits easily; anything larger is not a CNI config. */
-export const MAX_CNI_BODY_BYTES = 256 * 1024;
+/** A GC's network config lists every attachment on the node (see MAX_GC_BODY_BYTES). */
+export const MAX_CNI_BODY_BYTES = MAX_GC_BODY_BYTES;
 
 export interface CniRequest {
   env: Record<string, string>;

@@ -11,6 +11,7 @@ import type { ApiError, ApiErrorCode } from './api-types.ts';
 import { MAX_CNI_BODY_BYTES, parseCniRequest, runForShim } from './cni-host.ts';
 import { type Daemon, NoIpError, NotReadyError } from './daemon.ts';
 import {
+  MAX_GC_BODY_BYTES,
   parseAllocateRequest,
   parseAttachmentKey,
   parseGcRequest,
@@ -19,11 +20,6 @@ import {
 } from './validate.ts';
 
 export const MAX_BODY_BYTES = 16 * 1024;
-/**
- * A GC lists every attachment the runtime has: ~100 bytes each, so 1,000+ attachments need more
- * than MAX_BODY_BYTES. This fits MAX_GC_ATTACHMENTS with 64-character container ids.
- */
-export const MAX_GC_BODY_BYTES = 8 * 1024 * 1024;
 
 export interface ServerOptions {
   socketPath: string;

@@ -14,6 +14,12 @@ const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/;
 const POD_UID = /^[0-9A-Fa-f][0-9A-Fa-f-]{0,63}$/;
 /** Most attachments one GC may list (a dense node has a few hundred). */
 export const MAX_GC_ATTACHMENTS = 50_000;
+/**
+ * A GC lists every attachment the runtime has, ~100 bytes each: 1,000+ attachments do not fit the
+ * 16 KiB of other requests. This fits MAX_GC_ATTACHMENTS with 64-character container ids, on
+ * /v1/gc and, inside the forwarded network config, on /v1/cni (and the shim's stdin).
+ */
+export const MAX_GC_BODY_BYTES = 8 * 1024 * 1024;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 

@@ -29,7 +29,8 @@ const (
 	// The daemon may wait for the pool to grow and then wire the pod: give it its own
 	// per-request timeout plus this margin before giving up.
 	margin      = 15 * time.Second
-	maxStdin    = 256 << 10
+	// A GC's config lists every attachment on the node (the daemon's MAX_GC_BODY_BYTES).
+	maxStdin    = 8 << 20
 	maxResponse = 1 << 20
 	fallback    = "vpc-cni-node"
 	// CNI "try again later".

@@ -158,6 +158,34 @@ describe('vpc-cni shim', () => {
     }
   });
 
+  test('a GC config listing 5,000 attachments reaches the daemon whole (stdin and /v1/cni caps)', async () => {
+    const h = await startHarness({ socket: true });
+    try {
+      const attachments = Array.from({ length: 5000 }, (_, n) => ({
+        containerID: `${n.toString(16).padStart(8, '0')}${'e'.repeat(56)}`,
+        ifname: 'eth0',
+      }));
+      // cniVersion 1.0.0 has no GC: the daemon parses the whole config, then answers the version
+      // error, so nothing on this host is touched.
+      const r = await runShim(
+        bin,
+        { CNI_COMMAND: 'GC' },
+        {
+          cniVersion: '1.0.0',
+          name: 'vpc',
+          type: 'vpc-cni',
+          socketPath: h.socketPath,
+          logFile: join(h.dir, 'cni.log'),
+          'cni.dev/valid-attachments': attachments,
+        },
+      );
+      assert.equal(r.out?.code, 1, r.text.slice(0, 300)); // incompatible version, from the daemon
+      assert.match(String(r.out?.msg), /GC needs cniVersion 1\.1\.0/);
+    } finally {
+      await h.close();
+    }
+  });
+
   test('against the real daemon: the command runs in vpc-ipamd (its log line says via daemon)', async () => {
     const h = await startHarness({ socket: true });
     try {
