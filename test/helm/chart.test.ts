@@ -401,6 +401,23 @@ describe('helm chart', () => {
     assert.equal(plugin(docs).mtu, 1500, 'the pods follow AWS_VPC_ENI_MTU when cni.mtu is empty');
   });
 
+  test('ANNOTATE_POD_IP: pods/patch is granted only when the knob is on', async () => {
+    const podVerbs = (docs: Doc[]) =>
+      find(docs, 'ClusterRole', '-daemon')
+        .rules!.filter((r) => r.resources.includes('pods'))
+        .flatMap((r) => r.verbs as string[])
+        .sort();
+    assert.deepEqual(podVerbs(rendered.default!.docs), ['list', 'watch']);
+    assert.deepEqual(podVerbs(rendered.full!.docs), ['list', 'patch', 'watch'], 'full-values turns it on');
+    const { docs } = await template('annotate-off', [
+      '-f',
+      FULL_VALUES,
+      '--set',
+      'daemon.env.ANNOTATE_POD_IP=false',
+    ]);
+    assert.deepEqual(podVerbs(docs), ['list', 'watch']);
+  });
+
   test('an endpoint override renders into the janitor', async () => {
     const { docs } = await template('endpoint', [
       '-f',

@@ -53,6 +53,15 @@ export const KUBERNETES_ENV_VARS: readonly EnvVarSpec[] = [
     parse: labelKey,
   },
   {
+    name: 'ANNOTATE_POD_IP',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      "true: annotate each pod with its IP (vpc.amazonaws.com/pod-ips, the AWS VPC CNI's) as soon as it is handed out, for policy engines that must not wait for status.podIP. Needs patch on pods: the chart grants it only when this is true.",
+    group: 'kubernetes',
+    parse: bool,
+  },
+  {
     name: 'ENI_CONFIG_ANNOTATION_DEF',
     default: ENI_CONFIG_ANNOTATION,
     accepted: 'a Kubernetes annotation key',
@@ -72,6 +81,8 @@ export interface KubernetesSettings {
   networkConfigLabel: string;
   /** ENI_CONFIG_ANNOTATION_DEF: wins over the label. */
   networkConfigAnnotation: string;
+  /** ANNOTATE_POD_IP. */
+  annotatePodIp?: boolean;
 }
 
 /** A ConfigError for one variable, under its own name (the daemon logs it at start-up). */
@@ -105,5 +116,6 @@ export function loadKubernetesSettings(
     customNetworking: get<boolean>('VPC_IPAM_CUSTOM_NETWORKING'),
     networkConfigLabel: get<string>('VPC_IPAM_NETWORK_CONFIG_LABEL'),
     networkConfigAnnotation: get<string>('ENI_CONFIG_ANNOTATION_DEF'),
+    annotatePodIp: get<boolean>('ANNOTATE_POD_IP'),
   };
 }

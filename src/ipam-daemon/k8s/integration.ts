@@ -11,6 +11,7 @@ import { loadKubeConfig } from './kube-client.ts';
 import { resolvePodNetwork } from './network-config.ts';
 import { type DriftOccurrence, NodeEventRecorder, type NoIpOccurrence } from './node-events.ts';
 import { NodeStatusPublisher } from './node-status.ts';
+import { type AllocatedPod, PodIpAnnotator } from './pod-annotator.ts';
 import { type AllocationSource, createNodePodsReflector, PodWatcher } from './pod-watcher.ts';
 
 /** What the integration needs from the Daemon class (it satisfies this). */
@@ -20,6 +21,8 @@ export interface KubernetesIntegration {
   publisher: NodeStatusPublisher;
   events: NodeEventRecorder;
   podWatcher: PodWatcher | null;
+  /** ANNOTATE_POD_IP. */
+  annotator: PodIpAnnotator | null;
   stop(): Promise<void>;
 }
 
@@ -64,6 +67,10 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
   daemon.on('drift', onDrift);
   onPool();
 
+  const annotator = settings.annotatePodIp ? new PodIpAnnotator({ core, logger }) : null;
+  const onAllocated = (a: AllocatedPod) => annotator?.onAllocated(a);
+  if (annotator) daemon.on('allocated', onAllocated);
+
   let podWatcher: PodWatcher | null = null;
   if (settings.enablePodWatch) {
     podWatcher = new PodWatcher({
@@ -80,7 +87,10 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
     publisher,
     events,
     podWatcher,
+    annotator,
     async stop() {
+      daemon.off('allocated', onAllocated);
+      await annotator?.flush();
       daemon.off('pool-changed', onPool);
       daemon.off('no-ip', onNoIp);
       daemon.off('drift', onDrift);
