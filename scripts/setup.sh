@@ -3,7 +3,8 @@
 # Debian packages (iproute2, iptables, nftables, reference CNI plugins), npm packages (Node 24
 # comes in as the node@24 devDependency), the LocalStack venv, helm, ec2-metadata-mock and the AWS
 # VPC CNI (Go module proxy), the cluster test bed's Kubernetes binaries and node runtime
-# (cluster/build-k8s.sh) and kubernetes-validate (PyPI). Re-running skips what is already there.
+# (cluster/build-k8s.sh), the VM for the stock-kernel suites (scripts/setup-vm.sh) and
+# kubernetes-validate (PyPI). Re-running skips what is already there.
 set -euo pipefail
 # npm, pip and go keep their caches under HOME; CI may start us without it.
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -68,6 +69,9 @@ VPC_IPAM_TOOLS="$tools" bash scripts/build-aws-vpc-cni.sh
 # --- the cluster test bed: Kubernetes from the Go module proxy, etcd/containerd/runc and image
 # tools from Debian (about 10 min of CPU on a fresh machine; cached by version) -----------------
 bash cluster/build-k8s.sh
+
+# --- the VM for stock-kernel suites (Debian kernel, qemu, virtme-ng) ----------------------------
+VPC_IPAM_TOOLS="$tools" bash scripts/setup-vm.sh
 
 # --- kubernetes-validate (PyPI) ----------------------------------------------------------------
 if [ ! -x "$tools/kv/bin/kubernetes-validate" ]; then

@@ -1,0 +1,62 @@
+// The data-plane suites that need a stock kernel, run inside a VM (Debian's 6.1 kernel under
+// qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md): the node setup suite
+// with iptables-legacy. One boot for all phases;
+// every test inside comes back as a subtest here, failures with the guest's message.
+//
+// Needs: root, scripts/setup.sh (kernel, qemu, virtme-ng), the LocalStack venv. Fails (never skips)
+// without them.
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
+import { ROOT, replayPhase, runInVm, type VmOutcome, type VmPhase, vmTools } from '../helpers/vm.ts';
+
+const DEFAULT_PHASES: VmPhase[] = [
+  { label: 'node setup, iptables-legacy', iptables: 'legacy', files: ['test/e2e/node-setup.test.ts'] },
+];
+
+/**
+ * VPC_IPAM_VM_SUITES picks other suites: `nft:<file>[+<file>...],legacy:<file>...`, one phase per
+ * comma-separated entry (scripts/test-vm.sh).
+ */
+function phasesFromEnv(spec: string): VmPhase[] {
+  return spec.split(',').map((entry) => {
+    const m = /^(nft|legacy):([\w./+-]+)$/.exec(entry.trim());
+    if (!m)
+      throw new Error(
+        `VPC_IPAM_VM_SUITES entry "${entry}": want nft:<file>[+<file>] or legacy:<file>[+<file>]`,
+      );
+    const files = m[2]!.split('+');
+    return { label: `${files.join(' ')}, iptables-${m[1]}`, iptables: m[1] as 'nft' | 'legacy', files };
+  });
+}
+
+const phases = process.env.VPC_IPAM_VM_SUITES
+  ? phasesFromEnv(process.env.VPC_IPAM_VM_SUITES)
+  : DEFAULT_PHASES;
+
+// TCG is slow: one boot plus every phase, well above what the phases need when the host is idle.
+const TIMEOUT_MS = 40 * 60_000;
+
+describe('in a VM with a stock Debian kernel (qemu TCG, virtme-ng)', { timeout: TIMEOUT_MS + 60_000 }, () => {
+  let outcome: VmOutcome;
+
+  before(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the VM suites need root (the guest runs as the caller)');
+    vmTools();
+    await ensurePluginBuilt(); // the guest sees the checkout read-only: build dist/vpc-cni here
+    outcome = await runInVm({
+      phases,
+      outDir: join(ROOT, '.run', 'vm', `run-${process.pid}`),
+      timeoutMs: TIMEOUT_MS,
+    });
+    const total = Math.round(outcome.bootToEndMs / 1000);
+    console.log(`# VM run (${outcome.kernel}): ${total} s from boot to power-off`);
+    if (outcome.guestError && outcome.phases.every((p) => p.exitCode === null)) {
+      throw new Error(`${outcome.guestError}; see ${outcome.consoleLog}`);
+    }
+  });
+
+  for (const [i, phase] of phases.entries()) {
+    test(phase.label, (t) => replayPhase(t, outcome, i));
+  }
+});
