@@ -12,6 +12,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { bundleDaemon } from '../scripts/bundle-daemon.ts';
+import { DAEMON_NODE_FLAGS } from '../src/ipam-daemon/node-flags.ts';
 import { execPlugin } from '../test/helpers/cni-runtime.ts';
 import { daemonGet, LocalVpc } from '../test/helpers/local-vpc.ts';
 import {
@@ -82,11 +84,16 @@ async function main(): Promise<void> {
     await vpc.build();
     const node = await vpc.addNode(seed.instances.find((i) => i.type === 'm5.4xlarge')!);
     vpc.startSyncLoop(500);
-    await vpc.startDaemon(node, {
-      IP_COOLDOWN_PERIOD: '0',
-      MINIMUM_IP_TARGET: String(C + 5),
-      WARM_IP_TARGET: '8',
-    });
+    // The daemon as production runs it: bundled, with its V8 flags (its RSS sets the cost of
+    // every `ip` process it forks).
+    const daemonBundle = join(import.meta.dirname, '..', 'dist', `.bench-vpc-ipamd-${process.pid}.mjs`);
+    await bundleDaemon(join(import.meta.dirname, '..', 'src', 'ipam-daemon', 'main.ts'), daemonBundle);
+    cleanup.add('daemon bundle', async () => rmSync(daemonBundle, { force: true }));
+    await vpc.startDaemon(
+      node,
+      { IP_COOLDOWN_PERIOD: '0', MINIMUM_IP_TARGET: String(C + 5), WARM_IP_TARGET: '8' },
+      [...DAEMON_NODE_FLAGS, daemonBundle],
+    );
     // Wait for a warm pool big enough for the burst, so we time wiring, not EC2.
     for (let i = 0; ; i++) {
       const pool = (await daemonGet(node.socketPath, '/v1/pool')).body as { free?: number };
@@ -279,7 +286,7 @@ async function main(): Promise<void> {
       '',
       `Command: \`npx node bench/cni-add-del.ts --iterations ${N} --concurrency ${C} --rounds ${ROUNDS} --write\` (as root, LocalStack running; part of \`npm run bench\`; written by the script).`,
       `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, kernel ${(await run('uname', ['-r'])).stdout.trim()}, load average at the end ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} (a shared machine: medians move with its load).`,
-      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=0) runs the command and wires the pod; ptp uses host-local and installs its ipMasq iptables rules. "p99" needs at least 1,000 samples, else the max is shown.`,
+      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=0; bundled and with its V8 flags, as the image runs it) runs the command and wires the pod; ptp uses host-local and installs its ipMasq iptables rules. "p99" needs at least 1,000 samples, else the max is shown.`,
       '',
       '## Goals',
       '',

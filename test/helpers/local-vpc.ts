@@ -277,8 +277,15 @@ export class LocalVpc {
     this.loop = null;
   }
 
-  /** Starts vpc-ipamd inside the node netns with its own IMDS fake; resolves when ready. */
-  async startDaemon(node: VpcNode, env: Record<string, string>): Promise<void> {
+  /**
+   * Starts vpc-ipamd inside the node netns with its own IMDS fake; resolves when ready. `nodeArgs`:
+   * what node runs (default the sources; the CNI benchmark runs the bundle with the daemon's flags).
+   */
+  async startDaemon(
+    node: VpcNode,
+    env: Record<string, string>,
+    nodeArgs: readonly string[] = ['src/ipam-daemon/main.ts'],
+  ): Promise<void> {
     const imds: ImdsFake = await startImdsFake({
       source: liveEc2Source(
         { instanceId: node.instance.id, endpoint: this.seed.endpoint, region: this.seed.region },
@@ -312,7 +319,7 @@ export class LocalVpc {
       LOG_LEVEL: 'info',
       ...env,
     };
-    const daemon = spawn('ip', ['netns', 'exec', node.ns, process.execPath, 'src/ipam-daemon/main.ts'], {
+    const daemon = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...nodeArgs], {
       env: daemonEnv,
       stdio: ['ignore', log, log],
       cwd: join(import.meta.dirname, '..', '..'),
