@@ -18,7 +18,7 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
 COPY scripts ./scripts
-RUN npm run build && test -x dist/vpc-cni && test -x dist/vpc-cni-node && test -f dist/vpc-ipamd.mjs
+RUN npm run build && test -x dist/vpc-cni && test -x dist/vpc-cni-node && test -f dist/vpc-ipamd/vpc-ipamd.mjs
 
 # ---- production dependencies only ----
 FROM node:24-bookworm-slim AS deps
@@ -40,9 +40,9 @@ COPY package.json ./
 COPY src ./src
 COPY --from=build /src/dist/vpc-cni /src/dist/vpc-cni-node /opt/vpc-ipam/bin/
 # The daemon bundled to plain JavaScript (scripts/bundle-daemon.ts): no type stripper in memory.
-COPY --from=build /src/dist/vpc-ipamd.mjs ./dist/vpc-ipamd.mjs
+COPY --from=build /src/dist/vpc-ipamd ./dist/vpc-ipamd
 # The janitor runs as this user (the DaemonSet runs as root with only NET_ADMIN/NET_RAW).
 USER 65532:65532
 ENTRYPOINT []
 # --optimize-for-size: src/ipam-daemon/node-flags.ts (a small young generation keeps RSS flat).
-CMD ["node", "--optimize-for-size", "/app/dist/vpc-ipamd.mjs"]
+CMD ["node", "--optimize-for-size", "/app/dist/vpc-ipamd/vpc-ipamd.mjs"]

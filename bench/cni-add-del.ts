@@ -86,9 +86,12 @@ async function main(): Promise<void> {
     vpc.startSyncLoop(500);
     // The daemon as production runs it: bundled, with its V8 flags (its RSS sets the cost of
     // every `ip` process it forks).
-    const daemonBundle = join(import.meta.dirname, '..', 'dist', `.bench-vpc-ipamd-${process.pid}.mjs`);
-    await bundleDaemon(join(import.meta.dirname, '..', 'src', 'ipam-daemon', 'main.ts'), daemonBundle);
-    cleanup.add('daemon bundle', async () => rmSync(daemonBundle, { force: true }));
+    const bundleDir = join(import.meta.dirname, '..', 'dist', `.bench-vpc-ipamd-${process.pid}`);
+    const daemonBundle = await bundleDaemon(
+      join(import.meta.dirname, '..', 'src', 'ipam-daemon', 'main.ts'),
+      bundleDir,
+    );
+    cleanup.add('daemon bundle', async () => rmSync(bundleDir, { recursive: true, force: true }));
     await vpc.startDaemon(
       node,
       { IP_COOLDOWN_PERIOD: '0', MINIMUM_IP_TARGET: String(C + 5), WARM_IP_TARGET: '8' },

@@ -276,8 +276,12 @@ async function memory(dir: string): Promise<{ lines: string[]; verdicts: string[
 
 const work = await mkdtemp(join(String(values.dir), 'ipamd-bench-'));
 // Beside the sources, so the bundle resolves node_modules as they do.
-const SERVER_BUNDLE = join(import.meta.dirname, `.ipamd-server-${process.pid}.mjs`);
-await bundleDaemon(join(import.meta.dirname, 'ipamd-server.ts'), SERVER_BUNDLE);
+const SERVER_DIR = join(import.meta.dirname, `.ipamd-server-${process.pid}`);
+const SERVER_BUNDLE = await bundleDaemon(
+  join(import.meta.dirname, 'ipamd-server.ts'),
+  SERVER_DIR,
+  'ipamd-server',
+);
 try {
   const tp = await throughput(join(work, 'tp'));
   const mem = await memory(join(work, 'mem'));
@@ -308,5 +312,5 @@ try {
   if (values.write) await writeFile(join(import.meta.dirname, 'results', 'ipamd-socket.md'), report);
 } finally {
   await rm(work, { recursive: true, force: true });
-  await rm(SERVER_BUNDLE, { force: true });
+  await rm(SERVER_DIR, { recursive: true, force: true });
 }

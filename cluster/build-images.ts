@@ -177,7 +177,7 @@ async function busyboxImage(): Promise<BuiltImage> {
 
 async function productImage(): Promise<BuiltImage> {
   const cni = ['vpc-cni', 'vpc-cni-node'].map((n) => join(root, 'dist', n));
-  for (const f of [...cni, join(root, 'dist', 'vpc-ipamd.mjs')])
+  for (const f of [...cni, join(root, 'dist', 'vpc-ipamd', 'vpc-ipamd.mjs')])
     if (!existsSync(f)) throw new Error(`${f} is missing: npm run build`);
   const base = await debianBase();
   const modules = await productionModules();
@@ -202,8 +202,7 @@ async function productImage(): Promise<BuiltImage> {
     copyFileSync(join(root, 'package.json'), join(app, 'package.json'));
     cpSync(join(root, 'src'), join(app, 'src'), { recursive: true });
     // The daemon as the chart runs it (the Dockerfile's layout): bundled, see scripts/bundle-daemon.ts.
-    mkdirSync(join(app, 'dist'), { recursive: true });
-    copyFileSync(join(root, 'dist', 'vpc-ipamd.mjs'), join(app, 'dist', 'vpc-ipamd.mjs'));
+    cpSync(join(root, 'dist', 'vpc-ipamd'), join(app, 'dist', 'vpc-ipamd'), { recursive: true });
     cpSync(modules, join(app, 'node_modules'), { recursive: true, verbatimSymlinks: true });
     mkdirSync(join(dir, 'opt', 'vpc-ipam', 'bin'), { recursive: true });
     for (const f of cni) {
@@ -220,7 +219,7 @@ async function productImage(): Promise<BuiltImage> {
   if (!existsSync(archive)) {
     await writeOciArchive(archive, ref, [base, layer], {
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'NODE_ENV=production'],
-      cmd: ['node', '--optimize-for-size', '/app/dist/vpc-ipamd.mjs'],
+      cmd: ['node', '--optimize-for-size', '/app/dist/vpc-ipamd/vpc-ipamd.mjs'],
       workingDir: '/app',
       user: '65532:65532',
     });

@@ -6,8 +6,8 @@
 //   esbuild bundle -> SEA blob (node --experimental-sea-config) -> copy of the node binary ->
 //   postject the blob (NODE_SEA_FUSE sentinel).
 // Smoke test: VERSION through the shim with an empty PATH and no daemon, i.e. via the fallback.
-// Also bundles the daemon (dist/vpc-ipamd.mjs, see bundle-daemon.ts; smoke test: it loads and
-// rejects a bad environment with exit code 2).
+// Also bundles the daemon (dist/vpc-ipamd/vpc-ipamd.mjs + chunks, see bundle-daemon.ts; smoke test:
+// it loads and rejects a bad environment with exit code 2).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -25,8 +25,8 @@ const blob = join(work, 'vpc-cni.blob');
 const output = join(dist, 'vpc-cni-node');
 const staged = join(work, 'vpc-cni-node');
 const shimOutput = join(dist, 'vpc-cni');
-const daemonOutput = join(dist, 'vpc-ipamd.mjs');
-const daemonStaged = join(work, 'vpc-ipamd.mjs');
+const daemonOutput = join(dist, 'vpc-ipamd');
+const daemonStaged = join(work, 'vpc-ipamd');
 const shimStaged = join(work, 'vpc-cni');
 // The fuse string Node's SEA loader looks for; postject flips it when the blob is injected.
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
@@ -87,12 +87,13 @@ try {
   }).toString();
   const parsed = JSON.parse(answer) as { supportedVersions?: string[] };
   if (!parsed.supportedVersions?.includes('1.1.0')) throw new Error(`smoke test failed: ${answer}`);
-  await bundleDaemon(join(root, 'src/ipam-daemon/main.ts'), daemonStaged);
-  const bad = spawnSync(process.execPath, [daemonStaged], { env: { CLOUD_PROVIDER: 'bogus', PATH: '' } });
+  const daemonEntry = await bundleDaemon(join(root, 'src/ipam-daemon/main.ts'), daemonStaged);
+  const bad = spawnSync(process.execPath, [daemonEntry], { env: { CLOUD_PROVIDER: 'bogus', PATH: '' } });
   if (bad.status !== 2 || !/CLOUD_PROVIDER/.test(String(bad.stderr) + String(bad.stdout))) {
     throw new Error(`daemon bundle smoke test: exit ${bad.status}: ${bad.stderr}${bad.stdout}`);
   }
-  // A sibling of dist/ resolves node_modules like the sources do.
+  // Resolves node_modules from dist/ as the sources do.
+  rmSync(daemonOutput, { recursive: true, force: true });
   renameSync(daemonStaged, daemonOutput);
   // The fallback first: a shim is never installed without the plugin it falls back to.
   renameSync(staged, output);

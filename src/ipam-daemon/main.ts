@@ -42,10 +42,10 @@ async function loadNodeSetup(config: DaemonConfig, log: Logger): Promise<NodeSet
     );
     return undefined;
   }
-  const spec: string = './node-setup/index.ts';
   let mod: { createNodeSetup?: (o: { config: DaemonConfig; logger: Logger }) => NodeSetupHook };
   try {
-    mod = await import(spec);
+    // A literal path: the image's bundle (scripts/bundle-daemon.ts) must contain it.
+    mod = (await import('./node-setup/index.ts')) as unknown as typeof mod;
   } catch (err) {
     log.warn(
       { err: (err as Error).message },

@@ -1,5 +1,6 @@
 // Builds the cloud provider the config asks for. The provider modules are loaded on demand so a
-// node only loads the SDK of its own cloud.
+// node only loads the SDK of its own cloud (literal import paths: the image's bundle,
+// scripts/bundle-daemon.ts, turns each into a chunk loaded just as late).
 
 import { readOnlyProvider } from '../providers/read-only.ts';
 import type { ApiCallObserver, CloudProvider } from '../providers/types.ts';
@@ -17,7 +18,7 @@ export async function createProvider(
 
 async function createCloudProvider(config: DaemonConfig, observer: ApiCallObserver): Promise<CloudProvider> {
   if (config.cloud === 'aws') {
-    const mod = (await import(AWS_MODULE)) as {
+    const mod = (await import('../providers/aws/index.ts')) as unknown as {
       createAwsProvider(options: Record<string, unknown>): CloudProvider;
     };
     const region = config.aws.region ?? (await regionFromImds(config.aws.imdsEndpoint));
@@ -28,7 +29,7 @@ async function createCloudProvider(config: DaemonConfig, observer: ApiCallObserv
     if (config.aws.imdsEndpoint) options.imdsEndpoint = config.aws.imdsEndpoint;
     return mod.createAwsProvider(options);
   }
-  const mod = (await import(AZURE_MODULE)) as {
+  const mod = (await import('../providers/azure/index.ts')) as unknown as {
     createAzureProvider?(options: Record<string, unknown>): CloudProvider;
   };
   if (!mod.createAzureProvider) throw new Error('the Azure provider is not available in this build');
@@ -54,7 +55,3 @@ async function regionFromImds(endpoint: string | null): Promise<string> {
   }
   return region;
 }
-
-// Non-literal specifiers: the modules are written in parallel by other engineers.
-const AWS_MODULE: string = '../providers/aws/index.ts';
-const AZURE_MODULE: string = '../providers/azure/index.ts';

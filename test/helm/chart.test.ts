@@ -231,11 +231,11 @@ describe('helm chart', () => {
     assert.match(runtime, /\nWORKDIR \/app\n/);
     assert.match(runtime, /\nCOPY src \.\/src\n/);
     // The daemon runs bundled, with its V8 flags: the same in the chart and the image's CMD.
-    assert.deepEqual(main.command, ['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd.mjs']);
-    assert.match(runtime, /\nCOPY --from=build \/src\/dist\/vpc-ipamd\.mjs \.\/dist\/vpc-ipamd\.mjs\n/);
+    assert.deepEqual(main.command, ['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd/vpc-ipamd.mjs']);
+    assert.match(runtime, /\nCOPY --from=build \/src\/dist\/vpc-ipamd \.\/dist\/vpc-ipamd\n/);
     assert.ok(
       runtime.includes(
-        `CMD ${JSON.stringify(['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd.mjs'])}`.replaceAll(
+        `CMD ${JSON.stringify(['node', ...DAEMON_NODE_FLAGS, '/app/dist/vpc-ipamd/vpc-ipamd.mjs'])}`.replaceAll(
           ',',
           ', ',
         ),
