@@ -23,6 +23,7 @@ import {
   text,
   url,
 } from '../lib/env-catalogue.ts';
+import type { LogTarget } from '../lib/log.ts';
 import { HOST_VETH_PREFIX, validateVethPrefix } from '../netutils/names.ts';
 import { DEFAULT_SOCKET_PATH } from './api-types.ts';
 import {
@@ -396,6 +397,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: oneOf(LOG_LEVELS),
   },
   {
+    name: 'AWS_VPC_K8S_CNI_LOG_FILE',
+    default: 'stdout',
+    accepted: 'stdout | stderr | an absolute file path',
+    description:
+      "Where the daemon's JSON logs go (the AWS VPC CNI's ipamd log setting). A file is appended to and its directory created; the chart mounts that directory from the node. The AWS plugin's default is /host/var/log/aws-routed-eni/ipamd.log; vpc-ipam's is stdout (kubectl logs).",
+    group: 'observability',
+    parse: parseLogTarget,
+  },
+  {
     name: 'METRICS_ADDRESS',
     default: '127.0.0.1',
     accepted: 'an IP address or host name to bind',
@@ -544,6 +554,8 @@ export interface DaemonConfig {
   /** AWS_EXTERNAL_SERVICE_CIDRS. */
   externalServiceCidrs: string[];
   logLevel: LogLevel;
+  /** AWS_VPC_K8S_CNI_LOG_FILE. */
+  logFile: LogTarget;
   metrics: { address: string; port: number } | null;
   /** VPC_IPAM_AWSCNI_METRICS: also serve the awscni_* names. */
   awsCniMetrics: boolean;
@@ -636,6 +648,7 @@ export function loadConfig(env: Env): DaemonConfig {
     eniMtu: get<number>('AWS_VPC_ENI_MTU') ?? 9001,
     externalServiceCidrs: get<string[]>('AWS_EXTERNAL_SERVICE_CIDRS') ?? [],
     logLevel: get<LogLevel>('LOG_LEVEL') ?? 'info',
+    logFile: get<LogTarget>('AWS_VPC_K8S_CNI_LOG_FILE') ?? 'stdout',
     metrics: metricsPort ? { address: metricsAddress ?? '127.0.0.1', port: metricsPort } : null,
     awsCniMetrics: get<boolean>('VPC_IPAM_AWSCNI_METRICS') ?? false,
     introspection: introspectionOff ? null : introspectionAt,
@@ -720,6 +733,12 @@ function awsVethPrefix(raw: string): string {
   if (!/^[a-z0-9]{1,4}$/.test(t)) throw new Error('not 1-4 lowercase letters or digits');
   if (['eth', 'vlan', 'lo'].includes(t)) throw new Error(`${t} is reserved for other interfaces`);
   return t;
+}
+
+function parseLogTarget(raw: string): LogTarget {
+  const t = raw.trim();
+  if (t === 'stdout' || t === 'stderr') return t;
+  return absPath(t) as LogTarget;
 }
 
 function emptyToNull(v: string[] | null): string[] | null {

@@ -3,7 +3,7 @@
 // cloud, serve the socket API and metrics; on SIGTERM/SIGINT drain and exit with a consistent checkpoint.
 
 import type { Server } from 'node:http';
-import { createLogger, type Logger } from '../lib/log.ts';
+import { createLogger, type Logger, logDestination } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
 import { listHostVeths } from '../netutils/host-veths.ts';
 import { createIpTool } from '../netutils/ip.ts';
@@ -219,7 +219,16 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = createLogger('vpc-ipamd');
+  let destination: ReturnType<typeof logDestination>;
+  try {
+    destination = logDestination(config.logFile);
+  } catch (err) {
+    process.stderr.write(
+      `vpc-ipamd: AWS_VPC_K8S_CNI_LOG_FILE=${config.logFile}: ${(err as Error).message}\n`,
+    );
+    process.exit(2);
+  }
+  const log = createLogger('vpc-ipamd', destination);
   log.level = config.logLevel;
   let running: RunningDaemon;
   try {

@@ -418,6 +418,25 @@ describe('helm chart', () => {
     assert.deepEqual(podVerbs(docs), ['list', 'watch']);
   });
 
+  test('AWS_VPC_K8S_CNI_LOG_FILE: a file is written to its directory on the node; stdout needs no mount', async () => {
+    const logMount = (docs: Doc[]) => {
+      const pod = find(docs, 'DaemonSet').spec.template.spec;
+      const m = pod.containers[0].volumeMounts.find((v: { name: string }) => v.name === 'ipamd-log');
+      const v = pod.volumes.find((x: { name: string }) => x.name === 'ipamd-log');
+      return m ? [m.mountPath, v.hostPath.path] : null;
+    };
+    assert.equal(logMount(rendered.default!.docs), null);
+    assert.deepEqual(logMount(rendered.full!.docs), ['/var/log/vpc-ipam-daemon', '/var/log/vpc-ipam-daemon']);
+    // In the CNI log's directory: that mount already serves it.
+    const { docs } = await template('log-in-cni-dir', [
+      '-f',
+      DEFAULT_VALUES,
+      '--set',
+      'daemon.env.AWS_VPC_K8S_CNI_LOG_FILE=/var/log/vpc-ipam/ipamd.log',
+    ]);
+    assert.equal(logMount(docs), null);
+  });
+
   test('an endpoint override renders into the janitor', async () => {
     const { docs } = await template('endpoint', [
       '-f',
