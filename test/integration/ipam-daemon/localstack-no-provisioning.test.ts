@@ -85,7 +85,12 @@ describe('DISABLE_NETWORK_RESOURCE_PROVISIONING on LocalStack', { timeout: 300_0
   });
 
   const allocate = (n: number) =>
-    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', { containerId: `np${n}`, ifName: 'eth0' });
+    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
+      containerId: `np${n}`,
+      ifName: 'eth0',
+      podNamespace: 'default',
+      podName: `np${n}`,
+    });
   const apiCalls = async (): Promise<Record<string, number>> => {
     const text = await (await fetch(`http://127.0.0.1:${METRICS}/metrics`)).text();
     const out: Record<string, number> = {};
