@@ -58,7 +58,7 @@ async function loadNodeSetup(config: DaemonConfig, log: Logger): Promise<NodeSet
 
 /**
  * ENABLE_SUBNET_DISCOVERY: the tagged subnets of the node's VPC and zone, most free addresses first
- * (ranked once, at start). As in the AWS VPC CNI, a failed DescribeSubnets (e.g. no IAM permission)
+ * (found at start; the daemon re-ranks them before each new interface). As in the AWS VPC CNI, a failed DescribeSubnets (e.g. no IAM permission)
  * falls back to the node's subnet (null); a node whose every candidate is excluded cannot start.
  */
 async function discoverPodSubnets(provider: CloudProvider, log: Logger): Promise<string[] | null> {
@@ -135,8 +135,12 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   if (custom) {
     config.podSubnetIds = custom.subnetIds;
     if (custom.securityGroupIds.length > 0) config.podSecurityGroupIds = custom.securityGroupIds;
-  } else if (config.podSubnetIds === null && config.subnetDiscovery && !config.pool.noProvisioning) {
+  }
+  // Discovered (not configured) subnets are re-ranked by free addresses before each new interface.
+  let discovered = false;
+  if (!custom && config.podSubnetIds === null && config.subnetDiscovery && !config.pool.noProvisioning) {
     config.podSubnetIds = await discoverPodSubnets(provider, log);
+    discovered = config.podSubnetIds !== null;
   }
   const ipTool = createIpTool(spawnRunner);
   const takeover = daemonTakeoverOptions(config, ipTool);
@@ -155,6 +159,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     gcGraceMs: config.gcGraceMs,
     ...(takeover ? { takeover } : {}),
     vethPrefix: config.vethPrefix,
+    ...(discovered ? { rankSubnetsByFreeIps: true } : {}),
   });
   metrics.attach(daemon);
   await daemon.start();

@@ -61,6 +61,8 @@ export interface DaemonOptions {
    * When set, IPs routed to a pod are never handed out, whatever the checkpoint says (route-recovery.ts).
    */
   podRoutes?: () => Promise<PodHostRoute[]>;
+  /** ENABLE_SUBNET_DISCOVERY: before each new interface, re-read the pod subnets and prefer the most free. */
+  rankSubnetsByFreeIps?: boolean;
   /** Prefix of the host veths the CNI plugin names (AWS_VPC_K8S_CNI_VETHPREFIX); default HOST_VETH_PREFIX. */
   vethPrefix?: string;
   /**

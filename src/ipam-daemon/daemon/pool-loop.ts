@@ -159,7 +159,12 @@ export class PoolLoop {
     if (parts.interfaces.setupPending.size > 0 && (await parts.interfaces.runNodeSetup())) {
       parts.requests.serveWaiters();
     }
-    const p = this.currentPlan();
+    let p = this.currentPlan();
+    if (core.opts.rankSubnetsByFreeIps && p.actions.some((a) => a.kind === 'create')) {
+      // ENABLE_SUBNET_DISCOVERY: as the AWS VPC CNI does before each ENI, the subnet with the most
+      // free addresses now comes first; plan again with that order.
+      if (await parts.subnets.rankByFreeIps()) p = this.currentPlan();
+    }
     this.lastPlan = p;
     this.excessSince = p.excessSince;
     if (p.actions.length === 0) return false;

@@ -38,6 +38,26 @@ export class PodSubnets {
     });
   }
 
+  /**
+   * Re-reads every pod subnet's free addresses and orders them most free first (subnets in backoff
+   * keep theirs at 0). True when it read them; a failed call keeps the old order.
+   */
+  async rankByFreeIps(): Promise<boolean> {
+    try {
+      const infos = await this.core.provider.describeSubnets(this.list.map((s) => s.id));
+      for (const s of this.list) {
+        if (s.backoffUntil === null)
+          s.availableIps = infos.find((i) => i.id === s.id)?.availableIps ?? s.availableIps;
+      }
+    } catch (err) {
+      this.core.log.warn({ err: errText(err) }, 'describeSubnets failed; pod subnets keep their order');
+      return false;
+    }
+    // Stable: ties keep the discovery order (the node's subnet first).
+    this.list = [...this.list].sort((a, b) => (b.availableIps ?? -1) - (a.availableIps ?? -1));
+    return true;
+  }
+
   /** Some subnet's backoff has ended (its free count must be re-read). */
   backoffOver(now: number): boolean {
     return this.list.some((s) => s.backoffUntil !== null && s.backoffUntil <= now);
