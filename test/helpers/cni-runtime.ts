@@ -24,11 +24,17 @@ export interface CniOutcome {
   ms: number;
 }
 
+/**
+ * Where the plugin runs: the root netns (undefined), a node netns by name (`ip netns exec`), or
+ * any command prefix that enters the node (e.g. nsenter into a node's mount and network namespaces).
+ */
+export type PluginPlace = string | { enter: string[] } | undefined;
+
 export function execPlugin(
   binary: string,
   call: CniCall,
   config: Record<string, unknown>,
-  nodeNs?: string,
+  nodeNs?: PluginPlace,
 ): Promise<CniOutcome> {
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
@@ -39,7 +45,12 @@ export function execPlugin(
   if (call.netns !== undefined) env.CNI_NETNS = call.netns;
   if (call.ifName !== undefined) env.CNI_IFNAME = call.ifName;
   if (call.args !== undefined) env.CNI_ARGS = call.args;
-  const [file, argv] = nodeNs ? ['ip', ['netns', 'exec', nodeNs, binary]] : [binary, []];
+  const [file, argv] =
+    typeof nodeNs === 'object'
+      ? [nodeNs.enter[0]!, [...nodeNs.enter.slice(1), binary]]
+      : nodeNs
+        ? ['ip', ['netns', 'exec', nodeNs, binary]]
+        : [binary, []];
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(file, argv as string[], { env, stdio: ['pipe', 'pipe', 'pipe'] });

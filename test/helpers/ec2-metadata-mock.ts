@@ -14,21 +14,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { freePort, toolBin } from '../../cluster/proc.ts';
 import { type Ec2InstanceRef, type ImdsInstanceData, instanceFromEc2 } from '../fakes/imds-aws.ts';
 import { stopChild } from './local-vpc.ts';
 
 const META = '/latest/meta-data';
 const MACS = `${META}/network/interfaces/macs`;
-
-export function ec2MetadataMockBin(): string {
-  const home = process.env.HOME ?? '/root';
-  const tools =
-    process.env.VPC_IPAM_TOOLS ??
-    join(process.env.XDG_CACHE_HOME ?? join(home, '.cache'), 'vpc-ipam', 'tools');
-  return join(tools, 'bin', 'ec2-metadata-mock');
-}
 
 interface MacMock {
   mac: string;
@@ -88,17 +81,6 @@ export function mockConfig(data: ImdsInstanceData, mac: string): object {
     'ami-id': data.imageId ?? 'ami-00000000',
   };
   return { metadata: { paths, values } };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitListening(port: number, child: ChildProcess, log: string): Promise<void> {
@@ -187,10 +169,14 @@ export class Ec2MetadataMock {
       const port = await freePort();
       const log = join(this.dir, `aemm-${tag}.log`);
       const out = openSync(log, 'a');
-      const child = spawn(ec2MetadataMockBin(), ['-c', config, '-w', '-n', '127.0.0.1', '-p', String(port)], {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: this.dir },
-        stdio: ['ignore', out, out],
-      });
+      const child = spawn(
+        toolBin('ec2-metadata-mock'),
+        ['-c', config, '-w', '-n', '127.0.0.1', '-p', String(port)],
+        {
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: this.dir },
+          stdio: ['ignore', out, out],
+        },
+      );
       await waitListening(port, child, log);
       this.mocks.set(eni.mac, { mac: eni.mac, port, config, text, child });
     }
