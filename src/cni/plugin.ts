@@ -102,10 +102,14 @@ export async function cmdAdd(
   const macs = vethMacs(env.containerId, env.ifName);
   // Routed veth: create the pair while the daemon allocates (the link needs no IP).
   let early: Promise<Error | null> | undefined;
+  let linkMs: number | undefined; // when the link batch finished, from the start (the log's breakdown)
   if (conf.mode === 'veth')
     early = settle(
       deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu, vethPrefix: conf.vethPrefix }).linkLines),
-    );
+    ).then((e) => {
+      linkMs = ms(started);
+      return e;
+    });
   let alloc: Allocation;
   const askedAt = performance.now();
   let daemonMs = 0;
@@ -167,7 +171,7 @@ export async function cmdAdd(
     }
     throw new CniError(ErrorCode.WIRING_FAILED, `failed to wire pod interface ${env.ifName}: ${msg}`);
   }
-  deps.log.info('ADD done', { ip: alloc.ip, hostVeth: hostName, ms: ms(started) });
+  deps.log.info('ADD done', { ip: alloc.ip, hostVeth: hostName, linkMs, ms: ms(started) });
   const withMtu = compareVersions(conf.cniVersion, '1.1.0') >= 0;
   const ours: CniResult = {
     cniVersion: conf.cniVersion,
