@@ -4,7 +4,7 @@
 // Why: running the TypeScript directly loads Node's type stripper (a WebAssembly compiler, ~17 MiB
 // RSS for the process's life); the bundle is plain JavaScript. The benchmarks bundle their daemon
 // the same way, so they measure what runs in production.
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 
@@ -26,7 +26,8 @@ export async function bundleDaemon(entry: string, outdir: string, name = 'vpc-ip
     logLevel: 'warning',
   });
   // A dynamic import esbuild could not follow would still name a .ts source: fail the build.
-  for (const f of [`${name}.mjs`, ...readdirSync(join(outdir, 'chunks')).map((c) => join('chunks', c))]) {
+  const chunks = existsSync(join(outdir, 'chunks')) ? readdirSync(join(outdir, 'chunks')) : [];
+  for (const f of [`${name}.mjs`, ...chunks.map((c) => join('chunks', c))]) {
     const text = readFileSync(join(outdir, f), 'utf8');
     const left = /import\(\s*[^)"'`]*["'`][^"'`]*\.ts["'`]|import\(\s*[A-Za-z_$][\w$]*\s*\)/.exec(text);
     if (left) throw new Error(`${f}: a dynamic import esbuild did not bundle: ${left[0]}`);
