@@ -183,6 +183,7 @@ export class Daemon extends EventEmitter {
     const wasReady = core.ds !== null;
     core.state = 'stopping';
     parts.pool.clearTimers();
+    core.opts.nodeSetup?.stop?.();
     parts.requests.rejectWaiters();
     const drained = await parts.requests.locks.idle(timeoutMs);
     if (!drained) core.log.warn('shutdown: some requests did not finish in time');

@@ -3,6 +3,7 @@
 // cloud, serve the socket API and metrics; on SIGTERM/SIGINT drain and exit with a consistent checkpoint.
 
 import type { Server } from 'node:http';
+import { installCrashPolicy } from '../lib/crash-policy.ts';
 import { createLogger, type Logger, logDestination } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
 import { listHostVeths } from '../netutils/host-veths.ts';
@@ -235,6 +236,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger('vpc-ipamd', destination);
   log.level = config.logLevel;
+  installCrashPolicy(log);
   let running: RunningDaemon;
   try {
     running = await runDaemon(config, log);

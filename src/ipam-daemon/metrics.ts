@@ -264,13 +264,39 @@ export const AWS_CNI_ALIASES: readonly {
   },
 ];
 
+/** Limits of the metrics endpoint: a scraper needs one connection and a second or two. */
+export interface MetricsServerLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
+}
+
+export const METRICS_SERVER_LIMITS: MetricsServerLimits = {
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 32,
+};
+
 export async function startMetricsServer(
   metrics: DaemonMetrics,
   address: string,
   port: number,
   refresh: () => void,
+  limits: Partial<MetricsServerLimits> & { connectionsCheckingIntervalMs?: number } = {},
 ): Promise<Server> {
-  const server = createServer((req, res) => {
+  const l = { ...METRICS_SERVER_LIMITS, ...limits };
+  // Slow or idle clients are cut off and connections capped: the endpoint may be reachable from
+  // the node's network, and must not hold the daemon's memory or file descriptors.
+  const options = {
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: l.keepAliveTimeoutMs,
+    maxHeaderSize: 8 * 1024,
+    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1_000,
+  };
+  const server = createServer(options, (req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
       return;
@@ -285,6 +311,8 @@ export async function startMetricsServer(
       (err: Error) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${err.message}\n`),
     );
   });
+  server.maxConnections = l.maxConnections;
+  server.on('clientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, address, () => {

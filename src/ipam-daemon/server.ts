@@ -32,7 +32,12 @@ export interface ServerOptions {
   connectionsCheckingIntervalMs?: number;
   /** Observes every answered request (metrics). */
   onRequest?: (route: string, status: number, durationMs: number) => void;
+  /** Open connections at most; more are closed at once (default MAX_SOCKET_CONNECTIONS). */
+  maxConnections?: number;
 }
+
+/** Far above a node's concurrent CNI commands; bounds what one local client can hold open. */
+export const MAX_SOCKET_CONNECTIONS = 512;
 
 export class HttpError extends Error {
   readonly status: number;
@@ -154,6 +159,10 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
         else res.destroy();
       });
     },
+  );
+  server.maxConnections = opts.maxConnections ?? MAX_SOCKET_CONNECTIONS;
+  server.on('drop', () =>
+    log.warn({ max: server.maxConnections }, 'socket connection refused: too many open'),
   );
   server.on('clientError', (err, socket) => {
     // Malformed HTTP, oversized headers, timeouts: answer if we can, never throw.

@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { loadKubeConfig } from '../ipam-daemon/k8s/kube-client.ts';
+import { installCrashPolicy } from '../lib/crash-policy.ts';
 import { createLogger } from '../lib/log.ts';
 import type { CloudProvider } from '../providers/types.ts';
 import { loadJanitorConfig } from './config.ts';
@@ -38,6 +39,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const logger = createLogger('janitor');
+  installCrashPolicy(logger);
   const kc = loadKubeConfig();
   const core = kc.makeApiClient(CoreV1Api);
   const provider = await createProvider(config);

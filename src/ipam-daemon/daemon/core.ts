@@ -26,6 +26,8 @@ import type { PodSubnets } from './subnets.ts';
  */
 export interface NodeSetupHook {
   reconcile(node: NodeInfo, interfaces: InterfaceInfo[]): Promise<void>;
+  /** Stop any timer of its own (its drift repair); called by Daemon.stop. */
+  stop?(): void;
 }
 
 export interface Clock {
@@ -70,6 +72,8 @@ export interface DaemonOptions {
    * watcher release an allocation only when neither its host route nor its host veth exists.
    */
   hostVeths?: () => Promise<string[]>;
+  /** Most allocations waiting for the pool to grow; default the node's max pods. */
+  maxWaiters?: number;
   /** CNI GC leaves allocations younger than this alone (an ADD may still be in flight). Default 60 s. */
   gcGraceMs?: number;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */

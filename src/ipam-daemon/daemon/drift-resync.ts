@@ -78,9 +78,28 @@ export class DriftResync {
     return this.opts.intervalMs > 0 ? this.lastResyncAt + this.opts.intervalMs : null;
   }
 
+  /**
+   * Remember the daemon's own change for the grace period. Nothing reads these with the resync
+   * off; with it on, entries past the grace are dropped here too, so the maps stay as small as
+   * the changes of one grace period even when resyncs do not run.
+   */
   noteRecent(m: Map<string, number>, keys: string[]): void {
+    if (this.opts.intervalMs <= 0) return;
     const now = this.core.clock.now();
-    for (const k of keys) m.set(k, now);
+    for (const [k, at] of m) {
+      // Insertion order is time order (re-noted keys are deleted first, below).
+      if (now - at < this.opts.graceMs) break;
+      m.delete(k);
+    }
+    for (const k of keys) {
+      m.delete(k);
+      m.set(k, now);
+    }
+  }
+
+  /** Entries across the recent-change maps (tests). */
+  recentCount(): number {
+    return Object.values(this.recent).reduce((n, m) => n + m.size, 0);
   }
 
   /** The API may be listed for a periodic resync: rarely, as the Describe budget is per account. */

@@ -54,6 +54,19 @@ export class Requests {
         const p = core.parts.pool.currentPlan();
         const hard = p.noIp && HARD_LIMITS.has(p.noIp.reason) && p.actions.length === 0;
         if (hard && ds.coolingEntries().length === 0) throw this.noIpError(req);
+        // More waiting requests than the node can ever hold pods are not real pods: refuse at once
+        // (each waiter holds a connection and its demand drives the pool's growth).
+        const cap = core.opts.maxWaiters ?? p.maxPods;
+        if (this.waiters.length >= cap) {
+          core.log.warn(
+            { key: k, waiting: this.waiters.length, cap },
+            'too many allocations waiting; refused',
+          );
+          throw new NoIpError({
+            reason: 'pool-growing',
+            message: `${this.waiters.length} allocations are already waiting for an IP (the most this node can hold is ${cap}); retry in a few seconds`,
+          });
+        }
         a = await this.waitForIp(req);
       }
       try {

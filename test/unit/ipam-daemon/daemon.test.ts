@@ -311,6 +311,17 @@ describe('Daemon on the in-memory cloud', () => {
     }
   });
 
+  test("stop also stops node setup's own timer (its drift repair)", async () => {
+    let stops = 0;
+    const h = await startHarness({
+      daemon: { nodeSetup: { reconcile: async () => {}, stop: () => void stops++ } },
+    });
+    await h.daemon.reconcileNow();
+    assert.equal(stops, 0);
+    await h.close();
+    assert.equal(stops, 1);
+  });
+
   test('stop drains: waiting allocations are refused as retryable, later calls too', async () => {
     const h = await startHarness({
       pool: { warmEniTarget: 0, allocateWaitMs: 5000 },

@@ -7,11 +7,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { PoolStatus } from '../../../../src/ipam-daemon/api-types.ts';
+import { DaemonCore } from '../../../../src/ipam-daemon/daemon/core.ts';
+import { DriftResync } from '../../../../src/ipam-daemon/daemon/drift-resync.ts';
 import type { DriftEvent } from '../../../../src/ipam-daemon/daemon.ts';
 import { DaemonMetrics } from '../../../../src/ipam-daemon/metrics.ts';
 import { OWNER_TAGS } from '../../../../src/providers/types.ts';
 import { MemoryProvider } from '../../../fakes/memory-provider.ts';
-import { type Harness, startHarness } from '../harness.ts';
+import { type Harness, ManualClock, poolConfig, quietLogger, startHarness } from '../harness.ts';
 
 const MIN = 60_000;
 const key = (n: number) => ({ containerId: `c${n}`, ifName: 'eth0' });
@@ -478,5 +480,43 @@ describe("never hand out an IP a pod's host route still claims", () => {
     } finally {
       await h.close();
     }
+  });
+});
+
+describe("the daemon's recent-change memory", () => {
+  function drift(resyncIntervalMs: number) {
+    const clock = new ManualClock();
+    const core = new DaemonCore(
+      {
+        provider: new MemoryProvider(),
+        pool: poolConfig({ resyncIntervalMs }),
+        clusterName: 'test',
+        podSubnetIds: null,
+        podSecurityGroupIds: null,
+        checkpointPath: '/nonexistent/checkpoint.json',
+        logger: quietLogger,
+        clock,
+      },
+      () => true,
+    );
+    return { clock, d: new DriftResync(core) };
+  }
+
+  test('holds one grace period of changes, however long no resync runs', () => {
+    const { clock, d } = drift(60_000);
+    for (let n = 0; n < 10_000; n++) {
+      clock.advance(1000);
+      d.noteRecent(d.recent.assignedIps, [`10.0.${n >> 8}.${n & 255}`]);
+    }
+    assert.ok(d.recentCount() <= 31, `${d.recentCount()} entries for a 30 s grace at one a second`);
+  });
+
+  test('with the resync off nothing is kept (nothing would read it)', () => {
+    const { clock, d } = drift(0);
+    for (let n = 0; n < 100; n++) {
+      clock.advance(10);
+      d.noteRecent(d.recent.createdInterfaces, [`eni-${n}`]);
+    }
+    assert.equal(d.recentCount(), 0);
   });
 });

@@ -1,0 +1,42 @@
+// The request path's bounds (daemon/requests.ts): requests waiting for the pool to grow are capped
+// (each holds a connection and drives growth), so a flood of unique keys is refused at once.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { NoIpError } from '../../../../src/ipam-daemon/daemon.ts';
+import { MemoryProvider } from '../../../fakes/memory-provider.ts';
+import { startHarness } from '../harness.ts';
+
+const pod = (n: number) => ({
+  containerId: `c${n}`,
+  ifName: 'eth0',
+  podNamespace: 'default',
+  podName: `p${n}`,
+});
+
+describe('requests', () => {
+  test('waiting allocations are capped: one more is refused at once, retryable', async () => {
+    // A slow cloud and an empty pool: every allocation has to wait for the grow.
+    const provider = new MemoryProvider({ latencyMs: 600 });
+    const h = await startHarness({
+      provider,
+      realClock: true,
+      pool: { allocateWaitMs: 5_000 },
+      daemon: { maxWaiters: 3 },
+    });
+    try {
+      const waiting = [0, 1, 2].map((n) => h.daemon.allocate(pod(n)));
+      await new Promise((r) => setTimeout(r, 50));
+      const started = Date.now();
+      await assert.rejects(h.daemon.allocate(pod(3)), (e: unknown) => {
+        assert.ok(e instanceof NoIpError);
+        assert.match(e.message, /3 allocations are already waiting/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 300, 'refused without waiting');
+      const served = await Promise.all(waiting);
+      assert.equal(new Set(served.map((a) => a.ip)).size, 3, 'the waiting three are served');
+    } finally {
+      await h.close();
+    }
+  });
+});
