@@ -307,6 +307,27 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: absPath,
   },
   {
+    name: 'VPC_IPAM_CNI_CONFLIST',
+    default: '',
+    accepted: 'empty, or an absolute path (the conflist in the daemon container)',
+    description:
+      'CNI conflist the daemon installs at VPC_IPAM_CNI_CONFLIST_TARGET once it is ready (socket answering, pool rebuilt, node set up), as the AWS VPC CNI does: until then the node has no CNI config, so kubelet keeps it NotReady and no pod sandbox is attempted. Empty: the daemon writes none.',
+    group: 'daemon',
+    parse: (raw) => (raw.trim() === '' ? '' : absPath(raw)),
+  },
+  {
+    name: 'VPC_IPAM_CNI_CONFLIST_TARGET',
+    default: '/host/etc/cni/net.d/10-vpc-ipam.conflist',
+    accepted: 'an absolute path ending in .conflist (in the host CNI config directory, as mounted)',
+    description: 'Where VPC_IPAM_CNI_CONFLIST is installed (atomically: temp file, fsync, rename).',
+    group: 'daemon',
+    parse: (raw) => {
+      const p = absPath(raw);
+      if (!p.endsWith('.conflist')) throw new Error('not a path ending in .conflist');
+      return p;
+    },
+  },
+  {
     name: 'VPC_IPAM_AWS_CNI_TAKEOVER',
     default: 'true',
     accepted: 'true | false',
@@ -541,6 +562,8 @@ export interface DaemonConfig {
   pool: WarmPoolConfig;
   socketPath: string;
   checkpointPath: string;
+  /** VPC_IPAM_CNI_CONFLIST(_TARGET): the conflist written once the daemon is ready, if any. */
+  cniConflist: { source: string; target: string } | null;
   shutdownTimeoutMs: number;
   /** VPC_IPAM_GC_GRACE: CNI GC skips allocations younger than this. */
   gcGraceMs: number;
@@ -636,6 +659,12 @@ export function loadConfig(env: Env): DaemonConfig {
     },
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,
     checkpointPath: get<string>('VPC_IPAM_CHECKPOINT') ?? '/var/lib/vpc-ipam/checkpoint.json',
+    cniConflist: get<string>('VPC_IPAM_CNI_CONFLIST')
+      ? {
+          source: get<string>('VPC_IPAM_CNI_CONFLIST')!,
+          target: get<string>('VPC_IPAM_CNI_CONFLIST_TARGET') ?? '/host/etc/cni/net.d/10-vpc-ipam.conflist',
+        }
+      : null,
     shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
     gcGraceMs: Math.round((get<number>('VPC_IPAM_GC_GRACE') ?? 60) * 1000),
     nodeSetup: get<boolean>('VPC_IPAM_NODE_SETUP') ?? true,

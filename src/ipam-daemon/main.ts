@@ -19,6 +19,7 @@ import {
   startIntrospectionServer,
 } from './introspection.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
+import { installConflist } from './k8s/install-cni.ts';
 import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integration.ts';
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
 import { createProvider } from './provider-factory.ts';
@@ -179,6 +180,12 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     logger: log,
     onRequest: (route, status, ms) => metrics.onRequest(route, status, ms),
   });
+  if (config.cniConflist) {
+    // Only now, with the socket answering: until the conflist exists kubelet keeps the node NotReady
+    // and starts no pod sandbox, so no pod gets "try again later" from a daemon still starting.
+    const written = installConflist(config.cniConflist.source, config.cniConflist.target);
+    log.info({ conflist: written }, 'CNI conflist installed: the node can report Ready');
+  }
   let metricsServer: Server | null = null;
   if (config.metrics) {
     metricsServer = await startMetricsServer(metrics, config.metrics.address, config.metrics.port, () =>

@@ -319,6 +319,24 @@ describe('helm chart', () => {
     assert.ok(role.rules!.some((r) => r.resourceNames?.[0] === 'custom-janitor'));
   });
 
+  test('node readiness: the init container leaves the conflist to the daemon, which gets the ConfigMap and the host CNI config directory', () => {
+    const spec = find(rendered.default!.docs, 'DaemonSet').spec.template.spec;
+    const init = spec.initContainers[0];
+    const initEnv = Object.fromEntries(
+      init.env.map((e: { name: string; value: string }) => [e.name, e.value]),
+    );
+    assert.equal(initEnv.CNI_WRITE_CONFLIST, 'false');
+    const main = spec.containers[0];
+    const env = Object.fromEntries(main.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+    assert.equal(env.VPC_IPAM_CNI_CONFLIST, '/etc/vpc-ipam/cni/conflist.json');
+    assert.equal(env.VPC_IPAM_CNI_CONFLIST_TARGET, '/host/cni/net.d/10-vpc-ipam.conflist');
+    const mounts = Object.fromEntries(
+      main.volumeMounts.map((m: { name: string; mountPath: string }) => [m.name, m.mountPath]),
+    );
+    assert.equal(mounts['cni-net'], '/host/cni/net.d');
+    assert.equal(mounts['cni-conflist'], '/etc/vpc-ipam/cni');
+  });
+
   test('the daemon env vars the chart can set are exactly those the daemon accepts', () => {
     const container = find(rendered.full!.docs, 'DaemonSet').spec.template.spec.containers[0];
     const rendered_ = container.env.map((e: { name: string }) => e.name).sort();
@@ -334,6 +352,9 @@ describe('helm chart', () => {
       'NODE_NAME',
       'CLOUD_PROVIDER',
       'CLUSTER_NAME',
+      // the conflist the daemon writes once ready: the chart's ConfigMap, to cni.confDir/cni.conflistName
+      'VPC_IPAM_CNI_CONFLIST',
+      'VPC_IPAM_CNI_CONFLIST_TARGET',
     ].sort();
     assert.deepEqual(fromValues, [...daemonEnvVarNames()].sort());
   });

@@ -10,8 +10,13 @@
 // privileged either: the chart mounts the host's /proc/sys/net at $CNI_SYSCTL_ROOT/net and gives
 // it NET_ADMIN (ip_forward needs it; rp_filter only root).
 //
+// With CNI_WRITE_CONFLIST=false it leaves the conflist to the daemon, which writes it (with
+// installConflist) only once it is ready, so the node stays NotReady and kubelet attempts no pod
+// sandbox before then (the chart does this).
+//
 //   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_FALLBACK_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
-//                    CNI_CONFLIST_NAME, CNI_SET_SYSCTLS=true|false, CNI_SYSCTL_ROOT=/proc/sys)
+//                    CNI_CONFLIST_NAME, CNI_WRITE_CONFLIST=true|false, CNI_SET_SYSCTLS=true|false,
+//                    CNI_SYSCTL_ROOT=/proc/sys)
 import {
   chmodSync,
   closeSync,
@@ -32,6 +37,8 @@ export interface InstallOptions {
   binDir: string;
   confDir: string;
   conflistName: string;
+  /** false: the daemon writes the conflist once it is ready. */
+  writeConflist: boolean;
   setSysctls: boolean;
   /** Where the node's /proc/sys is mounted (default /proc/sys). */
   sysctlRoot: string;
@@ -75,6 +82,7 @@ export function installOptionsFromEnv(env: Readonly<Record<string, string | unde
     binDir: absolute('CNI_BIN_DIR', env.CNI_BIN_DIR, '/host/opt/cni/bin'),
     confDir: absolute('CNI_CONF_DIR', env.CNI_CONF_DIR, '/host/etc/cni/net.d'),
     conflistName,
+    writeConflist: (env.CNI_WRITE_CONFLIST ?? 'true') !== 'false',
     setSysctls: (env.CNI_SET_SYSCTLS ?? 'true') !== 'false',
     sysctlRoot: absolute('CNI_SYSCTL_ROOT', env.CNI_SYSCTL_ROOT, '/proc/sys'),
   };
@@ -98,19 +106,36 @@ export function writeNodeSysctls(root: string): void {
   for (const [path, value] of NODE_SYSCTLS) writeFileSync(join(root, path.slice('/proc/sys/'.length)), value);
 }
 
-export function installCni(opts: InstallOptions): { plugin: string; fallback: string; conflist: string } {
-  const conflist = readFileSync(opts.conflistSource, 'utf8');
-  const parsed = JSON.parse(conflist) as { plugins?: unknown };
+function readConflist(source: string): unknown {
+  const parsed = JSON.parse(readFileSync(source, 'utf8')) as { plugins?: unknown };
   if (!Array.isArray(parsed.plugins) || parsed.plugins.length === 0) {
-    throw new Error(`${opts.conflistSource} is not a CNI conflist (no "plugins" list)`);
+    throw new Error(`${source} is not a CNI conflist (no "plugins" list)`);
   }
+  return parsed;
+}
+
+/** Installs the conflist at target atomically (validated first); the daemon calls it once ready. */
+export function installConflist(source: string, target: string): string {
+  const parsed = readConflist(source);
+  atomicWrite(target, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
+  return target;
+}
+
+export function installCni(opts: InstallOptions): {
+  plugin: string;
+  fallback: string;
+  conflist: string | null;
+} {
+  // validated even when the daemon writes it: a broken ConfigMap fails here, loudly, first
+  readConflist(opts.conflistSource);
   // The fallback first: the shim is never on the host without the plugin it runs when the daemon is down.
   const fallback = join(opts.binDir, basename(opts.fallbackSource));
   atomicWrite(fallback, (tmp) => copyFileSync(opts.fallbackSource, tmp), 0o755);
   const plugin = join(opts.binDir, basename(opts.pluginSource));
   atomicWrite(plugin, (tmp) => copyFileSync(opts.pluginSource, tmp), 0o755);
-  const conf = join(opts.confDir, opts.conflistName);
-  atomicWrite(conf, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
+  const conf = opts.writeConflist
+    ? installConflist(opts.conflistSource, join(opts.confDir, opts.conflistName))
+    : null;
   if (opts.setSysctls) writeNodeSysctls(opts.sysctlRoot);
   return { plugin, fallback, conflist: conf };
 }

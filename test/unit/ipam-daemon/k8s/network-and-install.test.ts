@@ -3,7 +3,11 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { installCni, installOptionsFromEnv } from '../../../../src/ipam-daemon/k8s/install-cni.ts';
+import {
+  installCni,
+  installConflist,
+  installOptionsFromEnv,
+} from '../../../../src/ipam-daemon/k8s/install-cni.ts';
 import { parseNetworkConfig, selectNetworkConfig } from '../../../../src/ipam-daemon/k8s/network-config.ts';
 import { eventReason } from '../../../../src/ipam-daemon/k8s/node-events.ts';
 
@@ -101,10 +105,50 @@ describe('install-cni', () => {
       assert.equal(out.fallback, join(dir, 'bin', 'vpc-cni-node'));
       assert.equal(readFileSync(out.plugin, 'utf8'), '#!/bin/true\n');
       assert.deepEqual(readdirSync(join(dir, 'bin')).sort(), ['vpc-cni', 'vpc-cni-node']);
-      assert.equal(JSON.parse(readFileSync(out.conflist, 'utf8')).plugins[0].type, 'vpc-cni');
+      assert.equal(JSON.parse(readFileSync(out.conflist!, 'utf8')).plugins[0].type, 'vpc-cni');
       assert.equal(out.conflist, join(dir, 'net.d', '10-vpc-ipam.conflist'));
       writeFileSync(join(dir, 'conflist.json'), '{"name":"x"}');
       assert.throws(() => installCni(opts), /not a CNI conflist/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test('CNI_WRITE_CONFLIST=false installs the executables only; the daemon writes the conflist later (installConflist)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vpc-ipam-install-'));
+    try {
+      mkdirSync(join(dir, 'bin'));
+      mkdirSync(join(dir, 'net.d'));
+      writeFileSync(join(dir, 'vpc-cni'), '#!/bin/true\n');
+      writeFileSync(join(dir, 'vpc-cni-node'), '#!/bin/false\n');
+      const source = join(dir, 'conflist.json');
+      writeFileSync(
+        source,
+        JSON.stringify({ cniVersion: '1.0.0', name: 'vpc-ipam', plugins: [{ type: 'vpc-cni' }] }),
+      );
+      const opts = installOptionsFromEnv({
+        CNI_PLUGIN_SOURCE: join(dir, 'vpc-cni'),
+        CNI_FALLBACK_SOURCE: join(dir, 'vpc-cni-node'),
+        CNI_CONFLIST_SOURCE: source,
+        CNI_BIN_DIR: join(dir, 'bin'),
+        CNI_CONF_DIR: join(dir, 'net.d'),
+        CNI_WRITE_CONFLIST: 'false',
+        CNI_SET_SYSCTLS: 'false',
+      });
+      const out = installCni(opts);
+      assert.equal(out.conflist, null);
+      assert.deepEqual(
+        readdirSync(join(dir, 'net.d')),
+        [],
+        'no CNI config on the node yet: kubelet keeps it NotReady',
+      );
+      const target = join(dir, 'net.d', '10-vpc-ipam.conflist');
+      assert.equal(installConflist(source, target), target);
+      assert.equal(JSON.parse(readFileSync(target, 'utf8')).plugins[0].type, 'vpc-cni');
+      assert.deepEqual(readdirSync(join(dir, 'net.d')), ['10-vpc-ipam.conflist'], 'no temp file left');
+      // a broken ConfigMap still fails the init container, even though it writes no conflist
+      writeFileSync(source, '{"name":"x"}');
+      assert.throws(() => installCni(opts), /not a CNI conflist/);
+      assert.throws(() => installConflist(source, target), /not a CNI conflist/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
