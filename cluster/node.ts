@@ -36,6 +36,8 @@ const NODE_PATHS = [
   '/var/lib/cni',
   '/var/log/pods',
   '/var/log/containers',
+  // containerd pins pod network namespaces here; the chart mounts it into the daemon
+  '/run/netns',
 ];
 
 export interface NodeOptions {
@@ -126,6 +128,9 @@ export class ClusterNode {
     mkdirSync(join(o.dir, 'logs'), { recursive: true });
     createCgroupRoot(o.cgroupRoot);
     this.mnt = await MountNamespace.create(o.name, o.netnsPath);
+    // a node's / is a shared mount (systemd makes it so); containerd refuses HostToContainer and
+    // Bidirectional volumes otherwise. Shared inside this namespace only: a new peer group.
+    await this.mnt.exec('mount', ['--make-rshared', '/']);
     for (const p of NODE_PATHS) await this.mnt.bind(this.hostPath(p), p);
     // containerd's CRI plugin sets up the pod's lo with the standard loopback plugin
     for (const plugin of ['loopback', 'portmap'])

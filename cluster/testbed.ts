@@ -32,9 +32,9 @@ import { LocalVpc } from '../test/helpers/local-vpc.ts';
 import { deleteCluster, seedCluster, uniqueClusterName } from '../test/helpers/localstack.ts';
 import { addVethPair, Cleanup, createNetns, ipBatch } from '../test/helpers/netns.ts';
 import { buildImages, type ImageSet } from './build-images.ts';
-import { type ControlPlane, startControlPlane } from './control-plane.ts';
+import { apiGet, type ControlPlane, startControlPlane } from './control-plane.ts';
 import { ClusterNode } from './node.ts';
-import { freePort, toolBin } from './proc.ts';
+import { freePort, toolBin, waitFor } from './proc.ts';
 
 const pexec = promisify(execFile);
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -55,8 +55,10 @@ export interface TestbedNode {
   privateIp: string;
   subnetId: string;
   dir: string;
-  /** The node's /etc/cni/net.d etc. on the real filesystem. */
+  /** The node's /etc/cni/net.d on the real filesystem. */
   cniConfDir: string;
+  /** The daemon's socket as the node's /run/vpc-ipam sees it (reachable while kubelet is down). */
+  socketPath: string;
   logs: string;
 }
 
@@ -77,6 +79,10 @@ export interface TestbedState {
   fabricNs: string;
   internetNs: string;
   upSeconds: number;
+  /** Each node's Ready condition just before `helm install`. */
+  beforeInstall: { name: string; ready: boolean; message: string }[];
+  /** When `helm install` started (ms since the epoch). */
+  installedAt: number;
 }
 
 const say = (m: string) => process.stderr.write(`[testbed ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
@@ -121,7 +127,14 @@ export function userValues(s: {
         },
       },
       janitor: {
-        env: { AWS_REGION: s.region, VPC_IPAM_EC2_ENDPOINT: ec2, JANITOR_INTERVAL: '10', ...creds },
+        env: {
+          AWS_REGION: s.region,
+          VPC_IPAM_EC2_ENDPOINT: ec2,
+          // sweep often and judge ENIs after 60 s (its minimum) (defaults: 300 s and an hour) so a scenario can watch it
+          JANITOR_INTERVAL: '10',
+          JANITOR_GRACE_PERIOD: '60',
+          ...creds,
+        },
       },
     },
     null,
@@ -133,18 +146,21 @@ async function up(): Promise<void> {
   const t0 = Date.now();
   const cleanup = new Cleanup();
   let stopping = false;
-  const teardown = async (code: number) => {
+  const teardown = async (code: number, why: string) => {
     if (stopping) return;
     stopping = true;
-    say('tearing down');
-    const errors = await cleanup.run();
+    say(`tearing down (${why})`);
+    const errors = await cleanup.run((what, ms) => {
+      if (ms > 2000) say(`teardown: ${what} took ${(ms / 1000).toFixed(1)} s`);
+    });
     for (const e of errors) say(`cleanup: ${e}`);
     rmSync(STATE_FILE, { force: true });
     say('down');
     process.exit(code);
   };
-  process.once('SIGTERM', () => void teardown(0));
-  process.once('SIGINT', () => void teardown(0));
+  process.once('SIGTERM', () => void teardown(0, 'SIGTERM'));
+  process.once('SIGINT', () => void teardown(0, 'SIGINT'));
+  process.once('SIGHUP', () => void teardown(0, 'SIGHUP'));
   try {
     mkdirSync(RUN_DIR, { recursive: true });
     const prefix = `k${Math.floor(Math.random() * 0xfff)
@@ -153,6 +169,8 @@ async function up(): Promise<void> {
     const dir = join(RUN_DIR, prefix);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
+    // last step of the teardown: the nodes' image snapshots are large
+    cleanup.add('run directory', () => rmSync(dir, { recursive: true, force: true }));
 
     say('building images');
     const images = await buildImages();
@@ -251,6 +269,27 @@ async function up(): Promise<void> {
     cp.setKubeletHosts(hosts);
     await Promise.all(nodes.map((n) => n.start()));
 
+    // Before the chart: nodes registered but NotReady, kubelet waiting for a CNI config
+    const beforeInstall = await waitFor(
+      'both nodes registered',
+      async () => {
+        const r = await apiGet(cp, '/api/v1/nodes');
+        const list = JSON.parse(r.body) as {
+          items: {
+            metadata: { name: string };
+            status: { conditions?: { type: string; status: string; message?: string }[] };
+          }[];
+        };
+        if (list.items.length !== nodes.length) return undefined;
+        return list.items.map((n) => {
+          const ready = n.status.conditions?.find((c) => c.type === 'Ready');
+          return { name: n.metadata.name, ready: ready?.status === 'True', message: ready?.message ?? '' };
+        });
+      },
+      60_000,
+      500,
+    );
+    const installedAt = Date.now();
     say('helm install');
     const valuesFile = join(dir, 'values.json');
     writeFileSync(valuesFile, userValues({ clusterName, region: seed.region, image: images.product.ref }));
@@ -287,6 +326,7 @@ async function up(): Promise<void> {
           subnetId: vn.instance.subnetId,
           dir: n.opts.dir,
           cniConfDir: n.hostPath('/etc/cni/net.d'),
+          socketPath: join(n.hostPath('/run/vpc-ipam'), 'ipamd.sock'),
           logs: join(n.opts.dir, 'logs'),
         };
       }),
@@ -296,6 +336,8 @@ async function up(): Promise<void> {
       fabricNs: vpc.fabric,
       internetNs: vpc.inet,
       upSeconds: (Date.now() - t0) / 1000,
+      beforeInstall,
+      installedAt,
     };
     const control = startControlServer(nodes);
     cleanup.add('control socket', () => control.close());
@@ -303,7 +345,7 @@ async function up(): Promise<void> {
     say(`up in ${state.upSeconds.toFixed(1)} s; KUBECONFIG=${kubeconfig}`);
   } catch (e) {
     say(`failed: ${(e as Error).stack ?? e}`);
-    await teardown(1);
+    await teardown(1, 'failed');
   }
 }
 

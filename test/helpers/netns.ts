@@ -99,12 +99,15 @@ export class Cleanup {
   add(what: string, fn: () => Promise<unknown> | unknown): void {
     this.steps.push({ what, fn });
   }
-  async run(): Promise<string[]> {
+  /** Runs every step, newest first; onStep (optional) hears each step's name and duration. */
+  async run(onStep?: (what: string, ms: number) => void): Promise<string[]> {
     const errors: string[] = [];
     while (this.steps.length > 0) {
       const step = this.steps.pop()!;
+      const t0 = performance.now();
       try {
         await step.fn();
+        onStep?.(step.what, performance.now() - t0);
       } catch (e) {
         errors.push(`${step.what}: ${(e as Error).message}`);
       }
