@@ -18,8 +18,8 @@ import {
   networkEnvView,
   startIntrospectionServer,
 } from './introspection.ts';
+import { installConflist } from './k8s/cni-files.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
-import { installConflist } from './k8s/install-cni.ts';
 import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integration.ts';
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
 import { createProvider } from './provider-factory.ts';

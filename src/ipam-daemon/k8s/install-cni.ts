@@ -17,17 +17,9 @@
 //   install-cni.ts  (env: CNI_PLUGIN_SOURCE, CNI_FALLBACK_SOURCE, CNI_CONFLIST_SOURCE, CNI_BIN_DIR, CNI_CONF_DIR,
 //                    CNI_CONFLIST_NAME, CNI_WRITE_CONFLIST=true|false, CNI_SET_SYSCTLS=true|false,
 //                    CNI_SYSCTL_ROOT=/proc/sys)
-import {
-  chmodSync,
-  closeSync,
-  copyFileSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { atomicWrite, installConflist, readConflist } from './cni-files.ts';
 
 export interface InstallOptions {
   pluginSource: string;
@@ -88,37 +80,9 @@ export function installOptionsFromEnv(env: Readonly<Record<string, string | unde
   };
 }
 
-function atomicWrite(target: string, write: (tmp: string) => void, mode: number): void {
-  const tmp = join(target, '..', `.${basename(target)}.tmp-${process.pid}`);
-  write(tmp);
-  chmodSync(tmp, mode);
-  const fd = openSync(tmp, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, target);
-}
-
 /** Write NODE_SYSCTLS under `root` (where the node's /proc/sys is mounted). */
 export function writeNodeSysctls(root: string): void {
   for (const [path, value] of NODE_SYSCTLS) writeFileSync(join(root, path.slice('/proc/sys/'.length)), value);
-}
-
-function readConflist(source: string): unknown {
-  const parsed = JSON.parse(readFileSync(source, 'utf8')) as { plugins?: unknown };
-  if (!Array.isArray(parsed.plugins) || parsed.plugins.length === 0) {
-    throw new Error(`${source} is not a CNI conflist (no "plugins" list)`);
-  }
-  return parsed;
-}
-
-/** Installs the conflist at target atomically (validated first); the daemon calls it once ready. */
-export function installConflist(source: string, target: string): string {
-  const parsed = readConflist(source);
-  atomicWrite(target, (tmp) => writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`), 0o644);
-  return target;
 }
 
 export function installCni(opts: InstallOptions): {

@@ -3,11 +3,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import {
-  installCni,
-  installConflist,
-  installOptionsFromEnv,
-} from '../../../../src/ipam-daemon/k8s/install-cni.ts';
+import { installConflist } from '../../../../src/ipam-daemon/k8s/cni-files.ts';
+import { installCni, installOptionsFromEnv } from '../../../../src/ipam-daemon/k8s/install-cni.ts';
 import { parseNetworkConfig, selectNetworkConfig } from '../../../../src/ipam-daemon/k8s/network-config.ts';
 import { eventReason } from '../../../../src/ipam-daemon/k8s/node-events.ts';
 
