@@ -14,7 +14,7 @@
 // sync() re-reads LocalStack and converges links, routes and filters; the sync loop runs it after
 // every change the daemons make (attach, assign, unassign).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
@@ -38,6 +38,10 @@ export interface VpcNode {
   socketPath: string;
   daemon: ChildProcess | null;
   daemonLog: string;
+  /** The environment the daemon was last started with (respawnDaemon reuses it). */
+  daemonEnv?: Record<string, string>;
+  /** What node ran for it (startDaemon's nodeArgs). */
+  daemonArgs?: string[];
 }
 
 interface EniView {
@@ -72,6 +76,12 @@ export class LocalVpc {
   private loop: NodeJS.Timeout | null = null;
   private lsServer: Server | null = null;
   syncs = 0;
+  /**
+   * Where the daemons' EC2 traffic goes (a port on 127.0.0.1 in the root netns): LocalStack by
+   * default; set before build() to put a proxy (test/fakes/fault-proxy.ts) in between. The VPC's
+   * own view (sync) always reads LocalStack directly.
+   */
+  ec2TargetPort: number | undefined;
 
   constructor(seed: SeedResult, prefix: string, dir: string, cleanup: Cleanup) {
     this.seed = seed;
@@ -134,7 +144,10 @@ export class LocalVpc {
       await run('ip', ['netns', 'exec', this.fabric, 'sysctl', '-q', '-w', `${key}=${value}`]);
     }
     // LocalStack for every node's daemon: one Unix socket in the root netns -> 127.0.0.1:4566.
-    this.lsServer = await serveUnixToTcp(join(this.dir, 'localstack.sock'), this.lsPort);
+    this.lsServer = await serveUnixToTcp(
+      join(this.dir, 'localstack.sock'),
+      this.ec2TargetPort ?? this.lsPort,
+    );
     this.cleanup.add('localstack forwarder', () => this.lsServer?.close());
   }
 
@@ -301,8 +314,7 @@ export class LocalVpc {
       [imds.port]: imdsSock,
     });
     this.cleanup.add(`netns forwarder ${node.ns}`, () => fwd.kill('SIGKILL'));
-    const log = openSync(node.daemonLog, 'a');
-    const daemonEnv = {
+    node.daemonEnv = {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       CLOUD_PROVIDER: 'aws',
       CLUSTER_NAME: this.seed.clusterName,
@@ -319,14 +331,31 @@ export class LocalVpc {
       LOG_LEVEL: 'info',
       ...env,
     };
-    const daemon = spawn('ip', ['netns', 'exec', node.ns, process.execPath, ...nodeArgs], {
-      env: daemonEnv,
-      stdio: ['ignore', log, log],
-      cwd: join(import.meta.dirname, '..', '..'),
-    });
+    node.daemonArgs = [...nodeArgs];
+    await this.respawnDaemon(node);
+  }
+
+  /**
+   * Starts the node's daemon again with the environment of its last startDaemon (after a kill):
+   * same IMDS fake and forwarders. Resolves when it is ready (readyWithinMs 0: at once).
+   */
+  async respawnDaemon(node: VpcNode, readyWithinMs = 60_000): Promise<ChildProcess> {
+    if (!node.daemonEnv) throw new Error(`no daemon was started in ${node.ns}`);
+    const log = openSync(node.daemonLog, 'a');
+    const daemon = spawn(
+      'ip',
+      ['netns', 'exec', node.ns, process.execPath, ...(node.daemonArgs ?? ['src/ipam-daemon/main.ts'])],
+      {
+        env: node.daemonEnv,
+        stdio: ['ignore', log, log],
+        cwd: join(import.meta.dirname, '..', '..'),
+      },
+    );
+    closeSync(log);
     node.daemon = daemon;
     this.cleanup.add(`daemon ${node.ns}`, () => stopChild(daemon));
-    await waitReady(node, daemon, 60_000);
+    if (readyWithinMs > 0) await waitReady(node, daemon, readyWithinMs);
+    return daemon;
   }
 
   async stopDaemon(node: VpcNode): Promise<void> {
