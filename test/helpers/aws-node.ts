@@ -41,6 +41,10 @@ export interface AwsNodeOptions {
   cleanup: Cleanup;
   /** Extra aws-node environment (WARM_ENI_TARGET, MINIMUM_IP_TARGET...). */
   env?: Record<string, string>;
+  /** Benchmarks: EC2 call latency (ms per action), IMDS refresh period, attach-to-usable time. */
+  latencyMs?: (action: string) => number;
+  imdsRefreshMs?: number;
+  attachToUsableMs?: number;
 }
 
 export interface AwsPod {
@@ -75,8 +79,14 @@ export class AwsNode {
     this.imds = new Ec2MetadataMock(
       { instanceId: opts.node.instance.id, endpoint: seed.endpoint, region: seed.region },
       join(this.dir, 'imds'),
+      { attachToUsableMs: opts.attachToUsableMs ?? 0 },
     );
-    this.ec2 = new Ec2Proxy({ target: seed.endpoint, region: seed.region, pickAddresses: true });
+    this.ec2 = new Ec2Proxy({
+      target: seed.endpoint,
+      region: seed.region,
+      pickAddresses: true,
+      ...(opts.latencyMs ? { latencyMs: opts.latencyMs } : {}),
+    });
   }
 
   get checkpointPath(): string {
@@ -86,7 +96,7 @@ export class AwsNode {
   /** Starts IMDS, the EC2 proxy, the forwarders and the agent; resolves when ipamd serves. */
   async start(): Promise<void> {
     const { node, cp, cleanup } = this.opts;
-    await this.imds.start();
+    await this.imds.start(this.opts.imdsRefreshMs);
     cleanup.add(`aws-node imds ${node.ns}`, () => this.imds.close());
     await this.ec2.start();
     cleanup.add(`aws-node ec2 proxy ${node.ns}`, () => this.ec2.close());

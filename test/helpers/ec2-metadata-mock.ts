@@ -112,10 +112,14 @@ export class Ec2MetadataMock {
   private timer: NodeJS.Timeout | null = null;
   port = 0;
   requests = 0;
+  /** A secondary ENI shows up this long after EC2 reports it attached (attach-to-usable). */
+  private readonly attachToUsableMs: number;
+  private readonly firstSeen = new Map<string, number>();
 
-  constructor(ref: Ec2InstanceRef, dir: string) {
+  constructor(ref: Ec2InstanceRef, dir: string, opts: { attachToUsableMs?: number } = {}) {
     this.ref = ref;
     this.dir = dir;
+    this.attachToUsableMs = opts.attachToUsableMs ?? 0;
     mkdirSync(dir, { recursive: true });
   }
 
@@ -147,6 +151,15 @@ export class Ec2MetadataMock {
 
   private async refreshOnce(): Promise<void> {
     const data = await instanceFromEc2(this.ref);
+    if (this.attachToUsableMs > 0) {
+      const now = Date.now();
+      data.interfaces = data.interfaces.filter((i) => {
+        if (i.deviceNumber === 0) return true;
+        const seen = this.firstSeen.get(i.interfaceId) ?? now;
+        this.firstSeen.set(i.interfaceId, seen);
+        return now - seen >= this.attachToUsableMs;
+      });
+    }
     const macs = new Set(data.interfaces.map((i) => i.mac));
     for (const [mac, m] of this.mocks) {
       if (!macs.has(mac)) {

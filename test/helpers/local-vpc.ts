@@ -75,6 +75,12 @@ export class LocalVpc {
   private syncing: Promise<void> = Promise.resolve();
   private loop: NodeJS.Timeout | null = null;
   private lsServer: Server | null = null;
+  /**
+   * How long a newly attached secondary ENI takes to become usable (appear in the node, carry
+   * traffic) after LocalStack reports it attached; 0 = at the next sync (benchmarks set seconds).
+   */
+  attachToUsableMs = 0;
+  private readonly firstSeen = new Map<string, number>();
   syncs = 0;
   /**
    * Where the daemons' EC2 traffic goes (a port on 127.0.0.1 in the root netns): LocalStack by
@@ -215,6 +221,11 @@ export class LocalVpc {
       const node = this.nodes.find((n) => n.instance.id === eni.instanceId);
       if (!node) continue;
       let link = this.links.get(eni.id);
+      if (!link && eni.deviceIndex > 0 && this.attachToUsableMs > 0) {
+        const seen = this.firstSeen.get(eni.id) ?? Date.now();
+        this.firstSeen.set(eni.id, seen);
+        if (Date.now() - seen < this.attachToUsableMs) continue;
+      }
       if (!link) {
         link = `${this.prefix}n${node.index}e${eni.deviceIndex}`;
         // The hypervisor hot-plugs the NIC: it appears in the node DOWN and unconfigured.
@@ -298,6 +309,8 @@ export class LocalVpc {
     node: VpcNode,
     env: Record<string, string>,
     nodeArgs: readonly string[] = ['src/ipam-daemon/main.ts'],
+    /** More root-netns loopback ports to reach from the node at the same port (e.g. an EC2 proxy). */
+    extraPorts: readonly number[] = [],
   ): Promise<void> {
     const imds: ImdsFake = await startImdsFake({
       source: liveEc2Source(
@@ -309,9 +322,17 @@ export class LocalVpc {
     const imdsSock = join(node.dir, 'imds.sock');
     const imdsServer = await serveUnixToTcp(imdsSock, imds.port);
     this.cleanup.add(`imds forwarder ${node.ns}`, () => imdsServer.close());
+    const extra: Record<number, string> = {};
+    for (const port of extraPorts) {
+      const sock = join(node.dir, `port-${port}.sock`);
+      const server = await serveUnixToTcp(sock, port);
+      this.cleanup.add(`forwarder ${node.ns}:${port}`, () => server.close());
+      extra[port] = sock;
+    }
     const fwd = await startNetnsForwarder(node.ns, {
       [this.lsPort]: join(this.dir, 'localstack.sock'),
       [imds.port]: imdsSock,
+      ...extra,
     });
     this.cleanup.add(`netns forwarder ${node.ns}`, () => fwd.kill('SIGKILL'));
     node.daemonEnv = {

@@ -18,6 +18,9 @@ import {
 } from '../pool-engine.ts';
 import { type DaemonCore, delay, errText } from './core.ts';
 
+/** How soon node setup is retried while an attached interface is not visible in the node yet. */
+export const SETUP_RETRY_MS = 500;
+
 export class PoolLoop {
   private readonly core: DaemonCore;
   private excessSince: number | null = null;
@@ -361,7 +364,11 @@ export class PoolLoop {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeTimer = null;
     const now = core.clock.now();
+    const { setupPending, setupError } = core.parts.interfaces;
     const candidates = [
+      // A hot-plugged interface shows up in the node within seconds and its IPs wait on it (node
+      // setup): look again soon, not at the next reconcile tick.
+      setupPending.size > 0 && setupError !== null ? now + SETUP_RETRY_MS : null,
       core.mustDs().nextCoolingEnd(),
       this.excessSince === null ? null : this.excessSince + core.opts.pool.shrinkDelayMs,
       this.cloudBackoff?.until ?? null,

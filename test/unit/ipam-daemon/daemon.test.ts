@@ -311,6 +311,37 @@ describe('Daemon on the in-memory cloud', () => {
     }
   });
 
+  test('an interface not yet visible in the node is set up again within a second, not at the next tick', async () => {
+    let failures = 0;
+    const h = await startHarness({
+      // reconcile tick 60 s: only the setup retry can make the new interface usable in time
+      pool: { warmEniTarget: 0, allocateWaitMs: 3000, reconcileIntervalMs: 60_000 },
+      realClock: true,
+      providerOptions: { primarySecondaryIps: 9 },
+      daemon: {
+        nodeSetup: {
+          async reconcile(_node, interfaces) {
+            // The hot-plugged NIC appears in the node after two looks (as after a second or so).
+            if (interfaces.length > 1 && failures < 2) {
+              failures++;
+              throw new Error('attached interface(s) not visible on the node yet');
+            }
+          },
+        },
+      },
+    });
+    try {
+      for (let n = 0; n < 9; n++) await h.daemon.allocate(key(n));
+      const started = Date.now();
+      const a = await h.daemon.allocate(key(9));
+      assert.equal(a.deviceIndex, 1);
+      assert.equal(failures, 2);
+      assert.ok(Date.now() - started < 2500, `served after ${Date.now() - started} ms`);
+    } finally {
+      await h.close();
+    }
+  });
+
   test("stop also stops node setup's own timer (its drift repair)", async () => {
     let stops = 0;
     const h = await startHarness({
