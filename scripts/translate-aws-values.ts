@@ -86,7 +86,7 @@ interface Out {
   daemonEnv: Record<string, string>;
   janitorEnv: Record<string, string>;
   janitorEnabled?: boolean;
-  cni: Record<string, string | number>;
+  cni: Record<string, string | number | boolean>;
   daemon: Values;
   serviceAccountAnnotations?: Record<string, string>;
   podNetworkConfigs: Values[];
@@ -219,9 +219,9 @@ export const RULES: Record<string, Rule> = {
     }
   },
   DISABLE_NETWORK_RESOURCE_PROVISIONING: same,
-  ENABLE_BANDWIDTH_PLUGIN: unsupportedWhenTrue(
-    'the chart chains only portmap; add the bandwidth plugin to the conflist yourself',
-  ),
+  ENABLE_BANDWIDTH_PLUGIN: (v, { out }) => {
+    if (truthy(v)) out.cni.bandwidth = true;
+  },
   ANNOTATE_POD_IP: same,
   ENABLE_IPv4: (v, { note }) => {
     if (!truthy(v)) note('vpc-ipam is IPv4 only', true);
@@ -242,9 +242,9 @@ export const RULES: Record<string, Rule> = {
   // Only meaningful in an IPv6 cluster (which vpc-ipam is not): nothing to carry.
   ENABLE_V4_EGRESS: () => {},
   IP_COOLDOWN_PERIOD: same,
-  DISABLE_POD_V6: unsupportedWhenTrue(
-    'no tuning plugin is chained; set net.ipv6.conf.all.disable_ipv6 per pod',
-  ),
+  DISABLE_POD_V6: (v, { out }) => {
+    if (truthy(v)) out.cni.disablePodIPv6 = true;
+  },
   NETWORK_POLICY_ENFORCING_MODE: (v, { note }) => {
     note('vpc-ipam ships no network policy agent; run a policy engine alongside', v.trim() === 'strict');
   },

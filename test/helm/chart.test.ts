@@ -309,6 +309,16 @@ describe('helm chart', () => {
     assert.equal(conflist.plugins[0].mtu, 1500);
     assert.equal(conflist.plugins[0].mode, 'ipvlan');
     assert.equal(conflist.plugins[1].type, 'portmap');
+    // ENABLE_BANDWIDTH_PLUGIN / DISABLE_POD_V6 counterparts, chained after portmap.
+    assert.deepEqual(conflist.plugins[2], { type: 'bandwidth', capabilities: { bandwidth: true } });
+    assert.equal(conflist.plugins[3].type, 'tuning');
+    assert.equal(conflist.plugins[3].sysctl['net.ipv6.conf.all.disable_ipv6'], '1');
+    const plain = JSON.parse(find(rendered.default!.docs, 'ConfigMap', '-cni').data['conflist.json']);
+    assert.deepEqual(
+      plain.plugins.map((p: { type: string }) => p.type),
+      ['vpc-cni'],
+      'nothing chained by default',
+    );
     const sm = find(docs, 'ServiceMonitor');
     assert.equal(sm.metadata.labels?.release, 'prometheus');
     assert.equal(sm.spec.endpoints[0].interval, '15s');

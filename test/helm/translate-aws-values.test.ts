@@ -104,6 +104,10 @@ describe('translate-aws-values: an aws-node values file to a rendered vpc-ipam c
     assert.equal(plugin.mtu, 8000, 'POD_MTU from extraEnv');
     assert.equal(plugin.logLevel, 'warn');
     assert.equal(plugin.vethPrefix, 'vpc', "vpc-ipam's own veths keep their prefix");
+    const chained = JSON.parse(find('ConfigMap', '-cni').data['conflist.json']).plugins.map(
+      (p: { type: string }) => p.type,
+    );
+    assert.deepEqual(chained, ['vpc-cni', 'bandwidth'], 'ENABLE_BANDWIDTH_PLUGIN chains bandwidth');
     assert.ok(
       !docs.some((d) => d.kind === 'Deployment' && d.metadata.name.endsWith('-janitor')),
       'janitor off',
