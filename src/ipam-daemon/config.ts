@@ -289,6 +289,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     group: 'warm-pool',
     parse: bool,
   },
+  {
+    name: 'AWS_MANAGE_ENIS_NON_SCHEDULABLE',
+    default: 'false',
+    accepted: 'true | false',
+    description:
+      'On a node marked unschedulable (cordoned, draining): false attaches no new interface and gives nothing back while its pods leave; true manages interfaces as on any node. Needs NODE_NAME (the Node is read every 10 s).',
+    group: 'warm-pool',
+    parse: bool,
+  },
   // --- daemon ---
   {
     name: 'VPC_IPAM_SOCKET',
@@ -531,6 +540,8 @@ export interface WarmPoolConfig {
   subnetBackoffMs: number;
   /** Drift resync interval (VPC_IPAM_RESYNC_INTERVAL); 0 or absent: off. */
   resyncIntervalMs?: number;
+  /** AWS_MANAGE_ENIS_NON_SCHEDULABLE: attach and shrink interfaces on a cordoned node too. */
+  manageEnisNonSchedulable?: boolean;
   /**
    * DISABLE_NETWORK_RESOURCE_PROVISIONING: hand out only the IPs already on the node's interfaces
    * (any attached interface, any subnet); never create, attach, assign, unassign or delete.
@@ -655,6 +666,7 @@ export function loadConfig(env: Env): DaemonConfig {
       allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
       subnetBackoffMs: Math.round((get<number>('VPC_IPAM_SUBNET_BACKOFF') ?? 300) * 1000),
       resyncIntervalMs: Math.round((get<number>('VPC_IPAM_RESYNC_INTERVAL') ?? 60) * 1000),
+      manageEnisNonSchedulable: get<boolean>('AWS_MANAGE_ENIS_NON_SCHEDULABLE') ?? false,
       noProvisioning: get<boolean>('DISABLE_NETWORK_RESOURCE_PROVISIONING') ?? false,
     },
     socketPath: get<string>('VPC_IPAM_SOCKET') ?? DEFAULT_SOCKET_PATH,

@@ -128,6 +128,11 @@ export class Daemon extends EventEmitter {
     return this.core.parts.interfaces.infos();
   }
 
+  /** The Node's spec.unschedulable (cordoned) as the Kubernetes side sees it. */
+  setNodeUnschedulable(unschedulable: boolean): void {
+    this.core.parts.pool.setUnschedulable(unschedulable);
+  }
+
   /** Ask the loop to run soon; coalesces. */
   kick(): void {
     this.core.parts.pool.kick();

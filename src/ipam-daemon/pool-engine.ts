@@ -16,7 +16,8 @@ export type NoIpReason =
   | 'throttled'
   | 'cloud-error'
   | 'pool-growing'
-  | 'provisioning-disabled';
+  | 'provisioning-disabled'
+  | 'node-cordoned';
 
 export interface NoIpInfo {
   reason: NoIpReason;
@@ -64,6 +65,11 @@ export interface PoolState {
   /** Allowed pod subnets, in order of preference. */
   subnets: EngineSubnet[];
   cloudBackoff: CloudBackoff | null;
+  /**
+   * The node is unschedulable (cordoned, draining) and AWS_MANAGE_ENIS_NON_SCHEDULABLE is false: no
+   * new interface is attached and nothing is given back while it drains (its pods are leaving).
+   */
+  cordoned?: boolean;
 }
 
 export interface PoolLimits {
@@ -152,7 +158,8 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const subnetLeft = (id: string): number => budget.get(id) ?? Number.POSITIVE_INFINITY;
   const fillable = (i: EngineInterface) =>
     i.usable && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
-  const slotsForNew = Math.max(0, maxIfs - ifs.length);
+  const cordoned = state.cordoned === true;
+  const slotsForNew = cordoned ? 0 : Math.max(0, maxIfs - ifs.length);
   const canCreate = availableSubnets.length > 0 ? slotsForNew : 0;
   // Pod IPs this node could hold: room on usable interfaces plus interfaces it could still create.
   const ifCapacity =
@@ -192,6 +199,8 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   if (backoff) {
     decision = `waiting ${Math.ceil((backoff.until - now) / 1000)}s before calling the cloud again (${backoff.reason})`;
     excessSince = state.excessSince;
+  } else if (cordoned && desired <= total) {
+    decision = 'node is unschedulable (cordoned): not shrinking while it drains';
   } else if (desired > total) {
     let need = desired - total;
     if (ipMode) need = Math.min(Math.max(need, targets.minGrowStep), ceiling - total);
@@ -223,7 +232,8 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       growth += n;
       creates++;
     }
-    decision = `grow by ${growth}${need > 0 ? ` (${need} more cannot be had)` : ''}`;
+    const why = cordoned ? ': node is unschedulable, no new interface' : '';
+    decision = `grow by ${growth}${need > 0 ? ` (${need} more cannot be had${why})` : ''}`;
   } else if (
     (total > desired && !(ipMode && total - desired < targets.minGrowStep)) ||
     emptyDeletable.length > 0
@@ -301,6 +311,12 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       };
     }
     const coolingNote = cooling > 0 ? `; ${cooling} released IP(s) are in cooldown and free up shortly` : '';
+    if (cordoned && !ifs.some(fillable) && ifs.length < maxIfs) {
+      return {
+        reason: 'node-cordoned',
+        message: `the node is unschedulable (cordoned) and its interfaces are full (${used} in use${coolingNote}); no new interface is attached while it drains (AWS_MANAGE_ENIS_NON_SCHEDULABLE=false); uncordon it, or set AWS_MANAGE_ENIS_NON_SCHEDULABLE=true`,
+      };
+    }
     if (limits.maxPods !== null && used >= limits.maxPods) {
       return {
         reason: 'max-pods',

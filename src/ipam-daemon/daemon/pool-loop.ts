@@ -30,7 +30,12 @@ export class PoolLoop {
   private running: Promise<void> | null = null;
   /** Another round is wanted once this one ends. */
   rerun = false;
+  /** The running loop has made its last check; a kick now needs a new loop (kickAfter). */
+  private loopEnded = false;
+  private kickAfter = false;
   private wakeTimer: NodeJS.Timeout | null = null;
+  /** The Node is marked unschedulable (cordoned), as the Kubernetes side last saw it. */
+  private unschedulable = false;
   private tickTimer: NodeJS.Timeout | null = null;
 
   constructor(core: DaemonCore) {
@@ -99,6 +104,7 @@ export class PoolLoop {
         excessSince: this.excessSince,
         subnets: this.core.parts.subnets.list,
         cloudBackoff: this.cloudBackoff,
+        cordoned: this.unschedulable && !this.core.opts.pool.manageEnisNonSchedulable,
       },
       limits,
       targets,
@@ -106,16 +112,34 @@ export class PoolLoop {
     );
   }
 
+  /** The Kubernetes side saw the Node's spec.unschedulable change. */
+  setUnschedulable(unschedulable: boolean): void {
+    if (unschedulable === this.unschedulable) return;
+    this.unschedulable = unschedulable;
+    this.core.log.info(
+      { unschedulable, manageEnisNonSchedulable: this.core.opts.pool.manageEnisNonSchedulable ?? false },
+      unschedulable ? 'node cordoned' : 'node uncordoned',
+    );
+    this.kick();
+  }
+
   /** Ask the loop to run soon; coalesces. */
   kick(): void {
     if (this.core.state !== 'ready') return;
     if (this.running) {
-      this.rerun = true;
+      // Past its last check the loop would not see `rerun`: start another once it has settled
+      // (a request waiting for the pool must not wait for the next tick).
+      if (this.loopEnded) this.kickAfter = true;
+      else this.rerun = true;
       return;
     }
+    this.loopEnded = false;
     this.running = this.loop().finally(() => {
       this.running = null;
-      this.scheduleWake();
+      if (this.kickAfter) {
+        this.kickAfter = false;
+        this.kick();
+      } else this.scheduleWake();
     });
   }
 
@@ -143,6 +167,7 @@ export class PoolLoop {
         this.core.log.error({ err: errText(err) }, 'pool reconcile failed');
       }
     } while (this.rerun && this.core.state === 'ready' && ++rounds < 20);
+    this.loopEnded = true;
   }
 
   /** One plan + execute round. Returns whether any cloud action succeeded. */

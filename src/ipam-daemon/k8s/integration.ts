@@ -11,11 +11,17 @@ import { loadKubeConfig } from './kube-client.ts';
 import { resolvePodNetwork } from './network-config.ts';
 import { type DriftOccurrence, NodeEventRecorder, type NoIpOccurrence } from './node-events.ts';
 import { NodeStatusPublisher } from './node-status.ts';
+import { SchedulabilityWatch } from './node-watch.ts';
 import { type AllocatedPod, PodIpAnnotator } from './pod-annotator.ts';
 import { type AllocationSource, createNodePodsReflector, PodWatcher } from './pod-watcher.ts';
 
 /** What the integration needs from the Daemon class (it satisfies this). */
-export type DaemonLike = AllocationSource & Pick<EventEmitter, 'on' | 'off'> & { status(): PoolStatus };
+export type DaemonLike = AllocationSource &
+  Pick<EventEmitter, 'on' | 'off'> & {
+    status(): PoolStatus;
+    /** The Node's spec.unschedulable changed (AWS_MANAGE_ENIS_NON_SCHEDULABLE). */
+    setNodeUnschedulable?(unschedulable: boolean): void;
+  };
 
 export interface KubernetesIntegration {
   publisher: NodeStatusPublisher;
@@ -34,6 +40,8 @@ export interface StartOptions {
   /** The PodNetworkConfig in use, shown in the status (from resolveCustomNetworking). */
   networkConfig?: string | null;
   podGcIntervalMs?: number;
+  /** How often the Node is read for spec.unschedulable (default 10 s). */
+  nodeWatchIntervalMs?: number;
 }
 
 export async function startKubernetesIntegration(opts: StartOptions): Promise<KubernetesIntegration> {
@@ -83,6 +91,16 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
     });
     podWatcher.start();
   }
+  const schedulability = daemon.setNodeUnschedulable
+    ? new SchedulabilityWatch({
+        core,
+        nodeName: settings.nodeName,
+        intervalMs: opts.nodeWatchIntervalMs ?? 10_000,
+        logger,
+        onChange: (u) => daemon.setNodeUnschedulable?.(u),
+      })
+    : null;
+  schedulability?.start();
   return {
     publisher,
     events,
@@ -95,6 +113,7 @@ export async function startKubernetesIntegration(opts: StartOptions): Promise<Ku
       daemon.off('no-ip', onNoIp);
       daemon.off('drift', onDrift);
       await podWatcher?.stop();
+      await schedulability?.stop();
       await publisher.flush();
       await publisher.stop();
       await events.stop();

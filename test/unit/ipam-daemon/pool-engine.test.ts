@@ -641,3 +641,64 @@ describe('pool engine: subnets and backoff', () => {
     );
   });
 });
+
+describe('pool engine: a cordoned node (AWS_MANAGE_ENIS_NON_SCHEDULABLE=false)', () => {
+  const limits: PoolLimits = {
+    instanceType: 'm5.large',
+    maxInterfaces: 3,
+    ipsPerInterface: 10,
+    maxEni: null,
+    maxPods: null,
+  };
+  const targets: PoolTargets = {
+    warmEniTarget: 1,
+    warmIpTarget: null,
+    minimumIpTarget: null,
+    minGrowStep: 1,
+    shrinkDelayMs: 0,
+  };
+  const iface = (id: string, deviceIndex: number, assigned: number, free: number): EngineInterface => ({
+    id,
+    deviceIndex,
+    subnetId: 'subnet-1',
+    usable: true,
+    deletable: deviceIndex !== 0,
+    total: assigned + free,
+    assigned,
+    cooling: 0,
+    freeIps: Array.from({ length: free }, (_, n) => `${id}-ip${n}`),
+  });
+  const state = (interfaces: EngineInterface[], cordoned: boolean): PoolState => ({
+    interfaces,
+    pending: 0,
+    excessSince: null,
+    subnets: [{ id: 'subnet-1', availableIps: null, backoffUntil: null }],
+    cloudBackoff: null,
+    cordoned,
+  });
+
+  test('no new interface: a full node answers node-cordoned; uncordoned it creates one', () => {
+    const full = [iface('eni-0', 0, 9, 0)];
+    const p = plan(state(full, true), limits, targets, 0);
+    assert.deepEqual(p.actions, []);
+    assert.equal(p.noIp?.reason, 'node-cordoned');
+    assert.match(p.noIp?.message ?? '', /unschedulable.*AWS_MANAGE_ENIS_NON_SCHEDULABLE/);
+    assert.deepEqual(
+      plan(state(full, false), limits, targets, 0).actions.map((a) => a.kind),
+      ['create'],
+    );
+  });
+
+  test('existing interfaces are still filled', () => {
+    const p = plan(state([iface('eni-0', 0, 3, 0)], true), limits, targets, 0);
+    assert.deepEqual(p.actions, [{ kind: 'assign', interfaceId: 'eni-0', count: 6 }]);
+  });
+
+  test('nothing is given back while it drains; uncordoned the empty interface goes', () => {
+    const drained = [iface('eni-0', 0, 1, 8), iface('eni-1', 1, 0, 9), iface('eni-2', 2, 0, 9)];
+    const p = plan(state(drained, true), limits, targets, 0);
+    assert.deepEqual(p.actions, []);
+    assert.match(p.why, /cordoned\): not shrinking/);
+    assert.ok(plan(state(drained, false), limits, targets, 0).actions.some((a) => a.kind === 'delete'));
+  });
+});
