@@ -9,7 +9,7 @@
 //    ADD to the pod's successful ADD;
 //  - after SETTLE_MS with no new pod, the addresses held but not assigned are counted.
 //
-//   node bench/burst.ts [--runs m5.large:30,m5.4xlarge:110] [--concurrency 16] [--write]
+//   node bench/burst.ts [--runs m5.large:30,m5.4xlarge:110] [--concurrency 16] [--write [--out F]]
 // Root; LocalStack on VPC_IPAM_EC2_ENDPOINT; the tools scripts/setup.sh installs.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -89,6 +89,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: 'm5.large:30,m5.4xlarge:110' },
     concurrency: { type: 'string', default: '16' },
     write: { type: 'boolean', default: false },
+    /** Results file name in bench/results/ (default burst.md). */
+    out: { type: 'string', default: 'burst.md' },
   },
 });
 const concurrency = Number(values.concurrency);
@@ -312,7 +314,7 @@ async function main(): Promise<void> {
   }
   const md = report(results);
   process.stdout.write(md);
-  if (values.write) writeFileSync(join(import.meta.dirname, 'results', 'burst.md'), md);
+  if (values.write) writeFileSync(join(import.meta.dirname, 'results', String(values.out)), md);
 }
 
 function report(results: RunResult[]): string {
