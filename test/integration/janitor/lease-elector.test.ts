@@ -1,37 +1,28 @@
-// Two (and more) janitors racing for the Lease through the real client against the fake API
-// server: exactly one leads, the others follow; a follower takes over only after expiry; a
-// leader that steps down hands over at once.
+// Two (and more) janitors racing for the Lease through the real client against the real
+// kube-apiserver (cluster/control-plane.ts: Debian etcd + kube-apiserver v1.34.4 built from the Go
+// module proxy): exactly one leads, the others follow; a follower takes over only after expiry; a
+// leader that steps down hands over at once. Optimistic concurrency (409 on create and on a stale
+// replace) and MicroTime parsing are the real server's.
+//
+// The fake API server (test/fakes/kube-apiserver.ts) stays for one fault the real server cannot be
+// made to produce: the last test needs one replica's lease writes to fail (500) while the other's
+// get through ("a" crashes mid-term).
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
+import { type ControlPlane, startControlPlane } from '../../../cluster/control-plane.ts';
 import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
 import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
 
 const logger = pino({ level: 'silent' });
 
-describe('janitor lease election against the fake API server', () => {
-  const server = new FakeKubeApiServer();
-  let api: CoordinationV1Api;
-  let n = 0;
-
-  before(async () => {
-    await server.start();
-    const kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
-    api = kc.makeApiClient(CoordinationV1Api);
-  });
-  after(async () => {
-    await server.stop();
-  });
-
-  function elector(
-    identity: string,
-    leaseName: string,
-    now: () => number,
-    durationSeconds = 10,
-  ): LeaseElector {
-    return new LeaseElector({
+function electorFor(api: CoordinationV1Api) {
+  return (identity: string, leaseName: string, now: () => number, durationSeconds = 10): LeaseElector =>
+    new LeaseElector({
       api,
       namespace: 'kube-system',
       name: leaseName,
@@ -42,7 +33,33 @@ describe('janitor lease election against the fake API server', () => {
       logger,
       now,
     });
-  }
+}
+
+describe('janitor lease election against the real kube-apiserver', { timeout: 300_000 }, () => {
+  let cp: ControlPlane;
+  let dir: string;
+  let api: CoordinationV1Api;
+  let elector: ReturnType<typeof electorFor>;
+  let n = 0;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'vpc-ipam-lease-'));
+    cp = await startControlPlane({ dir });
+    const kc = new KubeConfig();
+    kc.loadFromFile(cp.adminKubeconfig);
+    api = kc.makeApiClient(CoordinationV1Api);
+    elector = electorFor(api);
+  });
+  after(async () => {
+    await cp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const leaseSpec = async (name: string) =>
+    (await api.readNamespacedLease({ name, namespace: 'kube-system' })).spec as {
+      holderIdentity: string;
+      leaseTransitions: number;
+    };
 
   test('five replicas starting together: exactly one wins, via optimistic concurrency', async () => {
     const lease = `race-${n++}`;
@@ -51,17 +68,12 @@ describe('janitor lease election against the fake API server', () => {
     const results = await Promise.all(replicas.map((r) => r.tryOnce()));
     assert.equal(results.filter(Boolean).length, 1, `leaders: ${results}`);
     const winner = replicas[results.indexOf(true)]!;
-    const stored = server.get('leases.coordination.k8s.io', lease, 'kube-system');
-    const spec = stored?.spec as { holderIdentity: string; renewTime: string; leaseTransitions: number };
+    const spec = await leaseSpec(lease);
     assert.equal(spec.holderIdentity, ['a', 'b', 'c', 'd', 'e'][results.indexOf(true)]);
-    // The real API server only parses MicroTime with six fractional digits; the fake enforces it.
-    assert.match(spec.renewTime, /\.\d{6}Z$/);
     // The losers got 409 AlreadyExists from create; a second round keeps them followers.
     const again = await Promise.all(replicas.map((r) => r.tryOnce()));
     assert.deepEqual(again, results);
     assert.ok(winner.isLeader());
-    const conflicts = server.requests.filter((q) => q.method === 'POST' && q.path.endsWith('/leases')).length;
-    assert.ok(conflicts >= 5);
   });
 
   test('concurrent takeover of an expired lease: one replace wins, the other gets 409', async () => {
@@ -75,15 +87,9 @@ describe('janitor lease election against the fake API server', () => {
     assert.deepEqual(await Promise.all([b.tryOnce(), c.tryOnce()]), [false, false]);
     // "old" dies; by the followers' own clock the lease expires.
     clock.t += 2_001;
-    const before = server.requests.length;
     const results = await Promise.all([b.tryOnce(), c.tryOnce()]);
     assert.equal(results.filter(Boolean).length, 1, `takeover results ${results}`);
-    const puts = server.requests.slice(before).filter((q) => q.method === 'PUT');
-    assert.equal(puts.length, 2, 'both tried to replace');
-    const spec = server.get('leases.coordination.k8s.io', lease, 'kube-system')?.spec as {
-      holderIdentity: string;
-      leaseTransitions: number;
-    };
+    const spec = await leaseSpec(lease);
     assert.equal(spec.leaseTransitions, 1);
     assert.equal(spec.holderIdentity, results[0] ? 'b' : 'c');
     // The old leader, back from a pause, finds it lost the lease (renew deadline long passed).
@@ -123,6 +129,22 @@ describe('janitor lease election against the fake API server', () => {
     await a.stop();
     assert.equal(a.isLeader(), false);
     assert.equal(await b.tryOnce(), true);
+  });
+});
+
+describe('janitor lease election: a fault only the fake API server can inject', () => {
+  const server = new FakeKubeApiServer();
+  let api: CoordinationV1Api;
+  let n = 0;
+
+  before(async () => {
+    await server.start();
+    const kc = new KubeConfig();
+    kc.loadFromOptions(server.kubeConfigOptions());
+    api = kc.makeApiClient(CoordinationV1Api);
+  });
+  after(async () => {
+    await server.stop();
   });
 
   test('real timers: two running electors, leader crashes, the other takes over after expiry', async () => {
