@@ -191,50 +191,31 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     );
 
     if (options.controllers) {
-      const kcm = await pki.issue('kube-controller-manager', { cn: 'system:kube-controller-manager' });
-      const kcmConfig = join(dir, 'kube-controller-manager.kubeconfig');
-      writeKubeconfig(kcmConfig, server, pki.ca.cert, kcm);
-      children.push(
-        startChild(
-          'kube-controller-manager',
-          k8sBin('kube-controller-manager'),
-          [
-            `--kubeconfig=${kcmConfig}`,
-            `--authentication-kubeconfig=${kcmConfig}`,
-            `--authorization-kubeconfig=${kcmConfig}`,
-            `--service-account-private-key-file=${pki.saKey}`,
-            `--root-ca-file=${pki.ca.cert}`,
-            '--use-service-account-credentials=true',
-            `--service-cluster-ip-range=${SERVICE_CIDR}`,
-            '--leader-elect=false',
-            '--bind-address=127.0.0.1',
-            `--secure-port=${await freePort()}`,
-            // a node whose kubelet stops is NotReady after 20 s (the scenarios stop one on purpose)
-            '--node-monitor-grace-period=20s',
-            '--v=1',
-          ],
-          join(logs, 'kube-controller-manager.log'),
-        ),
-      );
-      const sched = await pki.issue('kube-scheduler', { cn: 'system:kube-scheduler' });
-      const schedConfig = join(dir, 'kube-scheduler.kubeconfig');
-      writeKubeconfig(schedConfig, server, pki.ca.cert, sched);
-      children.push(
-        startChild(
-          'kube-scheduler',
-          k8sBin('kube-scheduler'),
-          [
-            `--kubeconfig=${schedConfig}`,
-            `--authentication-kubeconfig=${schedConfig}`,
-            `--authorization-kubeconfig=${schedConfig}`,
-            '--leader-elect=false',
-            '--bind-address=127.0.0.1',
-            `--secure-port=${await freePort()}`,
-            '--v=1',
-          ],
-          join(logs, 'kube-scheduler.log'),
-        ),
-      );
+      // kube-controller-manager and kube-scheduler: a client certificate each, the same serving and
+      // delegated-auth flags, no leader election (one of each)
+      const component = async (name: string, extra: string[]) => {
+        const cert = await pki.issue(name, { cn: `system:${name}` });
+        const config = join(dir, `${name}.kubeconfig`);
+        writeKubeconfig(config, server, pki.ca.cert, cert);
+        const auth = ['', 'authentication-', 'authorization-'].map((p) => `--${p}kubeconfig=${config}`);
+        const serving = [
+          '--leader-elect=false',
+          '--bind-address=127.0.0.1',
+          `--secure-port=${await freePort()}`,
+        ];
+        children.push(
+          startChild(name, k8sBin(name), [...auth, ...serving, ...extra, '--v=1'], join(logs, `${name}.log`)),
+        );
+      };
+      await component('kube-controller-manager', [
+        `--service-account-private-key-file=${pki.saKey}`,
+        `--root-ca-file=${pki.ca.cert}`,
+        '--use-service-account-credentials=true',
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        // a node whose kubelet stops is NotReady after 20 s (the scenarios stop one on purpose)
+        '--node-monitor-grace-period=20s',
+      ]);
+      await component('kube-scheduler', []);
       // the controller-manager's ServiceAccount controller makes `default` in every namespace
       await waitFor(
         'ServiceAccount default/default (kube-controller-manager)',
