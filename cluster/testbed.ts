@@ -10,13 +10,14 @@
 //     server's advertised address and LocalStack's "EC2 endpoint", both forwarded to loopback
 //   etcd + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1 (root netns)
 //   per node (cluster/node.ts): containerd, kubelet, kube-proxy in the node's netns and its own
-//     mount namespace; IMDS at 169.254.169.254 inside the node
+//     mount namespace; IMDS at 169.254.169.254 inside the node from aws/amazon-ec2-metadata-mock
+//     (test/helpers/ec2-metadata-mock.ts: one mock per ENI MAC, configs follow LocalStack)
 //   helm install of helm/vpc-ipam with user values only (cluster name, image, endpoints)
 //
 // Control socket (.run/cluster/control.sock, HTTP): GET /state; POST /nodes/<name>/kubelet/stop,
 // /nodes/<name>/kubelet/start, /nodes/<name>/stop (the whole node, as when its instance dies).
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import {
   createServer,
   type Server as HttpServer,
@@ -26,7 +27,7 @@ import {
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { liveEc2Source, startImdsFake } from '../test/fakes/imds-aws.ts';
+import { Ec2MetadataMock } from '../test/helpers/ec2-metadata-mock.ts';
 import { exposeNetnsPort, serveUnixToTcp, startNetnsForwarder } from '../test/helpers/forwarder.ts';
 import { LocalVpc } from '../test/helpers/local-vpc.ts';
 import { deleteCluster, seedCluster, uniqueClusterName } from '../test/helpers/localstack.ts';
@@ -169,8 +170,13 @@ async function up(): Promise<void> {
     const dir = join(RUN_DIR, prefix);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    // last step of the teardown: the nodes' image snapshots are large
-    cleanup.add('run directory', () => rmSync(dir, { recursive: true, force: true }));
+    // last step of the teardown: the nodes' image snapshots are large (a minute and more to
+    // delete on a busy disk), so they are renamed out of the way and deleted in the background
+    cleanup.add('run directory', () => {
+      const trash = join(RUN_DIR, `.trash-${prefix}-${Date.now()}`);
+      renameSync(dir, trash);
+      spawn('rm', ['-rf', trash], { detached: true, stdio: 'ignore' }).unref();
+    });
 
     say('building images');
     const images = await buildImages();
@@ -224,10 +230,13 @@ async function up(): Promise<void> {
       const inst = vn.instance;
       const name = nodeNameFor(inst.privateIp);
       const zone = inst.az;
-      // IMDS at 169.254.169.254 inside the node, read live from LocalStack
-      const imds = await startImdsFake({
-        source: liveEc2Source({ instanceId: inst.id, endpoint: seed.endpoint, region: seed.region }, 200),
-      });
+      // IMDS at 169.254.169.254 inside the node: the real ec2-metadata-mock, one per ENI MAC behind
+      // a path router, its configs rewritten from LocalStack as ENIs and IPs change
+      const imds = new Ec2MetadataMock(
+        { instanceId: inst.id, endpoint: seed.endpoint, region: seed.region },
+        join(vn.dir, 'imds'),
+      );
+      await imds.start(300);
       cleanup.add(`imds ${name}`, () => imds.close());
       const imdsSock = join(vn.dir, 'imds.sock');
       const imdsServer = await serveUnixToTcp(imdsSock, imds.port);
