@@ -25,7 +25,13 @@ import { localEc2Client, type SeedResult } from '../localstack/seed.ts';
 import type { Allocation, PoolStatus } from '../src/ipam-daemon/api-types.ts';
 import { HOST_VETH_PREFIX } from '../src/netutils/names.ts';
 import { addLikeKubelet, type CniOutcome, execPlugin, vpcCniConfig } from '../test/helpers/cni-runtime.ts';
-import { daemonGet, INTERNET_SERVER, LocalVpc, type VpcNode } from '../test/helpers/local-vpc.ts';
+import {
+  daemonGet,
+  INTERNET_SERVER,
+  LocalVpc,
+  type VpcNode,
+  type VpcPod,
+} from '../test/helpers/local-vpc.ts';
 import {
   deleteCluster,
   ec2Endpoint,
@@ -107,14 +113,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 // ---------------------------------------------------------------------------------------------
 // The demo.
 
-interface Pod {
+interface Pod extends VpcPod {
   name: string;
-  id: string;
-  ns: string;
-  nsPath: string;
-  node: VpcNode;
-  ip: string;
-  result: Record<string, unknown>;
   alloc: Allocation;
   addMs: number;
   tries: number;

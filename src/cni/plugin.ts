@@ -24,7 +24,14 @@ import {
   mergeResult,
   SUPPORTED_VERSIONS,
 } from './spec.ts';
-import { applyIpvlanAdd, discoverParent, planIpvlanAdd } from './wiring/ipvlan.ts';
+import {
+  applyIpvlanAdd,
+  diagnoseIpvlan,
+  discoverParent,
+  type IpvlanPodSpec,
+  observeIpvlan,
+  planIpvlanAdd,
+} from './wiring/ipvlan.ts';
 import {
   applyVethAdd,
   cleanupHost,
@@ -136,15 +143,7 @@ export async function cmdAdd(
       return;
     }
     const { parent, nodeIps } = await discoverParent(deps.ip, alloc.interfaceMac);
-    const plan = planIpvlanAdd({
-      ...base(env, alloc),
-      subnetCidr: alloc.subnetCidr,
-      gateway: alloc.gateway,
-      mtu: conf.mtu,
-      vethPrefix: conf.vethPrefix,
-      parent,
-      hostDestinations: [...nodeIps, ...conf.hostCidrs],
-    });
+    const plan = planIpvlanAdd(ipvlanSpec(env, conf, alloc, parent, [...nodeIps, ...conf.hostCidrs]));
     podIfMac = undefined; // an ipvlan slave shares its parent's MAC
     await applyIpvlanAdd(deps.ip, plan, env.netns);
   };
@@ -193,6 +192,25 @@ export async function cmdAdd(
     dns: conf.dns ?? {},
   };
   return formatResult(mergeResult(conf.prevResult, ours), conf.cniVersion);
+}
+
+function ipvlanSpec(
+  env: CniEnv,
+  conf: PluginConfig,
+  alloc: Allocation,
+  parent: string,
+  hostDestinations: string[],
+): IpvlanPodSpec {
+  return {
+    ...base(env, alloc),
+    subnetCidr: alloc.subnetCidr,
+    gateway: alloc.gateway,
+    mtu: conf.mtu,
+    vethPrefix: conf.vethPrefix,
+    parent,
+    hostDestinations,
+    directCidrs: alloc.noSnatCidrs ?? alloc.vpcCidrs,
+  };
 }
 
 function base(env: CniEnv, alloc: Allocation) {
@@ -286,14 +304,23 @@ export async function cmdCheck(env: CniEnv, conf: PluginConfig, deps: PluginDeps
   if (prevIp && prevIp !== alloc.ip) {
     throw new CniError(ErrorCode.CHECK_FAILED, `prevResult says ${prevIp} but vpc-ipamd holds ${alloc.ip}`);
   }
-  if (conf.mode !== 'veth') return null; // ipvlan CHECK: allocation only (see docs/cni.md)
-  const spec = { ...base(env, alloc), mtu: conf.mtu, vethPrefix: conf.vethPrefix };
   const hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
-  const [host, pod] = await Promise.all([
-    observeHost(deps.ip, hostName, alloc.ip),
-    (async () => ((await deps.netnsExists(env.netns)) ? observePod(deps.ip, env.netns, env.ifName) : null))(),
-  ]);
-  const problems = diagnoseVeth(spec, host, pod);
+  let problems: string[];
+  if (conf.mode === 'ipvlan') {
+    // The node's own addresses may have changed since ADD (ENIs come and go): CHECK holds the pod
+    // to the configured hostCidrs only.
+    const spec = ipvlanSpec(env, conf, alloc, '', conf.hostCidrs);
+    const seen = await observeIpvlan(deps.ip, { ...spec, hostName }, await deps.netnsExists(env.netns));
+    problems = diagnoseIpvlan(spec, seen.host, seen.pod);
+  } else {
+    const spec = { ...base(env, alloc), mtu: conf.mtu, vethPrefix: conf.vethPrefix };
+    const [host, pod] = await Promise.all([
+      observeHost(deps.ip, hostName, alloc.ip),
+      (async () =>
+        (await deps.netnsExists(env.netns)) ? observePod(deps.ip, env.netns, env.ifName) : null)(),
+    ]);
+    problems = diagnoseVeth(spec, host, pod);
+  }
   if (problems.length > 0) {
     throw new CniError(ErrorCode.CHECK_FAILED, `pod network is damaged: ${problems.join('; ')}`);
   }

@@ -48,6 +48,12 @@ export interface Allocation extends AttachmentKey {
   routeTable: number;
   /** VPC CIDRs: traffic to these keeps the pod's source IP. */
   vpcCidrs: string[];
+  /**
+   * Destinations the node does not SNAT: the VPC CIDRs and AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS, or
+   * 0.0.0.0/0 with AWS_VPC_K8S_CNI_EXTERNALSNAT. ipvlan mode sends these straight out of the ENI
+   * and the rest through the node (SNAT). Absent from older daemons: use vpcCidrs.
+   */
+  noSnatCidrs?: string[];
   podNamespace?: string;
   podName?: string;
   /**

@@ -100,7 +100,11 @@ export class Daemon extends EventEmitter {
     const podSubnetIds = core.opts.podSubnetIds ?? [node.primarySubnetId];
     core.securityGroups = core.opts.podSecurityGroupIds ?? node.securityGroupIds;
     await parts.subnets.load(podSubnetIds, interfaces);
-    const ds = new Datastore({ cooldownMs: core.opts.pool.cooldownMs, vpcCidrs: node.vpcCidrs });
+    const egress = core.opts.podEgress;
+    const noSnatCidrs = egress?.externalSnat
+      ? ['0.0.0.0/0']
+      : [...node.vpcCidrs, ...(egress?.excludeCidrs ?? [])];
+    const ds = new Datastore({ cooldownMs: core.opts.pool.cooldownMs, vpcCidrs: node.vpcCidrs, noSnatCidrs });
     core.ds = ds;
     for (const i of interfaces) parts.interfaces.add(i, true);
     await parts.interfaces.runNodeSetup();

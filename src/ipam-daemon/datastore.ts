@@ -89,10 +89,12 @@ export class Datastore {
   private readonly byKey = new Map<string, StoredAllocation>();
   private readonly cooldownMs: number;
   private readonly vpcCidrs: string[];
+  private readonly noSnatCidrs: string[];
 
-  constructor(options: { cooldownMs: number; vpcCidrs: string[] }) {
+  constructor(options: { cooldownMs: number; vpcCidrs: string[]; noSnatCidrs?: string[] }) {
     this.cooldownMs = options.cooldownMs;
     this.vpcCidrs = options.vpcCidrs;
+    this.noSnatCidrs = options.noSnatCidrs ?? options.vpcCidrs;
   }
 
   // ---- interfaces and IPs ----
@@ -428,6 +430,7 @@ export class Datastore {
       gateway: gatewayOf(i.subnetCidr),
       routeTable: i.deviceIndex === 0 ? 0 : i.deviceIndex + 1,
       vpcCidrs: [...this.vpcCidrs],
+      noSnatCidrs: [...this.noSnatCidrs],
       assignedAt: a.assignedAt,
     };
     if (a.netns !== undefined) rec.netns = a.netns;

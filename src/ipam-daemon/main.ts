@@ -162,6 +162,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     ...(takeover ? { takeover } : {}),
     vethPrefix: config.vethPrefix,
     ...(discovered ? { rankSubnetsByFreeIps: true } : {}),
+    podEgress: { externalSnat: config.snat.externalSnat, excludeCidrs: config.snat.excludeCidrs },
   });
   metrics.attach(daemon);
   await daemon.start();

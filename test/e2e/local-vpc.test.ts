@@ -34,6 +34,8 @@ import {
   ONPREM_CIDR,
   ONPREM_SERVER,
   type VpcNode,
+  type VpcPod,
+  whileRuleRemoved,
 } from '../helpers/local-vpc.ts';
 import { deleteCluster, requireLocalStack, seedCluster, uniqueClusterName } from '../helpers/localstack.ts';
 import {
@@ -49,21 +51,15 @@ import {
 } from '../helpers/netns.ts';
 import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
 import { probe, probeEventually, startProbeServer } from '../helpers/probe.ts';
+import { scaled } from '../helpers/slowdown.ts';
 
 const PORT = 7000;
 /** The pod identity a runtime passes (CNI_ARGS); ADD needs it. */
 const POD_ARGS = 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=p';
 
-interface Pod {
-  id: string;
-  ns: string;
-  nsPath: string;
-  node: VpcNode;
-  ip: string;
-  result: Record<string, unknown>;
-}
+type Pod = VpcPod;
 
-describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000 }, () => {
+describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(600_000) }, () => {
   const cleanup = new Cleanup();
   const prefix = runPrefix();
   const clusterName = uniqueClusterName('cni-e2e');
@@ -266,33 +262,32 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: 600_000
     );
     assert.equal(stdout.match(/-A POSTROUTING .*-j VPC-IPAM-SNAT/g)?.length, 1, 'one jump');
     // and it is the SNAT that gets us out: without it the gateway refuses the pod's own source IP
-    const jump = ['POSTROUTING', '-m', 'comment', '--comment', 'vpc-ipam: SNAT pod traffic leaving the VPC'];
-    const iptables = (op: string) =>
-      run('ip', ['netns', 'exec', node1.ns, 'iptables', '-t', 'nat', op, ...jump, '-j', 'VPC-IPAM-SNAT']);
-    await iptables('-D');
-    try {
-      await assert.rejects(
-        probe(primaryPod.ns, INTERNET_SERVER, PORT, 1500),
-        'no SNAT: dropped at the gateway',
-      );
-    } finally {
-      await iptables('-A');
-    }
+    const jump = [
+      '-m',
+      'comment',
+      '--comment',
+      'vpc-ipam: SNAT pod traffic leaving the VPC',
+      '-j',
+      'VPC-IPAM-SNAT',
+    ];
+    await whileRuleRemoved(node1.ns, 'nat', ['POSTROUTING', ...jump], ['-A', 'POSTROUTING', ...jump], () =>
+      assert.rejects(probe(primaryPod.ns, INTERNET_SERVER, PORT, 1500), 'no SNAT: dropped at the gateway'),
+    );
     assert.equal(await probeEventually(primaryPod.ns, INTERNET_SERVER, PORT), node1.instance.privateIp);
     // the connmark is what sends a secondary-ENI pod's internet traffic to the primary interface:
     // without the pod mark it follows its ENI table out of the secondary ENI, unSNATed, and is dropped
-    const podMark = ['VPC-IPAM-CONNMARK', '-i', 'vpc+', '-j', 'VPC-IPAM-PODMARK'];
-    const mangle = (...args: string[]) =>
-      run('ip', ['netns', 'exec', node1.ns, 'iptables', '-t', 'mangle', ...args]);
-    await mangle('-D', ...podMark);
-    try {
-      await assert.rejects(
-        probe(secondaryPod.ns, INTERNET_SERVER, PORT, 1500),
-        'no connmark: leaves the wrong ENI',
-      );
-    } finally {
-      await mangle('-I', podMark[0]!, '2', ...podMark.slice(1));
-    }
+    const podMark = ['-i', 'vpc+', '-j', 'VPC-IPAM-PODMARK'];
+    await whileRuleRemoved(
+      node1.ns,
+      'mangle',
+      ['VPC-IPAM-CONNMARK', ...podMark],
+      ['-I', 'VPC-IPAM-CONNMARK', '2', ...podMark],
+      () =>
+        assert.rejects(
+          probe(secondaryPod.ns, INTERNET_SERVER, PORT, 1500),
+          'no connmark: leaves the wrong ENI',
+        ),
+    );
     assert.equal(await probeEventually(secondaryPod.ns, INTERNET_SERVER, PORT), node1.instance.privateIp);
     const mangleRules = (await run('ip', ['netns', 'exec', node1.ns, 'iptables-save', '-t', 'mangle']))
       .stdout;

@@ -1,6 +1,6 @@
 // The data-plane suites that need a stock kernel, run inside a VM (Debian's 6.1 kernel under
 // qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md): the node setup suite
-// with iptables-legacy. One boot for all phases;
+// with iptables-legacy; VPC_IPAM_VM_SUITES picks others (the ipvlan suites, the local VPC suite). One boot for all phases;
 // every test inside comes back as a subtest here, failures with the guest's message.
 //
 // Needs: root, scripts/setup.sh (kernel, qemu, virtme-ng), the LocalStack venv. Fails (never skips)
@@ -43,7 +43,7 @@ describe('in a VM with a stock Debian kernel (qemu TCG, virtme-ng)', { timeout: 
   before(async () => {
     if (process.getuid?.() !== 0) throw new Error('the VM suites need root (the guest runs as the caller)');
     vmTools();
-    await ensurePluginBuilt(); // the guest sees the checkout read-only: build dist/vpc-cni here
+    await ensurePluginBuilt({ daemon: true }); // the guest sees the checkout read-only: build dist/ here
     outcome = await runInVm({
       phases,
       outDir: join(ROOT, '.run', 'vm', `run-${process.pid}`),

@@ -20,14 +20,26 @@ import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { DescribeNetworkInterfacesCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { localEc2Client, type SeedInstance, type SeedResult } from '../../localstack/seed.ts';
+import { DAEMON_NODE_FLAGS } from '../../src/ipam-daemon/node-flags.ts';
 import { normalizeMac } from '../../src/providers/aws/mac.ts';
 import { type ImdsFake, liveEc2Source, startImdsFake } from '../fakes/imds-aws.ts';
 import { serveUnixToTcp, startNetnsForwarder } from './forwarder.ts';
 import { addVethPair, type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.ts';
+import { scaled } from './slowdown.ts';
 
 export const INTERNET_SERVER = '203.0.113.10';
 export const ONPREM_SERVER = '198.51.100.10';
 export const ONPREM_CIDR = '198.51.100.0/24';
+
+/** A pod of the e2e suites: its netns, the node it is on, its IP and the ADD result. */
+export interface VpcPod {
+  id: string;
+  ns: string;
+  nsPath: string;
+  node: VpcNode;
+  ip: string;
+  result: Record<string, unknown>;
+}
 
 export interface VpcNode {
   index: number;
@@ -303,12 +315,15 @@ export class LocalVpc {
 
   /**
    * Starts vpc-ipamd inside the node netns with its own IMDS fake; resolves when ready. `nodeArgs`:
-   * what node runs (default the sources; the CNI benchmark runs the bundle with the daemon's flags).
+   * what node runs (default the sources; the CNI benchmark runs the bundle with the daemon's flags,
+   * and so do the VM suites, VPC_IPAM_E2E_DAEMON=bundle: loading one file is far cheaper under TCG).
    */
   async startDaemon(
     node: VpcNode,
     env: Record<string, string>,
-    nodeArgs: readonly string[] = ['src/ipam-daemon/main.ts'],
+    nodeArgs: readonly string[] = process.env.VPC_IPAM_E2E_DAEMON === 'bundle'
+      ? [...DAEMON_NODE_FLAGS, 'dist/vpc-ipamd/vpc-ipamd.mjs']
+      : ['src/ipam-daemon/main.ts'],
     /** More root-netns loopback ports to reach from the node at the same port (e.g. an EC2 proxy). */
     extraPorts: readonly number[] = [],
   ): Promise<void> {
@@ -360,7 +375,7 @@ export class LocalVpc {
    * Starts the node's daemon again with the environment of its last startDaemon (after a kill):
    * same IMDS fake and forwarders. Resolves when it is ready (readyWithinMs 0: at once).
    */
-  async respawnDaemon(node: VpcNode, readyWithinMs = 60_000): Promise<ChildProcess> {
+  async respawnDaemon(node: VpcNode, readyWithinMs = scaled(60_000)): Promise<ChildProcess> {
     if (!node.daemonEnv) throw new Error(`no daemon was started in ${node.ns}`);
     const log = openSync(node.daemonLog, 'a');
     const daemon = spawn(
@@ -438,3 +453,34 @@ async function waitReady(node: VpcNode, child: ChildProcess, withinMs: number): 
 }
 
 export { netnsPath };
+
+/**
+ * Runs check with one of our iptables rules removed in a node netns. The daemon's node setup puts
+ * its rules back (every 30 s), so when check fails and the rule is found back, the result says
+ * nothing: it is tried again (3 times at most). The rule is restored afterwards.
+ */
+export async function whileRuleRemoved(
+  ns: string,
+  table: string,
+  rule: string[],
+  restore: string[],
+  check: () => Promise<void>,
+): Promise<void> {
+  const iptables = (...args: string[]) => run('ip', ['netns', 'exec', ns, 'iptables', '-t', table, ...args]);
+  for (let attempt = 1; ; attempt++) {
+    await iptables('-D', ...rule);
+    let failure: unknown = null;
+    try {
+      await check();
+    } catch (e) {
+      failure = e;
+    }
+    const back = await iptables('-C', ...rule).then(
+      () => true,
+      () => false,
+    );
+    if (!back) await iptables(...restore);
+    if (failure === null) return;
+    if (!back || attempt >= 3) throw failure;
+  }
+}

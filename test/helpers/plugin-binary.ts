@@ -17,22 +17,33 @@ function newestSource(dir: string): number {
   return newest;
 }
 
-function builtAt(): number {
+const DAEMON_BUNDLE = join(ROOT, 'dist', 'vpc-ipamd', 'vpc-ipamd.mjs');
+
+function builtAt(daemon = false): number {
   try {
-    return statSync(PLUGIN_BINARY).mtimeMs;
+    const plugin = statSync(PLUGIN_BINARY).mtimeMs;
+    return daemon ? Math.min(plugin, statSync(DAEMON_BUNDLE).mtimeMs) : plugin;
   } catch {
     return 0;
   }
 }
 
-export async function ensurePluginBuilt(): Promise<string> {
+/** daemon: the daemon bundle (dist/vpc-ipamd, same build) must be newer than every source too. */
+export async function ensurePluginBuilt(opts: { daemon?: boolean } = {}): Promise<string> {
+  // In the VM the checkout is read-only: the host built dist/ before booting it (test/helpers/vm.ts).
+  if (process.env.VPC_IPAM_PLUGIN_PREBUILT === '1') {
+    if (builtAt(opts.daemon) === 0)
+      throw new Error(`${PLUGIN_BINARY} is missing and cannot be built here (read-only)`);
+    return PLUGIN_BINARY;
+  }
   const sources = Math.max(
+    opts.daemon ? newestSource(join(ROOT, 'src')) : 0,
     newestSource(join(ROOT, 'src', 'cni')),
     newestSource(join(ROOT, 'src', 'netutils')),
     statSync(join(ROOT, 'scripts', 'build-cni.ts')).mtimeMs,
     statSync(join(ROOT, 'src', 'ipam-daemon', 'api-types.ts')).mtimeMs, // bundled: the socket contract
   );
-  if (builtAt() >= sources) return PLUGIN_BINARY;
+  if (builtAt(opts.daemon) >= sources) return PLUGIN_BINARY;
   const lock = join(ROOT, 'dist', '.build.lock');
   mkdirSync(join(ROOT, 'dist'), { recursive: true });
   for (let i = 0; ; i++) {
@@ -45,7 +56,7 @@ export async function ensurePluginBuilt(): Promise<string> {
     }
   }
   try {
-    if (builtAt() < sources) {
+    if (builtAt(opts.daemon) < sources) {
       execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-cni.ts')], { stdio: 'pipe', cwd: ROOT });
     }
   } finally {

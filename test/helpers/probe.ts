@@ -15,6 +15,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { scaled } from './slowdown.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -55,7 +56,7 @@ export function probe(ns: string, host: string, port: number, timeoutMs = 3000):
     execFile(
       'ip',
       inNetns(ns, 'connect', { host, port, timeout: timeoutMs }),
-      { timeout: timeoutMs + 5000 },
+      { timeout: timeoutMs + scaled(5000) }, // the connect has timeoutMs; this covers process start
       (error, stdout, stderr) => {
         if (error)
           reject(new Error(`probe ${ns} -> ${host}:${port} failed: ${stderr.trim() || error.message}`));
@@ -70,7 +71,7 @@ export async function probeEventually(
   ns: string,
   host: string,
   port: number,
-  withinMs = 10_000,
+  withinMs = scaled(10_000),
 ): Promise<string> {
   const deadline = Date.now() + withinMs;
   for (;;) {

@@ -31,7 +31,10 @@ export interface VmPhase {
   /** Printed as the host test's name. */
   label: string;
   iptables: 'nft' | 'legacy';
-  files: string[];
+  /** Test files for `node --test`; or */
+  files?: string[];
+  /** a script to run with node instead (a benchmark), arguments included. */
+  script?: string[];
   /** Passed to --test-name-pattern. */
   namePattern?: string;
   /** Extra environment for the phase's tests. */

@@ -17,16 +17,11 @@ import {
 import { dirname, join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { checkLocalStack } from '../../localstack/health.ts';
+import type { VmPhase } from '../helpers/vm.ts';
 import { listenMux } from './serial-mux.ts';
 
 interface GuestPlan {
-  phases: {
-    label: string;
-    iptables: 'nft' | 'legacy';
-    files: string[];
-    namePattern?: string;
-    env?: Record<string, string>;
-  }[];
+  phases: VmPhase[];
   /** Name of the virtio serial port carrying LocalStack connections. */
   serialPort: string;
   /** Guest loopback port the suites use for LocalStack. */
@@ -35,6 +30,8 @@ interface GuestPlan {
 }
 
 const ROOT = join(import.meta.dirname, '..', '..');
+/** How much longer the e2e helpers wait under TCG (test/helpers/slowdown.ts). */
+const SLOWDOWN = 15;
 const outDir = process.argv[2] ?? '';
 const status: {
   kernel: string;
@@ -131,7 +128,7 @@ async function connectLocalStack(plan: GuestPlan): Promise<void> {
 
 function runPhase(plan: GuestPlan, i: number, env: NodeJS.ProcessEnv): Promise<number> {
   const phase = plan.phases[i]!;
-  const args = [
+  const args = phase.script ?? [
     '--test',
     '--test-concurrency=1',
     `--test-timeout=${plan.testTimeoutMs}`,
@@ -140,7 +137,7 @@ function runPhase(plan: GuestPlan, i: number, env: NodeJS.ProcessEnv): Promise<n
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     ...(phase.namePattern ? [`--test-name-pattern=${phase.namePattern}`] : []),
-    ...phase.files,
+    ...(phase.files ?? []),
   ];
   const log = openSync(join(outDir, `spec-${i}.log`), 'a');
   return new Promise((resolve) => {
@@ -167,6 +164,9 @@ async function main(): Promise<void> {
     ].join(':'),
     LOCALSTACK_PORT: String(plan.localstackPort),
     VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${plan.localstackPort}`,
+    VPC_IPAM_E2E_SLOWDOWN: String(SLOWDOWN),
+    VPC_IPAM_PLUGIN_PREBUILT: '1',
+    VPC_IPAM_E2E_DAEMON: 'bundle', // dist/vpc-ipamd, built by the host with the plugin
   };
   process.env.PATH = env.PATH;
   execFileSync('ip', ['link', 'set', 'lo', 'up']);

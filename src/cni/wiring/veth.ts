@@ -183,9 +183,12 @@ export interface ObservedPod {
   neigh: { dst?: string; lladdr?: string; state?: string[] }[];
 }
 
-/** Compares what the kernel has with what ADD made; returns human problems (empty: healthy). */
-export function diagnoseVeth(spec: VethPodSpec, host: ObservedHost, pod: ObservedPod | null): string[] {
-  const plan = planVethAdd(spec);
+/** The host veth (MAC, up) and the pod's /32 route through it: both modes have them. */
+export function diagnoseHostVeth(
+  plan: { hostName: string; hostMac: string },
+  ip: string,
+  host: ObservedHost,
+): string[] {
   const problems: string[] = [];
   if (!host.link) problems.push(`host veth ${plan.hostName} is missing`);
   else {
@@ -193,9 +196,16 @@ export function diagnoseVeth(spec: VethPodSpec, host: ObservedHost, pod: Observe
       problems.push(`host veth ${plan.hostName} has MAC ${host.link.address}`);
     if (!host.link.flags?.includes('UP')) problems.push(`host veth ${plan.hostName} is down`);
   }
-  if (!host.routes.some((r) => r.dst === spec.ip && r.dev === plan.hostName)) {
-    problems.push(`host route ${spec.ip}/32 dev ${plan.hostName} is missing`);
+  if (!host.routes.some((r) => r.dst === ip && r.dev === plan.hostName)) {
+    problems.push(`host route ${ip}/32 dev ${plan.hostName} is missing`);
   }
+  return problems;
+}
+
+/** Compares what the kernel has with what ADD made; returns human problems (empty: healthy). */
+export function diagnoseVeth(spec: VethPodSpec, host: ObservedHost, pod: ObservedPod | null): string[] {
+  const plan = planVethAdd(spec);
+  const problems = diagnoseHostVeth(plan, spec.ip, host);
   if (!host.rules.some((r) => r.priority === PRIO_TO_POD && r.dst === spec.ip && r.table === 'main')) {
     problems.push(`rule "to ${spec.ip} lookup main" (priority ${PRIO_TO_POD}) is missing`);
   }

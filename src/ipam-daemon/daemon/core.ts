@@ -80,6 +80,8 @@ export interface DaemonOptions {
   resync?: Partial<ResyncOptions>;
   /** Taking the node over from the AWS VPC CNI (takeover/): adopt its ENIs and running pods. */
   takeover?: TakeoverOptions;
+  /** The node's SNAT settings, for the allocations' noSnatCidrs (ipvlan pods route by them). */
+  podEgress?: { externalSnat: boolean; excludeCidrs: string[] };
   /** Crash tests only. */
   beforeCheckpointRename?: BeforeRenameHook;
   /** Durability tests only: before each group commit's fdatasync. */

@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ipFromPrevResult, planGc } from '../../../src/cni/plugin.ts';
-import { planIpvlanAdd } from '../../../src/cni/wiring/ipvlan.ts';
-import { diagnoseVeth, planHostCleanup, planVethAdd, planVethLink } from '../../../src/cni/wiring/veth.ts';
+import { diagnoseIpvlan, type ObservedIpvlanPod, planIpvlanAdd } from '../../../src/cni/wiring/ipvlan.ts';
+import {
+  diagnoseVeth,
+  type ObservedHost,
+  planHostCleanup,
+  planVethAdd,
+  planVethLink,
+} from '../../../src/cni/wiring/veth.ts';
 import { hostVethName, ROUTE_PROTO } from '../../../src/netutils/names.ts';
 
 const spec = {
@@ -87,21 +93,78 @@ describe('routed veth plan', () => {
   });
 });
 
-describe('ipvlan plan (kernel-untested mode)', () => {
-  test('ipvlan slave of the ENI link plus a host veth for node traffic', () => {
-    const p = planIpvlanAdd({
-      ...spec,
-      subnetCidr: '10.64.1.0/24',
-      gateway: '10.64.1.1',
-      parent: 'eth1',
-      hostDestinations: ['10.64.0.10/32', '172.20.0.0/16'],
-    });
+describe('ipvlan plan', () => {
+  const ipv = {
+    ...spec,
+    subnetCidr: '10.64.1.0/24',
+    gateway: '10.64.1.1',
+    parent: 'eth1',
+    hostDestinations: ['10.64.0.10/32', '172.20.0.0/16'],
+    directCidrs: ['10.64.0.0/16', '10.64.1.0/24', '198.51.100.0/24'],
+  };
+
+  test('ipvlan slave of the ENI link; VPC and excluded CIDRs direct, the rest through the host (SNAT)', () => {
+    const p = planIpvlanAdd(ipv);
     const host = p.hostLines.map((l) => l.join(' '));
     assert.equal(host[0], 'link add link eth1 name eth0 mtu 1500 netns /run/netns/p1 type ipvlan mode l2');
     const pod = p.podLines.map((l) => l.join(' '));
     assert.ok(pod.includes('addr add 10.64.1.9/24 dev eth0'));
-    assert.ok(pod.includes('route add default via 10.64.1.1 dev eth0'));
+    assert.ok(pod.includes('route add default via 169.254.1.1 dev vpc-host src 10.64.1.9'));
+    assert.ok(pod.includes('route add 10.64.0.0/16 via 10.64.1.1 dev eth0'));
+    assert.ok(pod.includes('route add 198.51.100.0/24 via 10.64.1.1 dev eth0'));
+    assert.ok(!pod.some((l) => l.startsWith('route add 10.64.1.0/24')), 'own subnet is on-link already');
     assert.ok(pod.includes('route add 172.20.0.0/16 via 169.254.1.1 dev vpc-host src 10.64.1.9'));
+  });
+
+  test('external SNAT (0.0.0.0/0 direct): the default route leaves through the ENI', () => {
+    const pod = planIpvlanAdd({ ...ipv, directCidrs: ['0.0.0.0/0'] }).podLines.map((l) => l.join(' '));
+    assert.ok(pod.includes('route add default via 10.64.1.1 dev eth0'));
+    assert.ok(!pod.some((l) => l.startsWith('route add default via 169.254.1.1')));
+  });
+
+  test('CHECK: a pod as ADD made it is healthy; each kind of damage is named', () => {
+    const plan = planIpvlanAdd(ipv);
+    const host: ObservedHost = {
+      link: { address: plan.hostMac, flags: ['UP'] },
+      routes: [{ dst: '10.64.1.9', dev: plan.hostName }],
+      rules: [],
+    };
+    const pod: ObservedIpvlanPod = {
+      links: [
+        {
+          ifname: 'eth0',
+          flags: ['UP'],
+          linkinfo: { info_kind: 'ipvlan' },
+          addr_info: [{ family: 'inet', local: '10.64.1.9', prefixlen: 24 }],
+        },
+        { ifname: 'vpc-host', flags: ['UP'] },
+      ],
+      routes: [
+        { dst: 'default', gateway: '169.254.1.1', dev: 'vpc-host' },
+        { dst: '169.254.1.1', dev: 'vpc-host' },
+        { dst: '10.64.0.0/16', gateway: '10.64.1.1', dev: 'eth0' },
+        { dst: '198.51.100.0/24', gateway: '10.64.1.1', dev: 'eth0' },
+        { dst: '10.64.0.10', gateway: '169.254.1.1', dev: 'vpc-host' },
+        { dst: '172.20.0.0/16', gateway: '169.254.1.1', dev: 'vpc-host' },
+      ],
+      neigh: [{ dst: '169.254.1.1', lladdr: plan.hostMac, state: ['PERMANENT'] }],
+    };
+    assert.deepEqual(diagnoseIpvlan(ipv, host, pod), []);
+    assert.match(diagnoseIpvlan(ipv, { ...host, routes: [] }, pod).join(), /host route 10\.64\.1\.9\/32/);
+    const noDefault = { ...pod, routes: pod.routes.filter((r) => r.dst !== 'default') };
+    assert.match(
+      diagnoseIpvlan(ipv, host, noDefault).join(),
+      /pod route default via 169\.254\.1\.1 dev vpc-host/,
+    );
+    const veth = { ...pod, links: [{ ...pod.links[0]!, linkinfo: { info_kind: 'veth' } }, pod.links[1]!] };
+    assert.match(diagnoseIpvlan(ipv, host, veth).join(), /eth0 is veth an ipvlan slave/);
+    const noVpc = { ...pod, routes: pod.routes.filter((r) => r.dst !== '10.64.0.0/16') };
+    assert.match(
+      diagnoseIpvlan(ipv, host, noVpc).join(),
+      /pod route 10\.64\.0\.0\/16 via 10\.64\.1\.1 dev eth0/,
+    );
+    assert.match(diagnoseIpvlan(ipv, host, { ...pod, neigh: [] }).join(), /neighbour/);
+    assert.match(diagnoseIpvlan(ipv, host, null).join(), /not usable/);
   });
 
   test("the host veth is the routed mode's pair, its pod end named vpc-host (eth0 is the ipvlan slave)", () => {
@@ -111,6 +174,7 @@ describe('ipvlan plan (kernel-untested mode)', () => {
       gateway: '10.64.1.1',
       parent: 'eth1',
       hostDestinations: [],
+      directCidrs: [],
     });
     const routed = planVethLink(spec);
     assert.equal(p.hostName, routed.hostName);
