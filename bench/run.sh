@@ -12,4 +12,5 @@ node bench/ipamd-socket.ts --cycles 20000 --concurrency 1,32 --memory-cycles 100
 echo "== bench/cni-add-del.ts (vpc-cni vs ptp+host-local, side by side)"
 node bench/cni-add-del.ts --iterations 60 --concurrency 50 --write
 echo "== bench/burst.ts (a burst of pods against a slow cloud: vpc-ipam vs the AWS VPC CNI)"
-node bench/burst.ts --runs m5.large:30,m5.4xlarge:110 --write
+node bench/burst.ts --runs m5.large:30 --write
+node bench/burst.ts --runs m5.4xlarge:110 --write --out burst-m5.4xlarge.md
