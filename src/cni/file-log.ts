@@ -118,16 +118,20 @@ export function createFileLog(
   const now = opts.now ?? Date.now;
   const min = LEVELS[level];
   const bound: Record<string, unknown> = { component: 'vpc-cni', pid: process.pid };
-  let fd: number | undefined;
   let broken = path === null;
+  // Opened and closed per line: the daemon runs CNI commands for the shim with one logger each, so
+  // a descriptor kept open would leak one per command in a long-running process.
   const write = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (broken || LEVELS[lvl] < min) return;
+    let fd: number | undefined;
     try {
-      fd ??= openLogFile(path!, opts.maxBytes ?? DEFAULT_LOG_MAX_BYTES, opts.uid ?? process.geteuid?.() ?? 0);
+      fd = openLogFile(path!, opts.maxBytes ?? DEFAULT_LOG_MAX_BYTES, opts.uid ?? process.geteuid?.() ?? 0);
       const line = JSON.stringify({ level: LEVELS[lvl], time: now(), ...bound, ...fields, msg }, replacer);
       writeSync(fd, `${line}\n`);
     } catch {
       broken = true; // logging must never fail a CNI command
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   };
   return {

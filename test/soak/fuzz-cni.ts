@@ -248,16 +248,16 @@ function execOnce(
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
       stdio: ['pipe', 'pipe', 'ignore'],
     });
+    child.on('error', () => {});
     const out: Buffer[] = [];
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.stdout!.on('data', (b: Buffer) => out.push(b));
-    child.on('error', () => {});
+    child.stdout?.on('data', (b: Buffer) => out.push(b));
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ stdout: Buffer.concat(out).toString('utf8'), code });
     });
-    child.stdin!.on('error', () => {});
-    child.stdin!.end(stdin);
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(stdin);
   });
 }
 

@@ -11,6 +11,7 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -130,6 +131,17 @@ describe('plugin file log: refuses what is not its own regular file', () => {
     assert.ok(existsSync(`${path}.1`));
     assert.ok(statSync(path).size < 1000 + 300, `log is ${statSync(path).size} bytes`);
     assert.ok(statSync(`${path}.1`).size < 1000 + 300);
+  });
+});
+
+describe('plugin file log: no descriptor kept open', () => {
+  test('a thousand loggers (the daemon runs one per CNI command) leave no descriptor open', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'vpc-cni-fd-')), 'cni.log');
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    for (let i = 0; i < 1000; i++) createFileLog(path, 'info').info('x');
+    assert.ok(open() - before < 5, `${open() - before} descriptors leaked`);
+    rmSync(join(path, '..'), { recursive: true, force: true });
   });
 });
 
