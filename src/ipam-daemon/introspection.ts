@@ -100,6 +100,7 @@ export function ipamdEnvView(config: DaemonConfig, customNetworking: boolean): R
     WARM_IP_TARGET: config.pool.warmIpTarget ?? 0,
     WARM_ENI_TARGET: config.pool.warmEniTarget,
     AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG: customNetworking,
+    AWS_MANAGE_ENIS_NON_SCHEDULABLE: config.pool.manageEnisNonSchedulable ?? false,
     ENABLE_SUBNET_DISCOVERY: config.subnetDiscovery,
   };
 }

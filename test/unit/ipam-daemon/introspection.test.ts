@@ -12,6 +12,7 @@ import { loadConfig } from '../../../src/ipam-daemon/config.ts';
 import {
   answer,
   type IntrospectionSource,
+  ipamdEnvView,
   networkEnvView,
   parseIntrospectionAddress,
   startIntrospectionServer,
@@ -123,6 +124,13 @@ describe('introspection endpoint', () => {
     assert.deepEqual(net.AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS, ['192.0.2.0/24']);
     assert.equal(net.AWS_VPC_K8S_CNI_VETHPREFIX, 'vpc');
     assert.equal(net.AWS_VPC_K8S_CNI_CONNMARK, 128);
+    assert.deepEqual(ipamdEnvView(loadConfig({ WARM_IP_TARGET: '5' }), false), {
+      WARM_IP_TARGET: 5,
+      WARM_ENI_TARGET: 1,
+      AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG: false,
+      AWS_MANAGE_ENIS_NON_SCHEDULABLE: false,
+      ENABLE_SUBNET_DISCOVERY: true,
+    });
     assert.equal(answer('/v1/eni-configs', source())[0], 404);
     assert.deepEqual(answer('/v1/eni-configs', source('us-east-1a')), [200, 'us-east-1a']);
     assert.equal(answer('/v1/nope', source())[0], 404);
