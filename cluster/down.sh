@@ -11,5 +11,5 @@ if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
   for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -0 "$pid" 2>/dev/null && { echo "[cluster] supervisor $pid still running after 120 s" >&2; exit 1; }
 fi
-rm -f "$state"
+rm -f "$state" .run/cluster/kubeconfig
 echo "[cluster] down" >&2

@@ -89,6 +89,21 @@ function createCgroupRoot(root: string): void {
   }
 }
 
+/** Every process in the cgroup tree (read from the pids hierarchy, or the first one mounted). */
+function cgroupProcs(root: string): number[] {
+  const h = cgroupHierarchies().find((p) => p.endsWith('/pids')) ?? cgroupHierarchies()[0];
+  const pids: number[] = [];
+  const walk = (dir: string) => {
+    if (!existsSync(dir)) return;
+    const procs = join(dir, 'cgroup.procs');
+    if (existsSync(procs))
+      for (const l of readFileSync(procs, 'utf8').split('\n')) if (l) pids.push(Number(l));
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
+  };
+  if (h) walk(join(h, root));
+  return pids;
+}
+
 function removeCgroupTree(dir: string): void {
   if (!existsSync(dir)) return;
   for (const e of readdirSync(dir, { withFileTypes: true }))
@@ -321,6 +336,18 @@ export class ClusterNode {
       ]).catch(() => {});
       await this.mnt.close();
     }
-    for (const h of cgroupHierarchies()) removeCgroupTree(join(h, this.opts.cgroupRoot));
+    // anything of this node still alive in its cgroups (e.g. a `runc init` caught mid-create when
+    // containerd went away) is killed, then the cgroups go; killed tasks leave them a moment later
+    for (const pid of cgroupProcs(this.opts.cgroupRoot)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    for (let i = 0; i < 10; i++) {
+      const left = cgroupHierarchies().filter((h) => existsSync(join(h, this.opts.cgroupRoot)));
+      if (left.length === 0) break;
+      for (const h of left) removeCgroupTree(join(h, this.opts.cgroupRoot));
+      await new Promise((r) => setTimeout(r, 300));
+    }
   }
 }
