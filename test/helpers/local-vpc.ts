@@ -184,7 +184,10 @@ export class LocalVpc {
       dir,
       socketPath: join(dir, 'ipamd.sock'),
       daemon: null,
-      daemonLog: join(dir, 'daemon.log'),
+      // VPC_IPAM_E2E_LOG_DIR (the VM runner's shared output) keeps daemon logs past the run
+      daemonLog: process.env.VPC_IPAM_E2E_LOG_DIR
+        ? join(process.env.VPC_IPAM_E2E_LOG_DIR, `${ns}-daemon.log`)
+        : join(dir, 'daemon.log'),
     };
     this.nodes.push(node);
     await this.sync();

@@ -166,6 +166,7 @@ async function main(): Promise<void> {
     VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${plan.localstackPort}`,
     VPC_IPAM_E2E_SLOWDOWN: String(SLOWDOWN),
     VPC_IPAM_PLUGIN_PREBUILT: '1',
+    VPC_IPAM_E2E_LOG_DIR: outDir,
     VPC_IPAM_E2E_DAEMON: 'bundle', // dist/vpc-ipamd, built by the host with the plugin
   };
   process.env.PATH = env.PATH;
