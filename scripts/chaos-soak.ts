@@ -43,6 +43,7 @@ export function soakMarkdown(r: SoakReport, command: string): string {
     ],
     ['vpc-ipamd exits on its own (restarted after 1 s, as the kubelet would)', r.daemonSelfExits],
     ['plugin processes kill -9ed mid-ADD', r.pluginKills],
+    ['detached ENIs deleted by the janitor sweep at the end (daemon killed mid-delete)', r.janitorDeleted],
     ['EC2 calls by the daemons (through the fault proxy)', r.ec2Calls],
     [
       'EC2 faults injected',

@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { DescribeNetworkInterfacesCommand } from '@aws-sdk/client-ec2';
 import { localEc2Client } from '../../localstack/seed.ts';
 import type { PoolStatus } from '../../src/ipam-daemon/api-types.ts';
+import { createAwsProvider } from '../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../src/providers/types.ts';
 import { type FaultMode, startFaultProxy } from '../fakes/fault-proxy.ts';
 import { vpcCniConfig } from '../helpers/cni-runtime.ts';
@@ -80,6 +81,8 @@ export interface SoakReport {
   daemonKillsWhileStarting: number;
   /** Daemon exits we did not cause (restarted as the kubelet would), with their last log lines. */
   daemonSelfExits: number;
+  /** Detached ENIs of the cluster the janitor's sweep deleted at the end (a daemon killed mid-delete). */
+  janitorDeleted: number;
   selfExitReasons: string[];
   /** kill -9 to ready again. */
   restartMs: { median: number; max: number };
@@ -203,6 +206,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     daemonKillsDuringAdd: 0,
     daemonKillsWhileStarting: 0,
     daemonSelfExits: 0,
+    janitorDeleted: 0,
     selfExitReasons: [],
     restartMs: { median: 0, max: 0 },
     pluginKills: 0,
@@ -550,6 +554,22 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         if (!cloudIps.has(ipAddr))
           violate('unknown-to-daemon', `${node.ns}: pool holds ${ipAddr}, LocalStack does not`);
       }
+    }
+    // What the janitor does for a daemon killed between detaching and deleting an ENI: delete
+    // detached ENIs of the cluster (counted, not violations); any left after it is a leak.
+    const janitor = createAwsProvider({
+      region: process.env.AWS_REGION ?? 'us-east-1',
+      ec2Endpoint: ec2Endpoint(),
+      clusterName,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    try {
+      for (const l of await janitor.findLeakedInterfaces({ clusterName })) {
+        await janitor.deleteInterface(l.id, { onlyIfDetached: true });
+        report.janitorDeleted++;
+      }
+    } finally {
+      await janitor.close();
     }
     const leaked = (await owners()).filter(
       (e) =>
