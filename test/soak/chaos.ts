@@ -240,6 +240,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       VPC_IPAM_SHRINK_DELAY: '2',
       // CNI GC skips allocations younger than this (default 60 s); the settle phase repeats GC.
       VPC_IPAM_GC_GRACE: '5',
+      // A daemon killed with an unassign in flight (the proxy delays it) restarts before EC2 applies
+      // it: drift the resync repairs. A short interval lets the settle phase see it repaired.
+      VPC_IPAM_RESYNC_INTERVAL: '3',
       LOG_LEVEL: 'warn',
     };
     await Promise.all(nodes.map((n) => vpc.startDaemon(n, env)));
@@ -485,6 +488,38 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       );
       if (r.code !== 0) log(`soak: GC on ${node.ns} answered ${JSON.stringify(r.out)}`);
     };
+    // LocalStack vs the daemon's pool, both ways: what would be a violation once settled.
+    const disagreements = async (node: VpcNode, status: PoolStatus): Promise<[string, string][]> => {
+      const out: [string, string][] = [];
+      const enis = (await owners()).filter((e) => e.Attachment?.InstanceId === node.instance.id);
+      const poolIps = new Set(status.interfaces.flatMap((i) => (i.ips ?? []).map((x) => x.ip)));
+      const poolIfs = new Set(status.interfaces.map((i) => i.interfaceId));
+      for (const e of enis) {
+        if (!poolIfs.has(e.NetworkInterfaceId!)) {
+          out.push([
+            'unknown-to-daemon',
+            `${node.ns}: ENI ${e.NetworkInterfaceId} attached in LocalStack, not in the pool`,
+          ]);
+          continue;
+        }
+        for (const a of e.PrivateIpAddresses ?? []) {
+          if (!a.Primary && !poolIps.has(a.PrivateIpAddress!)) {
+            out.push([
+              'unknown-to-daemon',
+              `${node.ns}: ${a.PrivateIpAddress} on ${e.NetworkInterfaceId} not in the pool`,
+            ]);
+          }
+        }
+      }
+      const cloudIps = new Set(
+        enis.flatMap((e) => (e.PrivateIpAddresses ?? []).map((a) => a.PrivateIpAddress!)),
+      );
+      for (const ipAddr of poolIps) {
+        if (!cloudIps.has(ipAddr))
+          out.push(['unknown-to-daemon', `${node.ns}: pool holds ${ipAddr}, LocalStack does not`]);
+      }
+      return out;
+    };
     for (const node of nodes) {
       const t0 = Date.now();
       let status: PoolStatus | undefined;
@@ -492,7 +527,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         await gc(node);
         const r = await daemonGet(node.socketPath, '/v1/pool').catch(() => undefined);
         status = r?.status === 200 ? (r.body as PoolStatus) : undefined;
-        if (status && status.assigned === 0 && status.cooling === 0 && status.free <= warmBound) break;
+        if (
+          status &&
+          status.assigned === 0 &&
+          status.cooling === 0 &&
+          status.free <= warmBound &&
+          (await disagreements(node, status)).length === 0
+        )
+          break;
         await sleep(1000);
       }
       report.settle.push({
@@ -526,34 +568,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       } catch (e) {
         violate('checkpoint-unreadable', `${node.ns}: ${(e as Error).message}`);
       }
-      // LocalStack vs the daemon's pool, both ways.
-      const enis = (await owners()).filter((e) => e.Attachment?.InstanceId === node.instance.id);
-      const poolIps = new Set(status.interfaces.flatMap((i) => (i.ips ?? []).map((x) => x.ip)));
-      const poolIfs = new Set(status.interfaces.map((i) => i.interfaceId));
-      for (const e of enis) {
-        if (!poolIfs.has(e.NetworkInterfaceId!)) {
-          violate(
-            'unknown-to-daemon',
-            `${node.ns}: ENI ${e.NetworkInterfaceId} attached in LocalStack, not in the pool`,
-          );
-          continue;
-        }
-        for (const a of e.PrivateIpAddresses ?? []) {
-          if (!a.Primary && !poolIps.has(a.PrivateIpAddress!)) {
-            violate(
-              'unknown-to-daemon',
-              `${node.ns}: ${a.PrivateIpAddress} on ${e.NetworkInterfaceId} not in the pool`,
-            );
-          }
-        }
-      }
-      const cloudIps = new Set(
-        enis.flatMap((e) => (e.PrivateIpAddresses ?? []).map((a) => a.PrivateIpAddress!)),
-      );
-      for (const ipAddr of poolIps) {
-        if (!cloudIps.has(ipAddr))
-          violate('unknown-to-daemon', `${node.ns}: pool holds ${ipAddr}, LocalStack does not`);
-      }
+      for (const [kind, msg] of await disagreements(node, status)) violate(kind, msg);
     }
     // What the janitor does for a daemon killed between detaching and deleting an ENI: delete
     // detached ENIs of the cluster (counted, not violations); any left after it is a leak.
