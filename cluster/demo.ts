@@ -15,7 +15,7 @@
 //   node cluster/demo.ts [--keep]
 import { parseArgs } from 'node:util';
 import {
-  daemonPod,
+  daemonCli,
   daemonPool,
   downTestbed,
   instanceEnis,
@@ -185,23 +185,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000));
     say(indent(await kubectl(['get', 'nodeipamstatuses'])));
     const small = state.nodes.find((n) => n.instanceType === 'm5.large') ?? state.nodes[0]!;
-    const pod = await daemonPod(state, small.name);
-    say(
-      indent(
-        await kubectl([
-          '-n',
-          NAMESPACE,
-          'exec',
-          pod,
-          '-c',
-          'ipamd',
-          '--',
-          'node',
-          '/app/src/ipam-daemon/cli.ts',
-          'pool',
-        ]),
-      ),
-    );
+    say(indent(await daemonCli(state, small.name, ['pool'])));
 
     step('6. clean-up: delete the Deployment; its IPs are no longer assigned');
     await kubectl(['-n', NS, 'delete', 'deployment', 'web']);

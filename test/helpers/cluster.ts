@@ -85,11 +85,11 @@ export async function daemonPod(state: TestbedState, node: string): Promise<stri
   return pod.metadata.name;
 }
 
-/** The node's pool as `vpc-ipam pool --json` prints it inside the daemon's own container. */
-export async function daemonPool(state: TestbedState, node: string): Promise<PoolStatus> {
+/** `vpc-ipam <args>` run inside the node's daemon container, as an operator would; its stdout. */
+export async function daemonCli(state: TestbedState, node: string, args: string[]): Promise<string> {
   const { kubectl } = kubectlFor(state);
   const pod = await daemonPod(state, node);
-  const out = await kubectl([
+  return kubectl([
     '-n',
     NAMESPACE,
     'exec',
@@ -99,10 +99,13 @@ export async function daemonPool(state: TestbedState, node: string): Promise<Poo
     '--',
     'node',
     '/app/src/ipam-daemon/cli.ts',
-    'pool',
-    '--json',
+    ...args,
   ]);
-  return JSON.parse(out) as PoolStatus;
+}
+
+/** The node's pool as `vpc-ipam pool --json` prints it inside the daemon's own container. */
+export async function daemonPool(state: TestbedState, node: string): Promise<PoolStatus> {
+  return JSON.parse(await daemonCli(state, node, ['pool', '--json'])) as PoolStatus;
 }
 
 /** The pool straight from the daemon's socket on the node (works while the node's kubelet is down). */
