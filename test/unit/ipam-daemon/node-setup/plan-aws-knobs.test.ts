@@ -11,24 +11,8 @@ import {
   planExternalServiceRules,
   planNodeSetup,
 } from '../../../../src/ipam-daemon/node-setup/plan.ts';
+import { enis, node } from './fixtures.ts';
 
-const node = { primaryIp: '10.64.1.10', primaryMac: '02:00:00:00:00:a0', vpcCidrs: ['10.64.0.0/16'] };
-const enis = [
-  {
-    id: 'eni-0',
-    mac: '02:00:00:00:00:a0',
-    deviceIndex: 0,
-    subnetCidr: '10.64.1.0/24',
-    primaryIp: '10.64.1.10',
-  },
-  {
-    id: 'eni-1',
-    mac: '02:00:00:00:00:a1',
-    deviceIndex: 1,
-    subnetCidr: '10.64.2.0/24',
-    primaryIp: '10.64.2.20',
-  },
-];
 const snat: SnatConfig = { externalSnat: false, excludeCidrs: [], randomize: 'prng' };
 const observed = (mtu: number, rules: ObservedNode['rules'] = []): ObservedNode => ({
   links: [
