@@ -28,6 +28,8 @@ export interface ControlPlaneOptions {
   advertiseAddress?: string;
   /** Extra IPs for the serving certificate. */
   extraIps?: string[];
+  /** More kube-apiserver flags (tests: e.g. --watch-cache-sizes=pods#0 so etcd compaction gives a real 410). */
+  apiServerArgs?: string[];
 }
 
 export interface ControlPlane {
@@ -35,6 +37,8 @@ export interface ControlPlane {
   pki: Pki;
   apiPort: number;
   server: string;
+  /** etcd's client URL (tests compact it to make a real 410 Gone). */
+  etcdUrl: string;
   adminKubeconfig: string;
   /** Node names -> address the API server dials for kubelet (logs, exec): it reads this hosts file. */
   setKubeletHosts(hosts: Record<string, string>): void;
@@ -161,6 +165,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         '--profiling=false',
         '--endpoint-reconciler-type=lease',
         '--v=1',
+        ...(options.apiServerArgs ?? []),
       ],
       join(logs, 'kube-apiserver.log'),
     );
@@ -170,6 +175,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       pki,
       apiPort,
       server,
+      etcdUrl: `http://127.0.0.1:${etcdPort}`,
       adminKubeconfig,
       children,
       stop,

@@ -1,0 +1,308 @@
+// A real kube-apiserver + etcd for the integration tests of the daemon's and the janitor's
+// Kubernetes side (cluster/control-plane.ts: Debian etcd, kube-apiserver v1.34.4 built from the Go
+// module proxy, RBAC + Node authorizer + ServiceAccount tokens). The chart's CRDs are applied, and
+// its RBAC (`helm template` of helm/vpc-ipam, as a user installs it) is bound to the chart's
+// ServiceAccounts; the product under test authenticates with a TokenRequest token of those, so a
+// verb the chart does not grant fails with a real 403. The admin client is for the test's own
+// setup and assertions only (it plays kubelet and the user).
+//
+//   const kube = await startKubeApiServer('pod-watcher');      // one per test file (~10-30 s)
+//   const daemon = await kube.installChart('vpc', ['--set-string', 'daemon.env.ANNOTATE_POD_IP=true']);
+//   daemon.daemonKubeConfig  -> as the DaemonSet's pod; kube.admin -> the test's
+//   await kube.stop();
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  ApiextensionsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  loadAllYaml,
+  type V1Node,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { type ControlPlane, startControlPlane } from '../../cluster/control-plane.ts';
+import { toolBin, waitFor } from '../../cluster/proc.ts';
+
+const run = promisify(execFile);
+const CHART = resolve(import.meta.dirname, '../../helm/vpc-ipam');
+/** The namespace the chart is installed into (its ServiceAccounts, the janitor's Lease). */
+export const RELEASE_NAMESPACE = 'kube-system';
+/** The kinds of the chart's manifests that these tests apply (not the workloads). */
+const APPLIED_KINDS = new Set([
+  'CustomResourceDefinition',
+  'ServiceAccount',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'Role',
+  'RoleBinding',
+]);
+
+export interface ChartInstall {
+  release: string;
+  /** As the daemon's pod authenticates: the chart's daemon ServiceAccount's token, the cluster CA. */
+  daemonKubeConfig: KubeConfig;
+  daemonToken: string;
+  /** As the janitor's pod (only when the chart enables the janitor, its default). */
+  janitorKubeConfig: KubeConfig | null;
+}
+
+export interface KubeApiServer {
+  cp: ControlPlane;
+  /** system:masters: the test's own setup and assertions, never the product's. */
+  admin: KubeConfig;
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+  /** `helm template` of the chart under this release name, its CRDs/RBAC/ServiceAccounts applied. */
+  installChart(release: string, helmArgs?: string[]): Promise<ChartInstall>;
+  /** A kubeconfig for this server with a bearer token (server overridable: a proxy in front). */
+  tokenKubeConfig(token: string, server?: string): KubeConfig;
+  /** A fresh namespace with its `default` ServiceAccount (no controller-manager makes it here). */
+  namespace(prefix: string): Promise<string>;
+  /** A Node object as kubelet would register it (labels/annotations given). */
+  createNode(
+    name: string,
+    meta?: { labels?: Record<string, string>; annotations?: Record<string, string> },
+  ): Promise<V1Node>;
+  /** A pod bound to a node (as the scheduler would bind it; no kubelet runs it). */
+  createPod(
+    namespace: string,
+    name: string,
+    nodeName: string,
+    annotations?: Record<string, string>,
+  ): Promise<V1Pod>;
+  /** Force-delete (grace 0): gone at once, as `kubectl delete --force` or a kubelet confirming. */
+  forceDeletePod(namespace: string, name: string): Promise<void>;
+  /** etcd's current revision compacted away: a watch resumed from before it gets a real 410. */
+  compactEtcd(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export interface KubeApiServerOptions {
+  /** More kube-apiserver flags (e.g. --watch-cache-sizes=pods#0 so compaction reaches pod watches). */
+  apiServerArgs?: string[];
+}
+
+export async function startKubeApiServer(
+  name: string,
+  options: KubeApiServerOptions = {},
+): Promise<KubeApiServer> {
+  const dir = mkdtempSync(join(tmpdir(), `vpc-ipam-kube-${name}-`));
+  let cp: ControlPlane;
+  try {
+    cp = await startControlPlane({
+      dir,
+      ...(options.apiServerArgs ? { apiServerArgs: options.apiServerArgs } : {}),
+    });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const admin = new KubeConfig();
+  admin.loadFromFile(cp.adminKubeconfig);
+  const core = admin.makeApiClient(CoreV1Api);
+  const custom = admin.makeApiClient(CustomObjectsApi);
+  const objects = KubernetesObjectApi.makeApiClient(admin);
+  const extensions = admin.makeApiClient(ApiextensionsV1Api);
+  let crdsApplied = false;
+
+  const tokenKubeConfig = (token: string, server = cp.server): KubeConfig => {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'real', server, caFile: cp.pki.ca.cert }],
+      users: [{ name: 'sa', token }],
+      contexts: [{ name: 'real', cluster: 'real', user: 'sa' }],
+      currentContext: 'real',
+    });
+    return kc;
+  };
+  const saToken = async (serviceAccount: string): Promise<string> => {
+    const r = await core.createNamespacedServiceAccountToken({
+      name: serviceAccount,
+      namespace: RELEASE_NAMESPACE,
+      body: { spec: { audiences: [], expirationSeconds: 3600 } },
+    });
+    if (!r.status?.token) throw new Error(`TokenRequest for ${serviceAccount} returned no token`);
+    return r.status.token;
+  };
+
+  const kube: KubeApiServer = {
+    cp,
+    admin,
+    core,
+    custom,
+    tokenKubeConfig,
+    async installChart(release, helmArgs = []) {
+      const { stdout } = await run(
+        toolBin('helm'),
+        [
+          'template',
+          release,
+          CHART,
+          '--namespace',
+          RELEASE_NAMESPACE,
+          '--include-crds',
+          '-f',
+          join(CHART, 'ci/default-values.yaml'),
+          ...helmArgs,
+        ],
+        { maxBuffer: 16 << 20 },
+      );
+      const docs = (loadAllYaml(stdout) as KubernetesObject[]).filter(
+        (d) => d?.kind && APPLIED_KINDS.has(d.kind),
+      );
+      const crds = docs.filter((d) => d.kind === 'CustomResourceDefinition');
+      if (!crdsApplied) {
+        for (const crd of crds) await objects.create(crd);
+        for (const crd of crds) {
+          const crdName = crd.metadata!.name!;
+          await waitFor(
+            `CRD ${crdName} Established`,
+            async () => {
+              const got = await extensions.readCustomResourceDefinition({ name: crdName });
+              return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')
+                ? true
+                : undefined;
+            },
+            30_000,
+            100,
+          );
+        }
+        crdsApplied = true;
+      }
+      let daemonSa: string | undefined;
+      let janitorSa: string | undefined;
+      for (const d of docs) {
+        if (d.kind === 'CustomResourceDefinition') continue;
+        await objects.create(d);
+        if (d.kind === 'ServiceAccount') {
+          if (d.metadata?.name?.endsWith('-janitor')) janitorSa = d.metadata.name;
+          else daemonSa = d.metadata?.name;
+        }
+      }
+      if (!daemonSa) throw new Error(`helm template ${release}: the chart rendered no daemon ServiceAccount`);
+      const daemonToken = await saToken(daemonSa);
+      return {
+        release,
+        daemonToken,
+        daemonKubeConfig: tokenKubeConfig(daemonToken),
+        janitorKubeConfig: janitorSa ? tokenKubeConfig(await saToken(janitorSa)) : null,
+      };
+    },
+    async namespace(prefix) {
+      const ns = `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
+      await core.createNamespace({ body: { metadata: { name: ns } } });
+      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'default' } } });
+      return ns;
+    },
+    createNode(nodeName, meta = {}) {
+      return core.createNode({ body: { metadata: { name: nodeName, ...meta } } });
+    },
+    createPod(namespace, podName, nodeName, annotations) {
+      return core.createNamespacedPod({
+        namespace,
+        body: {
+          metadata: { name: podName, namespace, ...(annotations ? { annotations } : {}) },
+          spec: {
+            nodeName,
+            automountServiceAccountToken: false,
+            containers: [{ name: 'app', image: 'busybox' }],
+          },
+        },
+      });
+    },
+    async forceDeletePod(namespace, podName) {
+      await core.deleteNamespacedPod({ namespace, name: podName, gracePeriodSeconds: 0 });
+    },
+    async compactEtcd() {
+      // etcd's gRPC gateway: the current revision, then a physical compaction up to it
+      const post = async (path: string, body: unknown) => {
+        const r = await fetch(`${cp.etcdUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
+        if (!r.ok) throw new Error(`etcd ${path}: HTTP ${r.status} ${await r.text()}`);
+        return (await r.json()) as { header?: { revision?: string } };
+      };
+      const revision = Number((await post('/v3/kv/range', { key: btoa('/') })).header?.revision);
+      if (!Number.isInteger(revision) || revision <= 0) throw new Error('etcd: no current revision');
+      await post('/v3/kv/compaction', { revision: String(revision), physical: true });
+      return revision;
+    },
+    async stop() {
+      await cp.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return kube;
+}
+
+/**
+ * A TCP relay in front of the API server, for network faults the server itself does not make: cut()
+ * destroys every open connection mid-flight (a watch stream dies with no clean end), down() refuses
+ * new ones (the API server is unreachable), up() listens again on the same port.
+ */
+export class TcpRelay {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private readonly targetPort: number;
+  port = 0;
+
+  constructor(targetPort: number) {
+    this.targetPort = targetPort;
+  }
+
+  get url(): string {
+    return `https://127.0.0.1:${this.port}`;
+  }
+
+  async up(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(this.targetPort, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(this.port, '127.0.0.1', () => res());
+    });
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+  }
+
+  /** Every open connection destroyed (no TLS close_notify, no HTTP end). Returns how many. */
+  cut(): number {
+    const n = this.sockets.size;
+    for (const s of this.sockets) s.destroy();
+    return n;
+  }
+
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    this.cut();
+    if (server) await new Promise<void>((res) => server.close(() => res()));
+  }
+}
+
+/** Polls until cond() holds; fails the test naming what it waited for. */
+export async function until(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
