@@ -1,43 +1,54 @@
 // ENI_CONFIG_ANNOTATION_DEF, ENI_CONFIG_LABEL_DEF and AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG (issue 13):
-// the AWS VPC CNI's names select the PodNetworkConfig; an annotation wins over the label. Through
-// the real @kubernetes/client-node against the fake API server.
+// the AWS VPC CNI's names select the PodNetworkConfig; an annotation wins over the label. Against
+// the real kube-apiserver with the chart's CRDs (their schema validates every PodNetworkConfig),
+// read as the chart's daemon ServiceAccount under the chart's RBAC (test/helpers/kube-apiserver.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { loadKubernetesSettings } from '../../../../src/ipam-daemon/k8s/env.ts';
 import { resolveCustomNetworking } from '../../../../src/ipam-daemon/k8s/integration.ts';
-import { selectNetworkConfig } from '../../../../src/ipam-daemon/k8s/network-config.ts';
-import { FakeKubeApiServer } from '../../../fakes/kube-apiserver.ts';
+import { NETWORK_CONFIG_API, selectNetworkConfig } from '../../../../src/ipam-daemon/k8s/network-config.ts';
+import { type KubeApiServer, startKubeApiServer } from '../../../helpers/kube-apiserver.ts';
 
 const NODE = 'ip-10-9-0-1.ec2.internal';
 const base = { nodeName: NODE, enablePodWatch: false };
 
-describe('custom networking under the AWS VPC CNI names', () => {
-  const server = new FakeKubeApiServer({ token: 't' });
+describe('custom networking under the AWS VPC CNI names', { timeout: 300_000 }, () => {
+  let kube: KubeApiServer;
+  /** The daemon's credentials: the chart's daemon ServiceAccount. */
   let kc: KubeConfig;
 
   before(async () => {
-    await server.start();
-    kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
+    kube = await startKubeApiServer('eni-config');
+    kc = (await kube.installChart('vpc')).daemonKubeConfig;
+    await kube.createNode(NODE);
     for (const [name, subnet] of [
       ['us-east-1a', 'subnet-zone'],
       ['by-label', 'subnet-label'],
       ['by-annotation', 'subnet-annotation'],
     ] as const) {
-      server.put('podnetworkconfigs.vpc-ipam.io', {
-        apiVersion: 'vpc-ipam.io/v1alpha1',
-        kind: 'PodNetworkConfig',
-        metadata: { name },
-        spec: { subnetIds: [subnet] },
+      await kube.custom.createClusterCustomObject({
+        ...NETWORK_CONFIG_API,
+        body: {
+          apiVersion: 'vpc-ipam.io/v1alpha1',
+          kind: 'PodNetworkConfig',
+          metadata: { name },
+          spec: { subnetIds: [subnet] },
+        },
       });
     }
   });
-  after(() => server.stop());
+  after(async () => {
+    await kube?.stop();
+  });
 
-  const node = (labels: Record<string, string>, annotations: Record<string, string> = {}) =>
-    server.put('nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels, annotations } });
+  /** The Node's labels and annotations become exactly these (as a user's kubectl label/annotate). */
+  const node = async (labels: Record<string, string>, annotations: Record<string, string> = {}) => {
+    const current = await kube.core.readNode({ name: NODE });
+    current.metadata = { ...current.metadata, labels, annotations };
+    await kube.core.replaceNode({ name: NODE, body: current });
+  };
   const resolve = (env: Record<string, string>) =>
     resolveCustomNetworking({
       settings: loadKubernetesSettings(env, base),
@@ -76,22 +87,50 @@ describe('custom networking under the AWS VPC CNI names', () => {
       AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG: 'true',
       ENI_CONFIG_LABEL_DEF: 'k8s.amazonaws.com/eniConfig',
     };
-    node({ 'topology.kubernetes.io/zone': 'us-east-1a' });
+    await node({ 'topology.kubernetes.io/zone': 'us-east-1a' });
     assert.equal((await resolve(env))?.name, 'us-east-1a');
-    node({ 'topology.kubernetes.io/zone': 'us-east-1a', 'k8s.amazonaws.com/eniConfig': 'by-label' });
+    await node({ 'topology.kubernetes.io/zone': 'us-east-1a', 'k8s.amazonaws.com/eniConfig': 'by-label' });
     assert.equal((await resolve(env))?.name, 'by-label');
-    node(
+    await node(
       { 'topology.kubernetes.io/zone': 'us-east-1a', 'k8s.amazonaws.com/eniConfig': 'by-label' },
       { 'k8s.amazonaws.com/eniConfig': 'by-annotation' },
     );
     const picked = await resolve(env);
     assert.deepEqual(picked?.subnetIds, ['subnet-annotation']);
-    node({}, { 'example.com/pnc': 'by-label' });
+    await node({}, { 'example.com/pnc': 'by-label' });
     assert.equal((await resolve({ ...env, ENI_CONFIG_ANNOTATION_DEF: 'example.com/pnc' }))?.name, 'by-label');
-    node({}, { 'k8s.amazonaws.com/eniConfig': 'gone' });
+    await node({}, { 'k8s.amazonaws.com/eniConfig': 'gone' });
     await assert.rejects(
       resolve(env),
       /node annotation k8s.amazonaws.com\/eniConfig=gone names no PodNetworkConfig/,
+    );
+  });
+
+  test("the chart's CRD schema refuses an unusable PodNetworkConfig, and the daemon may only read them", async () => {
+    const create = (api: CustomObjectsApi, name: string, spec: unknown) =>
+      api.createClusterCustomObject({
+        ...NETWORK_CONFIG_API,
+        body: { apiVersion: 'vpc-ipam.io/v1alpha1', kind: 'PodNetworkConfig', metadata: { name }, spec },
+      });
+    const code = (e: { code?: number; body?: unknown }) => `${e.code} ${String(e.body)}`;
+    for (const [name, spec, why] of [
+      [
+        'no-subnets',
+        { subnetIds: [] },
+        /subnetIds.*should have at least 1 items|subnetIds.*must have at least 1 items/,
+      ],
+      ['no-spec-subnets', { securityGroupIds: ['sg-1'] }, /subnetIds: Required value/],
+      ['empty-id', { subnetIds: [''] }, /subnetIds\[0\].*at least 1 chars/],
+    ] as const) {
+      await assert.rejects(create(kube.custom, name, spec), (e: { code?: number; body?: unknown }) => {
+        assert.equal(e.code, 422, code(e));
+        assert.match(String(e.body), why);
+        return true;
+      });
+    }
+    await assert.rejects(
+      create(kc.makeApiClient(CustomObjectsApi), 'from-the-daemon', { subnetIds: ['subnet-x'] }),
+      (e: { code?: number }) => e.code === 403,
     );
   });
 
