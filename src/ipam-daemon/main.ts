@@ -20,7 +20,6 @@ import {
 } from './introspection.ts';
 import { installConflist } from './k8s/cni-files.ts';
 import { loadKubernetesSettings } from './k8s/env.ts';
-import { resolveCustomNetworking, startKubernetesIntegration } from './k8s/integration.ts';
 import { DaemonMetrics, startMetricsServer } from './metrics.ts';
 import { createProvider } from './provider-factory.ts';
 import { type SocketServer, startSocketServer } from './server.ts';
@@ -127,8 +126,11 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
         enablePodWatch: config.kubernetes.enablePodWatch,
       })
     : null;
+  // The Kubernetes client is a large module tree (~0.5 s of CPU to load): load it only when the
+  // daemon talks to the API, so a restart without it (and the CLI's tools) is not slowed by it.
+  const k8sModule = k8sSettings ? await import('./k8s/integration.ts') : null;
   const custom = k8sSettings?.customNetworking
-    ? await resolveCustomNetworking({
+    ? await k8sModule!.resolveCustomNetworking({
         settings: k8sSettings,
         logger: log,
         fallbackZone: (await provider.describeNode()).availabilityZone,
@@ -167,7 +169,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
   metrics.attach(daemon);
   await daemon.start();
   const k8s = k8sSettings
-    ? await startKubernetesIntegration({
+    ? await k8sModule!.startKubernetesIntegration({
         daemon,
         settings: k8sSettings,
         logger: log.child({ component: 'k8s' }),

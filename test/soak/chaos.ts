@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { DescribeNetworkInterfacesCommand } from '@aws-sdk/client-ec2';
 import { localEc2Client } from '../../localstack/seed.ts';
 import type { PoolStatus } from '../../src/ipam-daemon/api-types.ts';
+import { DAEMON_NODE_FLAGS } from '../../src/ipam-daemon/node-flags.ts';
 import { createAwsProvider } from '../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../src/providers/types.ts';
 import { type FaultMode, startFaultProxy } from '../fakes/fault-proxy.ts';
@@ -180,7 +181,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const log = opts.log ?? (() => {});
   requireNetnsPrivileges(['ip', 'nsenter', 'iptables-save', 'iptables-restore', 'sysctl']);
   await requireLocalStack();
-  const plugin = await ensurePluginBuilt();
+  // The daemon runs as the image runs it: the bundle (dist/vpc-ipamd), with the chart's node flags.
+  const plugin = await ensurePluginBuilt({ daemon: true });
   const cleanup = new Cleanup();
   const prefix = runPrefix();
   const clusterName = uniqueClusterName('soak');
@@ -245,7 +247,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       VPC_IPAM_RESYNC_INTERVAL: '3',
       LOG_LEVEL: 'warn',
     };
-    await Promise.all(nodes.map((n) => vpc.startDaemon(n, env)));
+    const daemonArgs = [...DAEMON_NODE_FLAGS, 'dist/vpc-ipamd/vpc-ipamd.mjs'];
+    await Promise.all(nodes.map((n) => vpc.startDaemon(n, env, daemonArgs)));
     log(`soak: cluster ${clusterName}, nodes ${nodes.map((n) => `${n.ns}=${n.instance.type}`).join(' ')}`);
     proxy.addRule({ action: MUTATING, share: o.faultShare, mode: MUTATING_FAULTS, delayMs: 1500 });
     proxy.addRule({ share: o.faultShare, mode: ['error-before', 'drop-after'] });
