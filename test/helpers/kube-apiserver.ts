@@ -85,6 +85,8 @@ export interface KubeApiServer {
 }
 
 export interface KubeApiServerOptions {
+  /** Also kube-controller-manager (+ scheduler): real garbage collection of owned objects. */
+  controllers?: boolean;
   /** More kube-apiserver flags (e.g. --watch-cache-sizes=pods#0 so compaction reaches pod watches). */
   apiServerArgs?: string[];
 }
@@ -98,6 +100,7 @@ export async function startKubeApiServer(
   try {
     cp = await startControlPlane({
       dir,
+      controllers: options.controllers ?? false,
       ...(options.apiServerArgs ? { apiServerArgs: options.apiServerArgs } : {}),
     });
   } catch (e) {
@@ -198,7 +201,11 @@ export async function startKubeApiServer(
     async namespace(prefix) {
       const ns = `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
       await core.createNamespace({ body: { metadata: { name: ns } } });
-      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'default' } } });
+      await core
+        .createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'default' } } })
+        .catch((e: { code?: number }) => {
+          if (e.code !== 409) throw e; // the controller-manager made it first
+        });
       return ns;
     },
     createNode(nodeName, meta = {}) {

@@ -1,14 +1,23 @@
-// The daemon's Kubernetes side through the real client against the fake API server: the
-// NodeIPAMStatus it publishes (created, owned by the Node, merge-patched, coalesced), the Events
-// on no-IP (aggregated), and custom networking selection from PodNetworkConfig objects.
+// The daemon's Kubernetes side against the real kube-apiserver (test/helpers/kube-apiserver.ts),
+// as the chart's daemon ServiceAccount under the chart's RBAC, with the chart's CRDs: the
+// NodeIPAMStatus it publishes (created, owned by the Node and garbage-collected with it by the real
+// kube-controller-manager, merge-patched, coalesced, every field kept by the CRD schema), the
+// Events on no-IP and on drift (aggregated), custom networking selection from PodNetworkConfig
+// objects, the pod watcher wired to the daemon, and in-cluster configuration from a real
+// ServiceAccount token. Each test has its own Node (and namespace), so they do not depend on one another.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  type CoreV1Event,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { AttachmentKey, PoolStatus } from '../../../../src/ipam-daemon/api-types.ts';
 import type { KubernetesSettings } from '../../../../src/ipam-daemon/k8s/env.ts';
@@ -17,11 +26,12 @@ import {
   startKubernetesIntegration,
 } from '../../../../src/ipam-daemon/k8s/integration.ts';
 import { loadKubeConfig } from '../../../../src/ipam-daemon/k8s/kube-client.ts';
+import { NETWORK_CONFIG_API } from '../../../../src/ipam-daemon/k8s/network-config.ts';
+import { NODE_STATUS_API, statusBody } from '../../../../src/ipam-daemon/k8s/node-status.ts';
 import type { GcAllocation } from '../../../../src/ipam-daemon/k8s/pod-gc-policy.ts';
-import { FakeKubeApiServer, type KubeObject } from '../../../fakes/kube-apiserver.ts';
+import { type KubeApiServer, startKubeApiServer, until } from '../../../helpers/kube-apiserver.ts';
 
 const logger = pino({ level: 'silent' });
-const NODE = 'ip-10-1-2-3.ec2.internal';
 
 function pool(assigned: number, noIpReason: string | null = null): PoolStatus {
   return {
@@ -49,7 +59,8 @@ function pool(assigned: number, noIpReason: string | null = null): PoolStatus {
   };
 }
 
-class FakeDaemon extends EventEmitter {
+/** The Daemon as the integration sees it: its events and answers, scripted by the test. */
+class ScriptedDaemon extends EventEmitter {
   current = pool(0);
   allocations: GcAllocation[] = [];
   released: AttachmentKey[] = [];
@@ -61,20 +72,14 @@ class FakeDaemon extends EventEmitter {
   }
   async releaseIfUnwired(key: AttachmentKey) {
     this.released.push(key);
-    return { released: null };
+    const a = this.allocations.find((x) => x.containerId === key.containerId && x.ifName === key.ifName);
+    this.allocations = this.allocations.filter((x) => x !== a);
+    return { released: a?.ip ?? null };
   }
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-const settings = (over: Partial<KubernetesSettings> = {}): KubernetesSettings => ({
-  nodeName: NODE,
+const settings = (nodeName: string, over: Partial<KubernetesSettings> = {}): KubernetesSettings => ({
+  nodeName,
   enablePodWatch: false,
   podGcGraceMs: 60_000,
   statusIntervalMs: 200,
@@ -84,36 +89,68 @@ const settings = (over: Partial<KubernetesSettings> = {}): KubernetesSettings =>
   ...over,
 });
 
-describe('daemon Kubernetes integration against the fake API server', () => {
-  const server = new FakeKubeApiServer({ token: 'sa-token' });
+type NodeEvent = CoreV1Event & { count: number };
+
+describe('daemon Kubernetes integration against the real kube-apiserver', { timeout: 300_000 }, () => {
+  let kube: KubeApiServer;
+  /** The daemon's credentials: the chart's daemon ServiceAccount token (TokenRequest). */
   let kc: KubeConfig;
-  let nodeUid: string;
+  let daemonToken: string;
+  let n = 0;
 
   before(async () => {
-    await server.start();
-    kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
-    const node = server.put('nodes', {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'us-east-1a' } },
-    });
-    nodeUid = node.metadata!.uid!;
+    kube = await startKubeApiServer('daemon-k8s', { controllers: true });
+    const chart = await kube.installChart('vpc');
+    kc = chart.daemonKubeConfig;
+    daemonToken = chart.daemonToken;
   });
   after(async () => {
-    await server.stop();
+    await kube?.stop();
   });
 
-  test('publishes NodeIPAMStatus owned by the Node, then merge-patches it, coalescing bursts', async () => {
-    const daemon = new FakeDaemon();
-    const k8s = await startKubernetesIntegration({ daemon, settings: settings(), logger, kubeConfig: kc });
+  /** A Node of this test's own, as kubelet registers it; returns its name and uid. */
+  const newNode = async (labels: Record<string, string> = {}) => {
+    const name = `ip-10-1-2-${++n}.ec2.internal`;
+    const node = await kube.createNode(name, {
+      labels: { 'topology.kubernetes.io/zone': 'us-east-1a', ...labels },
+    });
+    return { name, uid: node.metadata!.uid! };
+  };
+  const statusOf = async (node: string) =>
+    (await kube.custom
+      .getClusterCustomObject({ ...NODE_STATUS_API, name: node })
+      .catch((e: { code?: number }) => {
+        if (e.code === 404) return undefined;
+        throw e;
+      })) as
+      | { metadata: { ownerReferences?: { kind: string; uid: string }[] }; status?: Record<string, unknown> }
+      | undefined;
+  const eventsOf = async (node: string) =>
+    (
+      await kube.core.listNamespacedEvent({
+        namespace: 'default',
+        fieldSelector: `involvedObject.name=${node}`,
+      })
+    ).items as NodeEvent[];
+
+  test('publishes NodeIPAMStatus owned by the Node, merge-patches it, coalesces bursts; the Node GC takes it', async () => {
+    const node = await newNode();
+    const daemon = new ScriptedDaemon();
+    const k8s = await startKubernetesIntegration({
+      daemon,
+      settings: settings(node.name),
+      logger,
+      kubeConfig: kc,
+    });
     try {
-      await until('status created', () => server.get('nodeipamstatuses.vpc-ipam.io', NODE) !== undefined);
-      const created = server.get('nodeipamstatuses.vpc-ipam.io', NODE)!;
-      const owner = (created.metadata as { ownerReferences?: { kind: string; uid: string }[] })
-        .ownerReferences?.[0];
-      assert.deepEqual({ kind: owner?.kind, uid: owner?.uid }, { kind: 'Node', uid: nodeUid });
-      assert.equal((created.status as { maxPods: number }).maxPods, 29);
+      await until('status created', async () => (await statusOf(node.name)) !== undefined);
+      const created = (await statusOf(node.name))!;
+      const owner = created.metadata.ownerReferences?.[0];
+      assert.deepEqual({ kind: owner?.kind, uid: owner?.uid }, { kind: 'Node', uid: node.uid });
+      // Every field the daemon writes survives the CRD's structural schema (unknown fields are pruned).
+      const { updatedAt, ...stored } = created.status ?? {};
+      assert.deepEqual(stored, JSON.parse(JSON.stringify(statusBody(pool(0), null))));
+      assert.ok(!Number.isNaN(Date.parse(String(updatedAt))));
       // A burst of 50 changes within one interval: one or two writes, ending with the latest.
       const writesBefore = k8s.publisher.writes;
       for (let i = 1; i <= 50; i++) {
@@ -122,35 +159,47 @@ describe('daemon Kubernetes integration against the fake API server', () => {
       }
       daemon.current = pool(7, 'subnet-full');
       daemon.emit('pool-changed', daemon.current);
-      await until('latest state published', () => {
-        const s = server.get('nodeipamstatuses.vpc-ipam.io', NODE)?.status as
-          | { assigned?: number }
-          | undefined;
-        return s?.assigned === 7;
-      });
+      await until('latest state published', async () => (await statusOf(node.name))?.status?.assigned === 7);
       await new Promise((r) => setTimeout(r, 300));
       assert.ok(
         k8s.publisher.writes - writesBefore <= 2,
         `${k8s.publisher.writes - writesBefore} writes for a burst`,
       );
-      const status = server.get('nodeipamstatuses.vpc-ipam.io', NODE)!.status as Record<string, unknown>;
+      const status = (await statusOf(node.name))!.status!;
       assert.equal(status.noIpReason, 'subnet-full');
       assert.equal(status.free, 2);
-      const patches = server.requests.filter(
-        (q) => q.method === 'PATCH' && q.path.includes('nodeipamstatuses'),
-      );
-      assert.ok(patches.length >= 1);
-      assert.ok(patches.every((p) => p.contentType === 'application/merge-patch+json'));
-      // The daemon never writes Nodes.
-      assert.ok(!server.requests.some((q) => q.path.startsWith('/api/v1/nodes') && q.method !== 'GET'));
+      assert.equal(status.maxPods, 29);
     } finally {
       await k8s.stop();
     }
+    // The daemon may not write Nodes (the chart grants get only)...
+    await assert.rejects(
+      kc
+        .makeApiClient(CoreV1Api)
+        .patchNode(
+          { name: node.name, body: { metadata: { labels: { x: 'y' } } } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
+      (e: { code?: number }) => e.code === 403,
+    );
+    // ...and its status object goes with the Node (kube-controller-manager's garbage collector).
+    await kube.core.deleteNode({ name: node.name });
+    await until(
+      'NodeIPAMStatus garbage-collected',
+      async () => (await statusOf(node.name)) === undefined,
+      60_000,
+    );
   });
 
   test('no-IP occurrences become one aggregated Warning Event on the Node', async () => {
-    const daemon = new FakeDaemon();
-    const k8s = await startKubernetesIntegration({ daemon, settings: settings(), logger, kubeConfig: kc });
+    const node = await newNode();
+    const daemon = new ScriptedDaemon();
+    const k8s = await startKubernetesIntegration({
+      daemon,
+      settings: settings(node.name),
+      logger,
+      kubeConfig: kc,
+    });
     try {
       for (let i = 0; i < 20; i++) {
         daemon.emit('no-ip', {
@@ -160,52 +209,42 @@ describe('daemon Kubernetes integration against the fake API server', () => {
         });
       }
       await k8s.events.flush();
-      const events = server.list('events', 'default');
+      const events = await eventsOf(node.name);
       assert.equal(events.length, 1, JSON.stringify(events));
-      const e = events[0] as KubeObject & {
-        reason: string;
-        type: string;
-        count: number;
-        involvedObject: { kind: string; name: string; uid: string };
-      };
+      const e = events[0]!;
       assert.equal(e.reason, 'NoIPSubnetFull');
       assert.equal(e.type, 'Warning');
       assert.equal(e.count, 20);
       assert.deepEqual(
         [e.involvedObject.kind, e.involvedObject.name, e.involvedObject.uid],
-        ['Node', NODE, nodeUid],
+        ['Node', node.name, node.uid],
       );
       assert.ok(k8s.events.writes <= 2, `${k8s.events.writes} writes for 20 occurrences`);
       daemon.emit('no-ip', { reason: 'instance-limit', message: 'm5.large holds 3 interfaces' });
       await k8s.events.flush();
-      const reasons = server
-        .list('events', 'default')
-        .map((x) => (x as { reason: string }).reason)
-        .sort();
+      const reasons = (await eventsOf(node.name)).map((x) => x.reason).sort();
       assert.deepEqual(reasons, ['NoIPInstanceLimit', 'NoIPSubnetFull']);
     } finally {
       await k8s.stop();
-      for (const e of server.list('events', 'default')) server.remove('events', e.metadata!.name!, 'default');
     }
   });
 
   test("drift 'ip-lost' becomes an aggregated PodIPLost Warning naming the pod, the IP, the interface and the fix", async () => {
-    const daemon = new FakeDaemon();
-    const k8s = await startKubernetesIntegration({ daemon, settings: settings(), logger, kubeConfig: kc });
-    type Ev = KubeObject & {
-      reason: string;
-      type: string;
-      count: number;
-      message: string;
-      involvedObject: { kind: string; name: string; uid: string };
-    };
+    const node = await newNode();
+    const daemon = new ScriptedDaemon();
+    const k8s = await startKubernetesIntegration({
+      daemon,
+      settings: settings(node.name),
+      logger,
+      kubeConfig: kc,
+    });
     try {
-      const lost = (n: number) => ({
+      const lost = (i: number) => ({
         kind: 'ip-lost',
         interfaceId: 'eni-0abc',
-        ip: `10.0.0.${20 + n}`,
-        key: `c${n}/eth0`,
-        pod: `default/web-${n}`,
+        ip: `10.0.0.${20 + i}`,
+        key: `c${i}/eth0`,
+        pod: `default/web-${i}`,
         source: 'metadata',
         message: 'the daemon log line',
       });
@@ -226,164 +265,140 @@ describe('daemon Kubernetes integration against the fake API server', () => {
         message: '',
       });
       await k8s.events.flush();
-      let events = server.list('events', 'default') as Ev[];
+      let events = await eventsOf(node.name);
       assert.equal(events.length, 1, JSON.stringify(events));
       const e = events[0]!;
       assert.deepEqual(
         [e.reason, e.type, e.count, e.involvedObject.kind, e.involvedObject.name, e.involvedObject.uid],
-        ['PodIPLost', 'Warning', 1, 'Node', NODE, nodeUid],
+        ['PodIPLost', 'Warning', 1, 'Node', node.name, node.uid],
       );
-      assert.match(e.message, /pod default\/web-1 lost its IP 10\.0\.0\.21/);
-      assert.match(e.message, /interface eni-0abc/);
-      assert.match(e.message, /delete the pod so it is recreated with a new IP/);
+      assert.match(e.message ?? '', /pod default\/web-1 lost its IP 10\.0\.0\.21/);
+      assert.match(e.message ?? '', /interface eni-0abc/);
+      assert.match(e.message ?? '', /delete the pod so it is recreated with a new IP/);
       // A burst (an interface removed with its pods): one Event, counted, naming every pod.
-      for (let n = 2; n <= 6; n++) daemon.emit('drift', lost(n));
+      for (let i = 2; i <= 6; i++) daemon.emit('drift', lost(i));
       await k8s.events.flush();
-      events = server.list('events', 'default') as Ev[];
+      events = await eventsOf(node.name);
       assert.equal(events.length, 1, 'aggregated into the same Event');
       assert.equal(events[0]!.count, 6);
-      assert.match(events[0]!.message, /pod default\/web-6 lost its IP 10\.0\.0\.26/);
-      for (let n = 1; n <= 6; n++)
+      assert.match(events[0]!.message ?? '', /pod default\/web-6 lost its IP 10\.0\.0\.26/);
+      for (let i = 1; i <= 6; i++)
         assert.ok(
-          events[0]!.message.includes(`default/web-${n} (10.0.0.${20 + n} on eni-0abc)`),
-          `web-${n} named: ${events[0]!.message}`,
+          events[0]!.message?.includes(`default/web-${i} (10.0.0.${20 + i} on eni-0abc)`),
+          `web-${i} named: ${events[0]!.message}`,
         );
       assert.ok(k8s.events.writes <= 3, `${k8s.events.writes} writes for 6 occurrences`);
-      const patches = server.requests.filter((q) => q.method === 'PATCH' && q.path.includes('/events/'));
-      assert.ok(patches.every((p) => p.contentType === 'application/merge-patch+json'));
     } finally {
       await k8s.stop();
-      for (const e of server.list('events', 'default')) server.remove('events', e.metadata!.name!, 'default');
     }
   });
 
   test('custom networking: the node label wins, else the zone; a missing config is a clear error', async () => {
+    const node = await newNode();
     const pnc = (name: string, spec: Record<string, unknown>) =>
-      server.put('podnetworkconfigs.vpc-ipam.io', {
-        apiVersion: 'vpc-ipam.io/v1alpha1',
-        kind: 'PodNetworkConfig',
-        metadata: { name },
-        spec,
+      kube.custom.createClusterCustomObject({
+        ...NETWORK_CONFIG_API,
+        body: { apiVersion: 'vpc-ipam.io/v1alpha1', kind: 'PodNetworkConfig', metadata: { name }, spec },
       });
-    pnc('us-east-1a', { subnetIds: ['subnet-zone-a'], securityGroupIds: ['sg-a'] });
-    pnc('special', { subnetIds: ['subnet-special-1', 'subnet-special-2'] });
-    const s = settings({ customNetworking: true });
+    await pnc('us-east-1a', { subnetIds: ['subnet-zone-a'], securityGroupIds: ['sg-a'] });
+    await pnc('special', { subnetIds: ['subnet-special-1', 'subnet-special-2'] });
+    const s = settings(node.name, { customNetworking: true });
     const byZone = await resolveCustomNetworking({ settings: s, logger, kubeConfig: kc });
     assert.deepEqual(byZone, {
       name: 'us-east-1a',
       subnetIds: ['subnet-zone-a'],
       securityGroupIds: ['sg-a'],
     });
-    const node = server.get('nodes', NODE)!;
-    server.put('nodes', {
-      ...node,
-      metadata: {
-        ...node.metadata,
-        labels: { ...node.metadata!.labels, 'vpc-ipam.io/network-config': 'special' },
-      },
-    });
+    const label = async (labels: Record<string, string>) => {
+      const current = await kube.core.readNode({ name: node.name });
+      current.metadata = { ...current.metadata, labels };
+      await kube.core.replaceNode({ name: node.name, body: current });
+    };
+    await label({ 'topology.kubernetes.io/zone': 'us-east-1a', 'vpc-ipam.io/network-config': 'special' });
     const byLabel = await resolveCustomNetworking({ settings: s, logger, kubeConfig: kc });
     assert.equal(byLabel?.name, 'special');
     assert.deepEqual(byLabel?.subnetIds, ['subnet-special-1', 'subnet-special-2']);
-    server.put('nodes', {
-      ...node,
-      metadata: { ...node.metadata, labels: { 'vpc-ipam.io/network-config': 'missing' } },
-    });
+    await label({ 'vpc-ipam.io/network-config': 'missing' });
     await assert.rejects(
       resolveCustomNetworking({ settings: s, logger, kubeConfig: kc }),
       /network-config=missing names no PodNetworkConfig/,
     );
-    assert.equal(await resolveCustomNetworking({ settings: settings(), logger, kubeConfig: kc }), null);
-    server.put('nodes', node);
+    assert.equal(
+      await resolveCustomNetworking({ settings: settings(node.name), logger, kubeConfig: kc }),
+      null,
+    );
   });
 
-  test('pod watcher wired to the daemon releases a vanished pod through daemon.release', async () => {
-    const daemon = new FakeDaemon();
+  test('pod watcher wired to the daemon releases a vanished pod through the daemon, keeps a live one', async () => {
+    const node = await newNode();
+    const ns = await kube.namespace('wired');
+    const live = await kube.createPod(ns, 'live', node.name);
+    const assignedAt = new Date(Date.now() - 3_600_000).toISOString();
+    const daemon = new ScriptedDaemon();
     daemon.allocations = [
       {
         containerId: 'c-gone',
         ifName: 'eth0',
         ip: '10.1.2.50',
-        podNamespace: 'default',
+        podNamespace: ns,
         podName: 'gone',
-        assignedAt: new Date(Date.now() - 3_600_000).toISOString(),
+        assignedAt,
+      },
+      {
+        containerId: 'c-live',
+        ifName: 'eth0',
+        ip: '10.1.2.51',
+        podNamespace: ns,
+        podName: 'live',
+        podUid: live.metadata!.uid!,
+        assignedAt,
       },
     ];
     const k8s = await startKubernetesIntegration({
       daemon,
-      settings: settings({ enablePodWatch: true, podGcGraceMs: 200 }),
+      settings: settings(node.name, { enablePodWatch: true, podGcGraceMs: 200 }),
       logger,
       kubeConfig: kc,
       podGcIntervalMs: 25,
     });
     try {
-      await until('released', () => daemon.released.length === 1, 8000);
+      await until('released', () => daemon.released.length === 1, 15_000);
+      assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
+      // The live pod's allocation stays through more passes than the grace period.
+      await new Promise((r) => setTimeout(r, 6_000));
       assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
     } finally {
       await k8s.stop();
     }
   });
 
-  test('in-cluster config: service account token and CA over HTTPS, as a pod gets them', async () => {
+  test('in-cluster config: the ServiceAccount token and CA files, as a pod gets them', async () => {
+    const node = await newNode();
     const dir = mkdtempSync(join(tmpdir(), 'vpc-ipam-sa-'));
     try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=kube-apiserver',
-          '-addext',
-          'subjectAltName=IP:127.0.0.1',
-          '-keyout',
-          join(dir, 'key.pem'),
-          '-out',
-          join(dir, 'cert.pem'),
-        ],
-        { stdio: 'ignore' },
+      const sa = join(dir, 'var/run/secrets/kubernetes.io/serviceaccount');
+      mkdirSync(sa, { recursive: true });
+      writeFileSync(join(sa, 'token'), daemonToken);
+      writeFileSync(join(sa, 'ca.crt'), readFileSync(kube.cp.pki.ca.cert));
+      writeFileSync(join(sa, 'namespace'), 'kube-system');
+      const env = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(kube.cp.apiPort) };
+      const incluster = loadKubeConfig({ env, serviceAccountRoot: dir }).makeApiClient(CoreV1Api);
+      const got = await incluster.readNode({ name: node.name });
+      assert.equal(got.metadata?.uid, node.uid);
+      // Authenticated as the chart's daemon ServiceAccount, which may read one Node but not list them.
+      await assert.rejects(incluster.listNode(), (e: { code?: number; body?: unknown }) => {
+        assert.equal(e.code, 403);
+        assert.match(String(e.body), /system:serviceaccount:kube-system:vpc-vpc-ipam-daemon/);
+        return true;
+      });
+      assert.throws(
+        () => loadKubeConfig({ env, serviceAccountRoot: '/nonexistent' }),
+        /no service account token/,
       );
-      const { readFileSync } = await import('node:fs');
-      const tls = {
-        key: readFileSync(join(dir, 'key.pem'), 'utf8'),
-        cert: readFileSync(join(dir, 'cert.pem'), 'utf8'),
-      };
-      const secure = new FakeKubeApiServer({ tls, token: 'in-cluster-token' });
-      const url = new URL(await secure.start());
-      try {
-        const sa = join(dir, 'var/run/secrets/kubernetes.io/serviceaccount');
-        mkdirSync(sa, { recursive: true });
-        writeFileSync(join(sa, 'token'), 'in-cluster-token');
-        writeFileSync(join(sa, 'ca.crt'), tls.cert);
-        writeFileSync(join(sa, 'namespace'), 'kube-system');
-        secure.put('nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } });
-        const incluster = loadKubeConfig({
-          env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: url.port },
-          serviceAccountRoot: dir,
-        });
-        const node = await incluster.makeApiClient(CoreV1Api).readNode({ name: NODE });
-        assert.equal(node.metadata?.name, NODE);
-        assert.equal(secure.requests.at(-1)?.authorization, 'Bearer in-cluster-token');
-        assert.throws(
-          () =>
-            loadKubeConfig({
-              env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: url.port },
-              serviceAccountRoot: '/nonexistent',
-            }),
-          /no service account token/,
-        );
-        assert.throws(
-          () => loadKubeConfig({ env: { KUBECONFIG: '/nonexistent/kubeconfig' } }),
-          /KUBECONFIG=.*file not found/,
-        );
-      } finally {
-        await secure.stop();
-      }
+      assert.throws(
+        () => loadKubeConfig({ env: { KUBECONFIG: '/nonexistent/kubeconfig' } }),
+        /KUBECONFIG=.*file not found/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
