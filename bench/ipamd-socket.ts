@@ -29,8 +29,11 @@ const { values } = parseArgs({
     // Where the checkpoint lives: compare a disk with /dev/shm to see what fsync costs.
     dir: { type: 'string', default: tmpdir() },
     write: { type: 'boolean', default: false },
+    // Write a V8 CPU profile of the daemon (node --cpu-prof) into this directory; not with --write.
+    profile: { type: 'string' },
   },
 });
+if (values.profile && values.write) throw new Error('--profile slows the daemon: not with --write');
 const cycles = Number(values.cycles);
 const levels = String(values.concurrency).split(',').map(Number);
 const memoryCycles = Number(values['memory-cycles']);
@@ -104,9 +107,14 @@ class Server {
   static async start(dir: string): Promise<Server> {
     // As production runs the daemon: bundled JavaScript (scripts/bundle-daemon.ts) with the
     // daemon's V8 flags (node-flags.ts), plus --expose-gc for the report.
-    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, '--expose-gc', SERVER_BUNDLE, dir], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', values.profile] : [];
+    const child = spawn(
+      process.execPath,
+      [...DAEMON_NODE_FLAGS, '--expose-gc', ...prof, SERVER_BUNDLE, dir],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     const ready = await new Promise<{ socket: string; pid: number; pool: number }>((resolve, reject) => {
       child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
       child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
@@ -284,7 +292,7 @@ const SERVER_BUNDLE = await bundleDaemon(
 );
 try {
   const tp = await throughput(join(work, 'tp'));
-  const mem = await memory(join(work, 'mem'));
+  const mem = memoryCycles > 0 ? await memory(join(work, 'mem')) : { lines: [], verdicts: [] };
   const cmd = `npx node bench/ipamd-socket.ts --cycles ${cycles} --concurrency ${levels.join(',')} --memory-cycles ${memoryCycles}${values.dir === tmpdir() ? '' : ` --dir ${values.dir}`} --write`;
   const report = [
     '# ipamd socket benchmark',

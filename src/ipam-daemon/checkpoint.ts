@@ -1,14 +1,16 @@
 // The allocation checkpoint: a JSON snapshot, replaced atomically (write a temp file, fsync it,
 // rename it over the old one, fsync the directory) so a crash at any point leaves either the old
-// or the new file, never a torn one, plus the journal the snapshot names: one JSON line per group
-// commit since the snapshot (checkpoint-store.ts appends them). Reading applies the journal to the
-// snapshot; a journal's last line without its newline is a write the crash cut short, never
-// acknowledged, and is ignored. A corrupt or truncated snapshot or a corrupt journal line is moved
-// aside as <path>.corrupt-<timestamp> and the daemon rebuilds from the cloud.
+// or the new file, never a torn one, plus the journal the snapshot names: one checksummed record
+// per group commit since the snapshot (checkpoint-store.ts writes them, checkpoint-journal.ts frames
+// them). Reading applies the journal to the snapshot; a record a crash cut short (never
+// acknowledged) ends the journal and is ignored. A corrupt or truncated snapshot or a damaged
+// journal record before valid ones is moved aside as <path>.corrupt-<timestamp> and the daemon
+// rebuilds from the cloud.
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { parseJournal } from './checkpoint-journal.ts';
 import type { StoredAllocation } from './datastore.ts';
 
 export const CHECKPOINT_VERSION = 1;
@@ -20,9 +22,17 @@ export interface CheckpointData {
   writtenAt: string;
   allocations: StoredAllocation[];
   cooling: Array<{ ip: string; coolUntil: number }>;
+  /** Work the daemon recorded before doing it (restart safety), by id; see CheckpointIntent. */
+  intents?: Record<string, CheckpointIntent>;
   /** File name (same directory) of the journal whose lines apply on top of this snapshot. */
   journal?: string;
 }
+
+/**
+ * What the daemon means to do and must finish after a crash (e.g. an unassign in flight). The
+ * storage only requires a JSON object; its content belongs to the code that records it.
+ */
+export type CheckpointIntent = Record<string, unknown>;
 
 /** One journal line: what changed between two durable states. Keys are [containerId, ifName]. */
 export interface JournalRecord {
@@ -32,6 +42,8 @@ export interface JournalRecord {
   /** Cooling entries added or changed. */
   cool?: Array<{ ip: string; coolUntil: number }>;
   uncool?: string[];
+  /** Intents set (an object) or cleared (null). */
+  intent?: Array<[string, CheckpointIntent | null]>;
 }
 
 export type LoadResult =
@@ -100,30 +112,36 @@ export async function loadCheckpoint(path: string, now: () => number = Date.now)
   return { kind: 'ok', data: snapshot };
 }
 
-/** Applies the journal's complete lines to `data` in place; a string says what is wrong. */
+/** Applies the journal's records to `data` in place; a string says what is wrong. */
 async function applyJournal(data: CheckpointData, journalPath: string): Promise<string | null> {
-  let text: string;
+  let buf: Buffer;
   try {
-    text = await readFile(journalPath, 'utf8');
+    buf = await readFile(journalPath);
   } catch (err) {
     // Created right after the snapshot that names it: a crash in between leaves it absent, empty.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const lines = text.split('\n');
-  lines.pop(); // after the last newline: empty, or a line the crash cut short (never acknowledged)
+  const parsed = parseJournal(buf);
+  if (parsed.corrupt) return parsed.corrupt;
   const allocations = new Map(data.allocations.map((a) => [`${a.containerId}/${a.ifName}`, a]));
   const cooling = new Map(data.cooling.map((c) => [c.ip, c]));
-  for (const [n, line] of lines.entries()) {
+  const intents = new Map(Object.entries(data.intents ?? {}));
+  for (const [n, line] of parsed.records.entries()) {
     const rec = validateRecord(line);
-    if (typeof rec === 'string') return `line ${n + 1}: ${rec}`;
+    if (typeof rec === 'string') return `record ${n + 1}: ${rec}`;
     for (const [c, i] of rec.del ?? []) allocations.delete(`${c}/${i}`);
     for (const a of rec.put ?? []) allocations.set(`${a.containerId}/${a.ifName}`, a);
     for (const ip of rec.uncool ?? []) cooling.delete(ip);
     for (const c of rec.cool ?? []) cooling.set(c.ip, c);
+    for (const [id, intent] of rec.intent ?? []) {
+      if (intent === null) intents.delete(id);
+      else intents.set(id, intent);
+    }
   }
   data.allocations = [...allocations.values()];
   data.cooling = [...cooling.values()];
+  if (intents.size > 0 || data.intents !== undefined) data.intents = Object.fromEntries(intents);
   return null;
 }
 
@@ -172,6 +190,8 @@ function validate(text: string): CheckpointData | string {
   if (!Array.isArray(raw.cooling)) return 'cooling missing';
   if (raw.journal !== undefined && (typeof raw.journal !== 'string' || !/^[\w.-]+$/.test(raw.journal)))
     return `bad journal name ${JSON.stringify(raw.journal)}`;
+  if (raw.intents !== undefined && (!isObject(raw.intents) || !Object.values(raw.intents).every(isObject)))
+    return 'intents must be an object of objects';
   return badEntries(raw.allocations, raw.cooling) ?? (raw as unknown as CheckpointData);
 }
 
@@ -183,8 +203,13 @@ function validateRecord(line: string): JournalRecord | string {
     return `not valid JSON (${(err as Error).message})`;
   }
   if (!isObject(raw)) return 'not a JSON object';
-  const { put = [], del = [], cool = [], uncool = [] } = raw;
-  if (![put, del, cool, uncool].every(Array.isArray)) return 'put/del/cool/uncool must be lists';
+  const { put = [], del = [], cool = [], uncool = [], intent = [] } = raw;
+  if (![put, del, cool, uncool, intent].every(Array.isArray))
+    return 'put/del/cool/uncool/intent must be lists';
+  for (const e of intent as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string' || !(e[1] === null || isObject(e[1])))
+      return `malformed intent ${JSON.stringify(e)}`;
+  }
   for (const k of del as unknown[]) {
     if (!Array.isArray(k) || k.length !== 2 || !k.every((x) => typeof x === 'string'))
       return `malformed key ${JSON.stringify(k)}`;

@@ -76,7 +76,7 @@ export class Daemon extends EventEmitter {
   }
 
   /** Checkpoint writes that reached the disk (snapshots, group-commit journal lines). */
-  get checkpointWrites(): Readonly<{ snapshots: number; journalLines: number }> {
+  get checkpointWrites(): CheckpointWriter['writes'] {
     return this.core.parts.checkpoint.writes;
   }
 

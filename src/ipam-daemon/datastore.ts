@@ -87,6 +87,9 @@ export class Datastore {
   /** IP -> state; Map keeps insertion order, which makes free IPs come out least-recently-freed first. */
   private readonly ips = new Map<string, IpState>();
   private readonly byKey = new Map<string, StoredAllocation>();
+  /** What the checkpoint has not seen yet (takeChanges): keys whose allocation and IPs whose cooling changed. */
+  private readonly changedKeys = new Map<string, AttachmentKey>();
+  private readonly changedIps = new Set<string>();
   private readonly cooldownMs: number;
   private readonly vpcCidrs: string[];
   private readonly noSnatCidrs: string[];
@@ -141,7 +144,7 @@ export class Datastore {
       if (s.state === 'assigned')
         throw new InvariantError(`cannot remove ${interfaceId}: ${s.ip} is assigned`);
     }
-    for (const s of this.ipsOf(interfaceId)) this.ips.delete(s.ip);
+    for (const s of this.ipsOf(interfaceId)) this.dropIp(s);
     this.interfaces.delete(interfaceId);
   }
 
@@ -172,7 +175,7 @@ export class Datastore {
     for (const ip of ips) {
       const s = this.ips.get(ip);
       if (s?.state === 'assigned') throw new InvariantError(`cannot drop assigned ${ip}`);
-      this.ips.delete(ip);
+      if (s) this.dropIp(s);
     }
   }
 
@@ -206,6 +209,7 @@ export class Datastore {
     let n = 0;
     for (const s of this.ips.values()) {
       if (s.state === 'cooling' && (s.coolUntil ?? 0) <= now) {
+        this.changedIps.add(s.ip);
         s.state = 'free';
         delete s.coolUntil;
         // Move to the end so recently used IPs are handed out last.
@@ -283,6 +287,7 @@ export class Datastore {
     for (const other of this.byKey.values()) {
       if (other.ip === s.ip) throw new InvariantError(`${s.ip} is already held by ${keyOf(other)}`);
     }
+    if (s.state === 'cooling') this.changedIps.add(s.ip);
     s.state = 'assigned';
     s.key = k;
     delete s.coolUntil;
@@ -300,6 +305,7 @@ export class Datastore {
     if (meta.network !== undefined) rec.network = meta.network;
     if (meta.recoveredFrom !== undefined) rec.recoveredFrom = meta.recoveredFrom;
     this.byKey.set(k, rec);
+    this.changedKeys.set(k, { containerId: rec.containerId, ifName: rec.ifName });
     return { ...rec };
   }
 
@@ -309,6 +315,7 @@ export class Datastore {
     const rec = this.byKey.get(k);
     if (!rec) return undefined;
     this.byKey.delete(k);
+    this.changedKeys.set(k, { containerId: rec.containerId, ifName: rec.ifName });
     const s = this.ips.get(rec.ip);
     const movedTo = s?.cloudInterfaceId;
     if (s && s.key === k && s.lost && (movedTo === undefined || !this.interfaces.has(movedTo))) {
@@ -321,6 +328,7 @@ export class Datastore {
       delete s.cloudInterfaceId;
       delete s.key;
       if (this.cooldownMs > 0) {
+        this.changedIps.add(s.ip);
         s.state = 'cooling';
         s.coolUntil = now + this.cooldownMs;
       } else {
@@ -364,9 +372,46 @@ export class Datastore {
   restoreCooling(ip: string, coolUntil: number): boolean {
     const s = this.ips.get(ip);
     if (s?.state !== 'free') return false;
+    this.changedIps.add(ip);
     s.state = 'cooling';
     s.coolUntil = coolUntil;
     return true;
+  }
+
+  private dropIp(s: IpState): void {
+    if (s.state === 'cooling') this.changedIps.add(s.ip);
+    this.ips.delete(s.ip);
+  }
+
+  /**
+   * What changed for the checkpoint since the last call (allocations put or deleted, IPs that
+   * started or stopped cooling), and forget it. O(changes): the request path's journal record.
+   */
+  takeChanges(): {
+    put: StoredAllocation[];
+    del: Array<[string, string]>;
+    cool: Array<{ ip: string; coolUntil: number }>;
+    uncool: string[];
+  } {
+    const out = {
+      put: [] as StoredAllocation[],
+      del: [] as Array<[string, string]>,
+      cool: [] as Array<{ ip: string; coolUntil: number }>,
+      uncool: [] as string[],
+    };
+    for (const [k, key] of this.changedKeys) {
+      const a = this.byKey.get(k);
+      if (a) out.put.push({ ...a });
+      else out.del.push([key.containerId, key.ifName]);
+    }
+    for (const ip of this.changedIps) {
+      const s = this.ips.get(ip);
+      if (s?.state === 'cooling') out.cool.push({ ip, coolUntil: s.coolUntil ?? 0 });
+      else out.uncool.push(ip);
+    }
+    this.changedKeys.clear();
+    this.changedIps.clear();
+    return out;
   }
 
   coolingEntries(): Array<{ ip: string; coolUntil: number }> {

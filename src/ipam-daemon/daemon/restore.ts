@@ -53,6 +53,7 @@ export async function restoreFromCheckpoint(
     );
     return 'foreign';
   }
+  core.parts.checkpoint.restoreIntents(data.intents);
   const repairs: string[] = [];
   for (const a of data.allocations) {
     const st = ds.ipState(a.ip);

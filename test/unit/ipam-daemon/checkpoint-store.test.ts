@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   type CheckpointData,
+  type JournalRecord,
   loadCheckpoint,
   removeStaleTemps,
 } from '../../../src/ipam-daemon/checkpoint.ts';
-import { CheckpointStore } from '../../../src/ipam-daemon/checkpoint-store.ts';
+import { type CheckpointSource, CheckpointStore } from '../../../src/ipam-daemon/checkpoint-store.ts';
 import type { StoredAllocation } from '../../../src/ipam-daemon/datastore.ts';
 
 const STORE = resolve('src/ipam-daemon/checkpoint-store.ts');
@@ -24,10 +25,23 @@ function alloc(k: number): StoredAllocation {
   };
 }
 
-/** A tiny in-memory "daemon state" the store snapshots. */
+/** Maps that remember which keys changed, as the datastore does for the checkpoint. */
+class Tracked<V> extends Map<string, V> {
+  readonly changed = new Set<string>();
+  override set(k: string, v: V): this {
+    this.changed?.add(k);
+    return super.set(k, v);
+  }
+  override delete(k: string): boolean {
+    this.changed.add(k);
+    return super.delete(k);
+  }
+}
+
+/** A tiny in-memory "daemon state" the store persists (a CheckpointSource). */
 function state() {
-  const allocations = new Map<string, StoredAllocation>();
-  const cooling = new Map<string, number>();
+  const allocations = new Tracked<StoredAllocation>();
+  const cooling = new Tracked<number>();
   const take = (): CheckpointData => ({
     version: 1,
     instanceId: 'i-1',
@@ -35,7 +49,33 @@ function state() {
     allocations: [...allocations.values()],
     cooling: [...cooling].map(([ip, coolUntil]) => ({ ip, coolUntil })),
   });
-  return { allocations, cooling, take };
+  const source: CheckpointSource = {
+    snapshot() {
+      allocations.changed.clear();
+      cooling.changed.clear();
+      return take();
+    },
+    changes() {
+      const rec: JournalRecord = {};
+      const put = [...allocations.changed].flatMap((k) => allocations.get(k) ?? []);
+      const del = [...allocations.changed]
+        .filter((k) => !allocations.has(k))
+        .map((k) => [k, 'eth0'] as [string, string]);
+      const cool = [...cooling.changed].flatMap((ip) => {
+        const t = cooling.get(ip);
+        return t === undefined ? [] : [{ ip, coolUntil: t }];
+      });
+      const uncool = [...cooling.changed].filter((ip) => !cooling.has(ip));
+      allocations.changed.clear();
+      cooling.changed.clear();
+      if (put.length) rec.put = put;
+      if (del.length) rec.del = del;
+      if (cool.length) rec.cool = cool;
+      if (uncool.length) rec.uncool = uncool;
+      return Object.keys(rec).length > 0 ? rec : null;
+    },
+  };
+  return { allocations, cooling, take, source };
 }
 
 function deferred() {
@@ -65,10 +105,10 @@ describe('checkpoint group commit', () => {
       },
     });
     const s = state();
-    await store.compact(s.take); // first write: a snapshot
+    await store.compact(s.source); // first write: a snapshot
     s.allocations.set('c0', alloc(0));
     let firstDone = false;
-    const first = store.commit(s.take).then(() => {
+    const first = store.commit(s.source).then(() => {
       firstDone = true;
     });
     await new Promise((r) => setTimeout(r, 20));
@@ -78,7 +118,7 @@ describe('checkpoint group commit', () => {
     const done = new Set<number>();
     for (let k = 1; k < 32; k++) {
       s.allocations.set(`c${k}`, alloc(k));
-      rest.push(store.commit(s.take).then(() => void done.add(k)));
+      rest.push(store.commit(s.source).then(() => void done.add(k)));
     }
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(firstDone, false, 'answered before the data was durable');
@@ -104,7 +144,7 @@ describe('checkpoint group commit', () => {
     const path = join(dir, 'b', 'checkpoint.json');
     const store = new CheckpointStore({ path, compactAfter: 5 });
     const s = state();
-    await store.compact(s.take);
+    await store.compact(s.source);
     for (let k = 0; k < 12; k++) {
       s.allocations.set(`c${k}`, alloc(k));
       if (k % 3 === 0 && k > 0) {
@@ -112,7 +152,7 @@ describe('checkpoint group commit', () => {
         s.cooling.set(alloc(k - 1).ip, 1000 + k);
       }
       if (k === 7) s.cooling.delete(alloc(2).ip);
-      await store.commit(s.take);
+      await store.commit(s.source);
     }
     assert.ok(store.stats.snapshots >= 3, `compacted (${store.stats.snapshots} snapshots)`);
     const loaded = await loadCheckpoint(path);
@@ -135,9 +175,9 @@ describe('checkpoint group commit', () => {
     const path = join(dir, 'c', 'checkpoint.json');
     const store = new CheckpointStore({ path });
     const s = state();
-    await store.compact(s.take);
+    await store.compact(s.source);
     s.allocations.set('c1', alloc(1));
-    await store.commit(s.take);
+    await store.commit(s.source);
     await store.close();
     const snap = JSON.parse(await readFile(path, 'utf8')) as CheckpointData;
     const journal = join(dir, 'c', snap.journal ?? '');
@@ -159,11 +199,124 @@ describe('checkpoint group commit', () => {
   test('journals the snapshot does not name are removed at start', async () => {
     const path = join(dir, 'd', 'checkpoint.json');
     const store = new CheckpointStore({ path });
-    await store.compact(state().take);
+    await store.compact(state().source);
     await store.close();
     await writeFile(join(dir, 'd', 'checkpoint.json.journal-0123456789ab'), '{"put":[]}\n');
     assert.deepEqual(await removeStaleTemps(path), ['checkpoint.json.journal-0123456789ab']);
     assert.equal((await readdir(join(dir, 'd'))).filter((n) => n.includes('.journal-')).length, 1);
+  });
+
+  test('a journal cut or damaged at every byte offset: no acknowledged change lost, no IP held twice', async () => {
+    const sub = join(dir, 'f');
+    const path = join(sub, 'checkpoint.json');
+    const store = new CheckpointStore({ path, journalBytes: 4096 });
+    const s = state();
+    await store.compact(s.source);
+    // After each commit: the allocations (key -> ip) a restore must give back.
+    const states: Array<Record<string, string>> = [];
+    const view = (data: CheckpointData) =>
+      Object.fromEntries(data.allocations.map((a) => [a.containerId, a.ip]).sort());
+    states.push(view(s.take()));
+    const commit = async () => {
+      await store.commit(s.source);
+      states.push(view(s.take()));
+    };
+    for (const k of [0, 1, 2]) s.allocations.set(`c${k}`, alloc(k));
+    await commit();
+    s.allocations.delete('c1');
+    s.cooling.set(alloc(1).ip, 5000);
+    await commit();
+    // c1's IP goes to c9: replaying the put without the delete before it would hold it twice.
+    s.cooling.delete(alloc(1).ip);
+    s.allocations.set('c9', { ...alloc(9), ip: alloc(1).ip });
+    await commit();
+    s.allocations.delete('c0');
+    await commit();
+    s.allocations.set('c4', alloc(4));
+    await commit();
+    await store.close();
+    const snapshot = await readFile(path);
+    const journalName = (JSON.parse(snapshot.toString()) as CheckpointData).journal ?? '';
+    const full = await readFile(join(sub, journalName));
+    assert.equal(full.length, 4096, 'preallocated');
+    const ends: number[] = [];
+    for (let i = full.indexOf(10); i >= 0; i = full.indexOf(10, i + 1)) ends.push(i + 1);
+    assert.equal(ends.length, 5, 'one record per commit');
+    const used = ends[ends.length - 1] as number;
+    const restore = async (journal: Buffer) => {
+      await rm(sub, { recursive: true, force: true });
+      await mkdir(sub);
+      await writeFile(path, snapshot);
+      await writeFile(join(sub, journalName), journal);
+      return loadCheckpoint(path);
+    };
+    const unique = (data: CheckpointData) =>
+      assert.equal(
+        new Set(data.allocations.map((a) => a.ip)).size,
+        data.allocations.length,
+        'an IP held twice',
+      );
+    for (let o = 0; o <= used + 8; o++) {
+      // A crash during the write of a record: the file keeps what was written before it (the rest
+      // zeros, as preallocated, or missing, as in the first format).
+      const whole = ends.filter((e) => e <= o).length;
+      for (const journal of [
+        Buffer.concat([full.subarray(0, o), Buffer.alloc(4096 - o)]),
+        full.subarray(0, o),
+      ]) {
+        const r = await restore(journal);
+        assert.equal(r.kind, 'ok', `cut at ${o}`);
+        if (r.kind !== 'ok') continue;
+        assert.deepEqual(view(r.data), states[whole], `cut at ${o}: ${whole} records`);
+        unique(r.data);
+      }
+      // One damaged byte: in the last record it reads as that record cut short (it cannot be told
+      // apart); before it, the journal is corrupt (moved aside; pods keep their IPs through route
+      // recovery), never replayed around the hole.
+      const damaged = Buffer.from(full);
+      damaged[o] = (damaged[o] as number) ^ 0xff;
+      const r = await restore(damaged);
+      const record = ends.findIndex((e) => o < e);
+      if (record >= 0 && record < ends.length - 1) {
+        assert.equal(r.kind, 'corrupt', `byte ${o} damaged (record ${record + 1})`);
+      } else {
+        assert.equal(r.kind, 'ok', `byte ${o} damaged (record ${record + 1})`);
+        if (r.kind !== 'ok') continue;
+        assert.deepEqual(view(r.data), states[record < 0 ? ends.length : ends.length - 1], `byte ${o}`);
+        unique(r.data);
+      }
+    }
+  });
+
+  test('a checkpoint of the first journal format (appended JSON lines) restores', async () => {
+    const sub = join(dir, 'g');
+    const path = join(sub, 'checkpoint.json');
+    await mkdir(sub);
+    const snap: CheckpointData = {
+      ...state().take(),
+      allocations: [alloc(1), alloc(2)],
+      journal: 'checkpoint.json.journal-00000000aaaa',
+    };
+    await writeFile(path, JSON.stringify(snap));
+    await writeFile(
+      join(sub, 'checkpoint.json.journal-00000000aaaa'),
+      `${JSON.stringify({ put: [alloc(3)] })}\n${JSON.stringify({ del: [['c1', 'eth0']], cool: [{ ip: alloc(1).ip, coolUntil: 7 }] })}\n{"put":[{"contai`,
+    );
+    const r = await loadCheckpoint(path);
+    assert.equal(r.kind, 'ok');
+    if (r.kind !== 'ok') return;
+    assert.deepEqual(r.data.allocations.map((a) => a.containerId).sort(), ['c2', 'c3']);
+    assert.deepEqual(r.data.cooling, [{ ip: alloc(1).ip, coolUntil: 7 }]);
+    // The daemon's next write continues in the new format from what was read.
+    const store = new CheckpointStore({ path });
+    const s = state();
+    for (const a of r.data.allocations) s.allocations.set(a.containerId, a);
+    await store.compact(s.source);
+    s.allocations.delete('c2');
+    await store.commit(s.source);
+    await store.close();
+    const again = await loadCheckpoint(path);
+    assert.deepEqual(again.kind === 'ok' && again.data.allocations.map((a) => a.containerId), ['c3']);
   });
 
   test('SIGKILL at any moment: every acknowledged change is in the checkpoint', async () => {
@@ -175,20 +328,32 @@ describe('checkpoint group commit', () => {
         const { CheckpointStore } = await import(${JSON.stringify(STORE)});
         const store = new CheckpointStore({ path: ${JSON.stringify(path)}, compactAfter: 50 });
         const allocations = new Map();
-        const take = () => ({ version: 1, instanceId: 'i-1', writtenAt: new Date().toISOString(),
-          allocations: [...allocations.values()], cooling: [] });
-        await store.compact(take);
+        let changed = new Set();
+        const source = {
+          snapshot: () => { changed = new Set(); return { version: 1, instanceId: 'i-1',
+            writtenAt: new Date().toISOString(), allocations: [...allocations.values()], cooling: [] }; },
+          changes: () => {
+            const keys = [...changed];
+            changed = new Set();
+            if (keys.length === 0) return null;
+            return { put: keys.flatMap((k) => allocations.get(k) ?? []),
+              del: keys.filter((k) => !allocations.has(k)).map((k) => [k, 'eth0']) };
+          },
+        };
+        await store.compact(source);
         let next = 0;
         await Promise.all(Array.from({ length: 32 }, async () => {
           for (;;) {
             const i = next++;
             allocations.set('c' + i, { containerId: 'c' + i, ifName: 'eth0', ip: '10.1.' + (i >> 8 & 255) + '.' + (i & 255),
               interfaceId: 'eni-1', assignedAt: new Date(0).toISOString() });
-            await store.commit(take);
+            changed.add('c' + i);
+            await store.commit(source);
             process.stdout.write('add ' + i + '\\n');
             if (i % 3 === 0) {
               allocations.delete('c' + i);
-              await store.commit(take);
+              changed.add('c' + i);
+              await store.commit(source);
               process.stdout.write('del ' + i + '\\n');
             }
           }
