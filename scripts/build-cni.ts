@@ -1,6 +1,7 @@
 // `npm run build`: the two CNI executables.
 // - dist/vpc-cni: the static shim the runtime calls (src/cni/shim, Go, CGO_ENABLED=0): forwards the
-//   CNI env + stdin to vpc-ipamd, which runs the command.
+//   CNI env + stdin to vpc-ipamd, which runs the command; applies the wiring plan it hands back
+//   with netlink (github.com/vishvananda/netlink, fetched by scripts/setup.sh).
 // - dist/vpc-cni-node: the plugin itself (src/cni/main.ts) as a Node single-executable application
 //   (runs on hosts without Node.js); the shim runs it when the daemon cannot be reached. Steps:
 //   esbuild bundle -> SEA blob (node --experimental-sea-config) -> copy of the node binary ->

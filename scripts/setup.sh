@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh Debian machine:
 # Debian packages (iproute2, iptables, nftables, reference CNI plugins), npm packages (Node 24
-# comes in as the node@24 devDependency), the LocalStack venv, helm, ec2-metadata-mock and the AWS
-# VPC CNI (Go module proxy), the cluster test bed's Kubernetes binaries and node runtime
-# (cluster/build-k8s.sh), the VM for the stock-kernel suites (scripts/setup-vm.sh) and
-# kubernetes-validate (PyPI). Re-running skips what is already there.
+# comes in as the node@24 devDependency), the CNI shim's Go modules, the LocalStack venv, helm,
+# ec2-metadata-mock and the AWS VPC CNI (Go module proxy), the cluster test bed's Kubernetes
+# binaries and node runtime (cluster/build-k8s.sh), the VM for the stock-kernel suites
+# (scripts/setup-vm.sh) and kubernetes-validate (PyPI). Re-running skips what is already there.
 set -euo pipefail
 # npm, pip and go keep their caches under HOME; CI may start us without it.
 export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -44,6 +44,11 @@ if [ ! -x node_modules/.bin/node ] || ! cmp -s package-lock.json "$stamp"; then
 fi
 node24=$root/node_modules/.bin/node
 "$node24" -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("node_modules/.bin/node is not Node 24"); process.exit(1) }'
+
+# --- the CNI shim's Go modules (netlink, from the Go module proxy): scripts/build-cni.ts then
+# builds dist/vpc-cni from the module cache --------------------------------------------------
+command -v go >/dev/null || { say "go is needed to build the CNI shim (golang-go)"; exit 1; }
+(cd src/cni/shim && GOFLAGS= GOTOOLCHAIN=local go mod download)
 
 # --- LocalStack venv ---------------------------------------------------------------------------
 bash localstack/setup-venv.sh

@@ -32,6 +32,7 @@ import {
   observeIpvlan,
   planIpvlanAdd,
 } from './wiring/ipvlan.ts';
+import type { NetPlan } from './wiring/net-ops.ts';
 import {
   applyVethAdd,
   cleanupHost,
@@ -43,6 +44,7 @@ import {
   podIpFromHost,
   routedElsewhere,
   settle,
+  vethNetPlan,
 } from './wiring/veth.ts';
 
 export interface PluginDeps {
@@ -50,6 +52,11 @@ export interface PluginDeps {
   daemon: DaemonClient;
   netnsExists(path: string): Promise<boolean>;
   log: PluginLog;
+  /**
+   * Applies a wiring plan elsewhere (the shim, with netlink) instead of through `ip` processes;
+   * rejects with the first failing op. Absent: this process wires with deps.ip.
+   */
+  apply?: (plan: NetPlan) => Promise<void>;
 }
 
 export function versionInfo(requested: string | undefined): Record<string, unknown> {
@@ -110,7 +117,7 @@ export async function cmdAdd(
   // Routed veth: create the pair while the daemon allocates (the link needs no IP).
   let early: Promise<Error | null> | undefined;
   let linkMs: number | undefined; // when the link batch finished, from the start (the log's breakdown)
-  if (conf.mode === 'veth')
+  if (conf.mode === 'veth' && !deps.apply)
     early = settle(
       deps.ip.batch(planVethLink({ ...env, mtu: conf.mtu, vethPrefix: conf.vethPrefix }).linkLines),
     ).then((e) => {
@@ -136,10 +143,18 @@ export async function cmdAdd(
     ms: ms(started),
   });
   let podIfMac: string | undefined = macs.pod;
+  // Who applied the wiring, and how long it took (the log's breakdown).
+  let wiredBy: 'shim' | 'ip' = 'ip';
+  let wireMs: number | undefined;
   const wire = async (linkDone?: Promise<Error | null>) => {
     if (conf.mode === 'veth') {
       const plan = planVethAdd({ ...base(env, alloc), mtu: conf.mtu, vethPrefix: conf.vethPrefix });
-      await applyVethAdd(deps.ip, plan, env.netns, linkDone);
+      const t = performance.now();
+      if (deps.apply) {
+        wiredBy = 'shim';
+        await deps.apply(vethNetPlan(plan, env.netns));
+      } else await applyVethAdd(deps.ip, plan, env.netns, linkDone);
+      wireMs = ms(t);
       return;
     }
     const { parent, nodeIps } = await discoverParent(deps.ip, alloc.interfaceMac);
@@ -152,7 +167,7 @@ export async function cmdAdd(
       await wire(early);
     } catch (e) {
       // Leftovers of an earlier attempt for the same attachment: clean and try once more.
-      if (!/File exists/.test(String((e as Error).message))) throw e;
+      if (!/File exists/i.test(String((e as Error).message))) throw e;
       deps.log.warn('stale state for this attachment; cleaning and retrying', {
         error: (e as Error).message,
       });
@@ -170,7 +185,14 @@ export async function cmdAdd(
     }
     throw new CniError(ErrorCode.WIRING_FAILED, `failed to wire pod interface ${env.ifName}: ${msg}`);
   }
-  deps.log.info('ADD done', { ip: alloc.ip, hostVeth: hostName, linkMs, ms: ms(started) });
+  deps.log.info('ADD done', {
+    ip: alloc.ip,
+    hostVeth: hostName,
+    linkMs,
+    wiredBy,
+    wireMs,
+    ms: ms(started),
+  });
   const withMtu = compareVersions(conf.cniVersion, '1.1.0') >= 0;
   const ours: CniResult = {
     cniVersion: conf.cniVersion,

@@ -24,6 +24,8 @@ export interface RunContext {
   via: 'plugin' | 'daemon';
   /** performance.now() when the command started (in the plugin: its process's age, the boot cost). */
   started: number;
+  /** The shim applies wiring plans (PluginDeps.apply); absent: this process runs `ip`. */
+  apply?: PluginDeps['apply'];
 }
 
 const netnsExists = async (path: string) => {
@@ -92,6 +94,7 @@ export async function runCni(
     // bootMs: the plugin process's start to our first line of code (the runtime's bootstrap cost).
     log.bind(ctx.via === 'plugin' ? { ...fields, bootMs: Math.round(started * 10) / 10 } : fields);
     const deps: PluginDeps = { ip: createIpTool(spawnRunner), daemon: ctx.daemon(conf), netnsExists, log };
+    if (ctx.apply) deps.apply = ctx.apply;
     const result = await dispatch(parsed, conf, deps);
     log.debug('done', { ms: Math.round(performance.now() - started) });
     return { stdout: result ? line(result) : '', exitCode: 0 };

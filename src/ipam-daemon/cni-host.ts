@@ -2,11 +2,19 @@
 // runtime gave the shim; the already-warm daemon runs the command with the plugin's own code
 // (src/cni/run.ts: every CNI semantic) and answers the stdout and exit code for the shim to relay.
 // The plugin's daemon calls go to the Daemon in-process, through the same validation and error
-// mapping as the socket, so a command behaves the same whichever process runs it. Wiring is the
-// same `ip -batch` / `nsenter --net=<netns> ip -batch` processes (argument arrays, no shell).
+// mapping as the socket, so a command behaves the same whichever process runs it.
+//
+// Wiring: a shim that says it can (`apply: 1`) gets the pod's wiring as a plan (NetPlan) instead of
+// the final answer, applies it with netlink in its own small process and reports back on
+// POST /v1/cni/applied {ticket, error}; the ADD then goes on in TypeScript exactly as if `ip` had
+// run here (on failure: rollback, release, CNI error) and the shim gets the final answer (or, after
+// a "File exists" cleanup, one more plan). So the daemon's event loop never forks per ADD. Other
+// shims and ipvlan mode: the daemon runs `ip -batch` processes itself (argument arrays, no shell).
 
+import { randomUUID } from 'node:crypto';
 import { clientOver, type Transport } from '../cni/daemon-client.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
+import { checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
 import type { ApiError } from './api-types.ts';
 import type { Routes } from './server.ts';
 import { MAX_GC_BODY_BYTES, ValidationError } from './validate.ts';
@@ -23,9 +31,25 @@ export const CNI_ENV_KEYS = [
 /** A GC's network config lists every attachment on the node (see MAX_GC_BODY_BYTES). */
 export const MAX_CNI_BODY_BYTES = MAX_GC_BODY_BYTES;
 
+/** The plan format the shim declares it applies (`apply` in POST /v1/cni). */
+export const NET_PLAN_VERSION = 1;
+/** How long an ADD waits for the shim's report before it rolls back (the runtime DELs anyway). */
+export const APPLY_REPORT_TIMEOUT_MS = 20_000;
+
 export interface CniRequest {
   env: Record<string, string>;
   stdin: string;
+  /** The shim applies plans of this version (absent: the daemon wires). */
+  apply?: number;
+}
+
+/** The shim's answer: the final stdout + exit code, or a plan to apply and report on. */
+export type ShimAnswer = CniOutcome | { apply: NetPlan; ticket: string };
+
+export interface AppliedReport {
+  ticket: string;
+  /** null: every op applied; else the first failing op and the kernel's error. */
+  error: string | null;
 }
 
 /** Checks the shape of POST /v1/cni; the values themselves are checked by runCni (parseEnv). */
@@ -33,7 +57,7 @@ export function parseCniRequest(body: unknown): CniRequest {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new ValidationError('body must be a JSON object {env, stdin}');
   }
-  const { env, stdin } = body as Record<string, unknown>;
+  const { env, stdin, apply } = body as Record<string, unknown>;
   if (typeof env !== 'object' || env === null || Array.isArray(env)) {
     throw new ValidationError('env must be an object of CNI_* variables');
   }
@@ -47,7 +71,114 @@ export function parseCniRequest(body: unknown): CniRequest {
     out[k] = v;
   }
   if (typeof stdin !== 'string') throw new ValidationError('stdin must be a string (the network config)');
-  return { env: out, stdin };
+  if (apply !== undefined && !Number.isSafeInteger(apply))
+    throw new ValidationError('apply must be an integer');
+  return apply === undefined ? { env: out, stdin } : { env: out, stdin, apply: apply as number };
+}
+
+export function parseAppliedReport(body: unknown): AppliedReport {
+  const { ticket, error } = (typeof body === 'object' && body !== null ? body : {}) as Record<
+    string,
+    unknown
+  >;
+  if (typeof ticket !== 'string' || !/^[0-9a-f-]{36}$/.test(ticket)) {
+    throw new ValidationError('ticket must be the one the daemon handed out');
+  }
+  if (error !== null && (typeof error !== 'string' || error.length > 4096)) {
+    throw new ValidationError('error must be null or a string of at most 4096 characters');
+  }
+  return { ticket, error };
+}
+
+/** One ADD whose wiring a shim applies: hands plans out, turns the shim's reports back into results. */
+class ShimSession {
+  private respond: ((a: ShimAnswer) => void) | undefined;
+  private waiting: { ticket: string; done(err: Error | null): void } | undefined;
+  private readonly sessions: ShimSessions;
+  private readonly timeoutMs: number;
+  constructor(sessions: ShimSessions, timeoutMs: number) {
+    this.sessions = sessions;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** The shim's next answer: a plan (apply was called) or the final outcome. */
+  next(): Promise<ShimAnswer> {
+    return new Promise((r) => {
+      this.respond = r;
+    });
+  }
+
+  answer(a: ShimAnswer): void {
+    const r = this.respond;
+    this.respond = undefined;
+    r?.(a); // nobody waiting: the shim's report came too late, it got an error instead
+  }
+
+  readonly apply = (plan: NetPlan): Promise<void> =>
+    new Promise((resolve, reject) => {
+      checkNetPlan(plan);
+      const ticket = randomUUID();
+      const timer = setTimeout(() => {
+        this.sessions.forget(ticket);
+        this.waiting = undefined;
+        reject(new Error(`the shim did not report the wiring within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.waiting = {
+        ticket,
+        done: (err) => {
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve();
+        },
+      };
+      this.sessions.hold(ticket, this);
+      this.answer({ apply: plan, ticket });
+    });
+
+  reported(error: string | null): Promise<ShimAnswer> {
+    const next = this.next();
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.done(error === null ? null : new Error(error));
+    return next;
+  }
+}
+
+/** The ADDs waiting for a shim's report, by ticket. */
+export class ShimSessions {
+  private readonly open = new Map<string, ShimSession>();
+  private readonly timeoutMs: number;
+  constructor(timeoutMs = APPLY_REPORT_TIMEOUT_MS) {
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** Runs a command whose wiring the shim applies; resolves with the shim's first answer. */
+  start(run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>): Promise<ShimAnswer> {
+    const session = new ShimSession(this, this.timeoutMs);
+    const first = session.next();
+    void run(session.apply).then((outcome) => session.answer(outcome));
+    return first;
+  }
+
+  /** The shim applied (or failed) the plan of this ticket: resolves with its next answer. */
+  report(r: AppliedReport): Promise<ShimAnswer> {
+    const session = this.open.get(r.ticket);
+    if (!session) throw new ValidationError('unknown or expired ticket (the ADD was rolled back)');
+    this.open.delete(r.ticket);
+    return session.reported(r.error);
+  }
+
+  hold(ticket: string, s: ShimSession): void {
+    this.open.set(ticket, s);
+  }
+
+  forget(ticket: string): void {
+    this.open.delete(ticket);
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
 }
 
 type ErrorMapper = (err: unknown) => { status: number; body: ApiError };
@@ -72,8 +203,18 @@ export function inProcessTransport(routes: Routes, toApiError: ErrorMapper): Tra
   };
 }
 
-/** Runs one forwarded CNI command. Never throws: every failure is a CNI error on stdout. */
-export function runForShim(routes: Routes, toApiError: ErrorMapper, req: CniRequest): Promise<CniOutcome> {
+/**
+ * Runs one forwarded CNI command. Never throws: every failure is a CNI error on stdout. A shim
+ * that applies plans gets the wiring to apply first (see ShimSessions).
+ */
+export function runForShim(
+  routes: Routes,
+  toApiError: ErrorMapper,
+  req: CniRequest,
+  sessions: ShimSessions,
+): Promise<ShimAnswer> {
   const client = clientOver(inProcessTransport(routes, toApiError));
-  return runCni(req.env, req.stdin, { daemon: () => client, via: 'daemon', started: performance.now() });
+  const ctx = { daemon: () => client, via: 'daemon' as const, started: performance.now() };
+  if (req.apply !== NET_PLAN_VERSION) return runCni(req.env, req.stdin, ctx);
+  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply }));
 }

@@ -8,7 +8,13 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../lib/log.ts';
 import type { ApiError, ApiErrorCode } from './api-types.ts';
-import { MAX_CNI_BODY_BYTES, parseCniRequest, runForShim } from './cni-host.ts';
+import {
+  MAX_CNI_BODY_BYTES,
+  parseAppliedReport,
+  parseCniRequest,
+  runForShim,
+  ShimSessions,
+} from './cni-host.ts';
 import { type Daemon, NoIpError, NotReadyError } from './daemon.ts';
 import {
   MAX_GC_BODY_BYTES,
@@ -61,6 +67,7 @@ export type Routes = Record<string, Partial<Record<'GET' | 'POST', Handler>>>;
  * of answers.
  */
 export function apiRoutes(daemon: Daemon): Routes {
+  const shims = new ShimSessions();
   const routes: Routes = {
     '/v1/allocate': {
       POST: async (body) => daemon.allocate(parseAllocateRequest(await body())),
@@ -80,9 +87,14 @@ export function apiRoutes(daemon: Daemon): Routes {
       },
     },
     '/v1/allocations': { GET: async () => ({ allocations: daemon.list() }) },
-    // A CNI command forwarded by the shim: always 200 with the plugin's stdout and exit code.
+    // A CNI command forwarded by the shim: always 200 with the plugin's stdout and exit code, or
+    // (a shim that applies plans) the wiring to apply, reported on /v1/cni/applied.
     '/v1/cni': {
-      POST: async (body) => runForShim(routes, toApiError, parseCniRequest(await body(MAX_CNI_BODY_BYTES))),
+      POST: async (body) =>
+        runForShim(routes, toApiError, parseCniRequest(await body(MAX_CNI_BODY_BYTES)), shims),
+    },
+    '/v1/cni/applied': {
+      POST: async (body) => shims.report(parseAppliedReport(await body())),
     },
     '/v1/gc': {
       POST: async (body) => {

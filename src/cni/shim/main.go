@@ -28,7 +28,7 @@ const (
 	defaultTimeout = 30 * time.Second
 	// The daemon may wait for the pool to grow and then wire the pod: give it its own
 	// per-request timeout plus this margin before giving up.
-	margin      = 15 * time.Second
+	margin = 15 * time.Second
 	// A GC's config lists every attachment on the node (the daemon's MAX_GC_BODY_BYTES).
 	maxStdin    = 8 << 20
 	maxResponse = 1 << 20
@@ -46,10 +46,19 @@ type netConf struct {
 	TimeoutMs  json.RawMessage `json:"timeoutMs"`
 }
 
+// The final answer (stdout + exitCode), or a plan to apply and report on (apply + ticket).
 type answer struct {
-	Stdout   *string `json:"stdout"`
-	ExitCode *int    `json:"exitCode"`
+	Stdout   *string         `json:"stdout"`
+	ExitCode *int            `json:"exitCode"`
+	Apply    json.RawMessage `json:"apply"`
+	Ticket   string          `json:"ticket"`
 }
+
+// The plan format apply.go executes (src/ipam-daemon/cni-host.ts NET_PLAN_VERSION).
+const planVersion = 1
+
+// A plan, then (after a "File exists" clean-up) at most a few more: never loop forever.
+const maxPlans = 4
 
 // errUnreachable: nothing was sent (or the daemon has no /v1/cni): the fallback may run.
 var errUnreachable = errors.New("daemon unreachable")
@@ -75,10 +84,25 @@ func main() {
 			env[k] = v
 		}
 	}
-	body, _ := json.Marshal(map[string]any{"env": env, "stdin": string(stdin)})
-	out, err := forward(socket, body, timeout+margin)
+	body, _ := json.Marshal(map[string]any{"env": env, "stdin": string(stdin), "apply": planVersion})
+	deadline := time.Now().Add(timeout + margin)
+	out, err := forward(socket, "/v1/cni", body, deadline)
 	if errors.Is(err, errUnreachable) {
 		os.Exit(runFallback(stdin, err))
+	}
+	for plans := 0; err == nil && out.Apply != nil; plans++ {
+		if plans == maxPlans {
+			fail(conf.CniVersion, "vpc-ipamd kept sending wiring plans", codeTryAgain)
+		}
+		var failed any // null: applied
+		if applyErr := applyPlan(out.Apply); applyErr != nil {
+			failed = applyErr.Error()
+		}
+		body, _ = json.Marshal(map[string]any{"ticket": out.Ticket, "error": failed})
+		out, err = forward(socket, "/v1/cni/applied", body, deadline)
+	}
+	if err == nil && (out.Stdout == nil || out.ExitCode == nil) {
+		err = fmt.Errorf("bad answer from the daemon (no stdout/exitCode)")
 	}
 	if err != nil {
 		fail(conf.CniVersion, fmt.Sprintf("vpc-ipamd on %s did not answer: %v", socket, err), codeTryAgain)
@@ -89,7 +113,7 @@ func main() {
 
 // forward sends one HTTP/1.1 request over the socket and reads the whole answer (the daemon
 // closes the connection after it: Connection: close).
-func forward(socket string, body []byte, timeout time.Duration) (answer, error) {
+func forward(socket, path string, body []byte, deadline time.Time) (answer, error) {
 	var a answer
 	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
 	if err != nil {
@@ -100,8 +124,8 @@ func forward(socket string, body []byte, timeout time.Duration) (answer, error) 
 		return a, err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	req := fmt.Sprintf("POST /v1/cni HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	_ = conn.SetDeadline(deadline)
+	req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
 	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
 		return a, err
 	}
@@ -117,13 +141,13 @@ func forward(socket string, body []byte, timeout time.Duration) (answer, error) 
 	if len(status) < 2 {
 		return a, fmt.Errorf("bad HTTP status line %q", status)
 	}
-	if status[1] == "404" {
+	if status[1] == "404" && path == "/v1/cni" {
 		return a, fmt.Errorf("%w: the daemon has no /v1/cni", errUnreachable)
 	}
 	if status[1] != "200" {
 		return a, fmt.Errorf("HTTP %s: %s", status[1], strings.TrimSpace(string(payload)))
 	}
-	if err := json.Unmarshal(payload, &a); err != nil || a.Stdout == nil || a.ExitCode == nil {
+	if err := json.Unmarshal(payload, &a); err != nil || (a.Apply == nil && (a.Stdout == nil || a.ExitCode == nil)) {
 		return a, fmt.Errorf("bad answer from the daemon: %.200q", payload)
 	}
 	return a, nil

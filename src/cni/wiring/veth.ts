@@ -1,5 +1,6 @@
-// Routed veth wiring (the default mode). Planning is pure (argv lines for `ip -batch`); applying
-// costs two processes on ADD (host batch, pod batch via nsenter) and one on DEL.
+// Routed veth wiring (the default mode). Planning is pure (NetOps, also rendered as `ip -batch`
+// lines). Through the shim, ADD applies the plan with netlink in the shim (vethNetPlan); run by
+// the Node plugin or daemon itself it costs two processes (host batch, pod batch via nsenter).
 //
 // Pod:  <ip>/32 on <ifName>; 169.254.1.1 scope link; default via 169.254.1.1; a permanent
 //       neighbour 169.254.1.1 -> host veth MAC (so the pod never ARPs for its gateway).
@@ -15,6 +16,7 @@ import {
   ROUTE_PROTO,
   vethMacs,
 } from '../../netutils/names.ts';
+import { ipArgv, type NetOp, type NetPlan, TABLE_MAIN } from './net-ops.ts';
 
 export interface VethPodSpec {
   containerId: string;
@@ -33,8 +35,12 @@ export interface VethPlan {
   hostMac: string;
   podMac: string;
   /** Creates the pair (needs no IP, so it can run while the daemon allocates). */
+  linkOps: NetOp[];
+  /** Host route + rules, and the pod side: independent of each other. */
+  hostOps: NetOp[];
+  podOps: NetOp[];
+  /** The same ops as `ip -batch` lines. */
   linkLines: string[][];
-  /** Host route + rules, and the pod side: independent of each other, run in parallel. */
   hostLines: string[][];
   podLines: string[][];
 }
@@ -46,58 +52,58 @@ export type VethLinkSpec = Pick<VethPodSpec, 'containerId' | 'ifName' | 'netns' 
 
 export function planVethLink(
   spec: VethLinkSpec,
-): Pick<VethPlan, 'hostName' | 'hostMac' | 'podMac' | 'linkLines'> {
+): Pick<VethPlan, 'hostName' | 'hostMac' | 'podMac' | 'linkOps' | 'linkLines'> {
   const hostName = hostVethName(spec.containerId, spec.ifName, spec.vethPrefix);
   const { host: hostMac, pod: podMac } = vethMacs(spec.containerId, spec.ifName);
-  const mtu = String(spec.mtu);
-  const linkLines = [
+  const linkOps: NetOp[] = [
     // The peer is created directly inside the pod netns: no rename, no name clash with host eth0.
-    ['link', 'add', 'name', hostName, 'address', hostMac, 'mtu', mtu, 'type', 'veth'].concat([
-      'peer',
-      'name',
-      spec.peerName ?? spec.ifName,
-      'address',
-      podMac,
-      'mtu',
-      mtu,
-      'netns',
-      spec.netns,
-    ]),
-    ['link', 'set', 'dev', hostName, 'up'],
+    {
+      op: 'veth',
+      name: hostName,
+      mac: hostMac,
+      mtu: spec.mtu,
+      peer: spec.peerName ?? spec.ifName,
+      peerMac: podMac,
+      peerNetns: spec.netns,
+    },
+    { op: 'up', dev: hostName },
   ];
-  return { hostName, hostMac, podMac, linkLines };
+  return { hostName, hostMac, podMac, linkOps, linkLines: linkOps.map(ipArgv) };
 }
 
 export function planVethAdd(spec: VethPodSpec): VethPlan {
   const link = planVethLink(spec);
   const ip32 = `${spec.ip}/32`;
-  const proto = String(ROUTE_PROTO);
-  const hostLines: string[][] = [
-    ['route', 'replace', ip32, 'dev', link.hostName, 'scope', 'link', 'proto', proto],
-    ['rule', 'add', 'to', ip32, 'lookup', 'main', 'priority', String(PRIO_TO_POD), 'protocol', proto],
+  const proto = ROUTE_PROTO;
+  const hostOps: NetOp[] = [
+    { op: 'route', replace: true, dst: ip32, dev: link.hostName, scopeLink: true, proto },
+    { op: 'rule', to: ip32, table: TABLE_MAIN, priority: PRIO_TO_POD, proto },
   ];
   if (spec.routeTable > 0) {
-    hostLines.push(
-      [
-        'rule',
-        'add',
-        'from',
-        ip32,
-        'lookup',
-        String(spec.routeTable),
-        'priority',
-        String(PRIO_FROM_POD),
-      ].concat(['protocol', proto]),
-    );
+    hostOps.push({ op: 'rule', from: ip32, table: spec.routeTable, priority: PRIO_FROM_POD, proto });
   }
-  const podLines: string[][] = [
-    ['addr', 'add', ip32, 'dev', spec.ifName],
-    ['link', 'set', 'dev', spec.ifName, 'up'],
-    ['route', 'add', `${POD_GATEWAY}/32`, 'dev', spec.ifName, 'scope', 'link'],
-    ['route', 'add', 'default', 'via', POD_GATEWAY, 'dev', spec.ifName],
-    ['neigh', 'add', POD_GATEWAY, 'lladdr', link.hostMac, 'dev', spec.ifName, 'nud', 'permanent'],
+  const dev = spec.ifName;
+  const podOps: NetOp[] = [
+    { op: 'addr', cidr: ip32, dev },
+    { op: 'up', dev },
+    { op: 'route', dst: `${POD_GATEWAY}/32`, dev, scopeLink: true },
+    { op: 'route', dst: '0.0.0.0/0', via: POD_GATEWAY, dev },
+    { op: 'neigh', ip: POD_GATEWAY, mac: link.hostMac, dev },
   ];
-  return { ...link, hostLines, podLines };
+  return {
+    ...link,
+    hostOps,
+    podOps,
+    hostLines: hostOps.map(ipArgv),
+    podLines: podOps.map(ipArgv),
+  };
+}
+
+/** The whole ADD as one plan for the shim: the pair and host side, then the pod side in its netns. */
+export function vethNetPlan(plan: VethPlan, netns: string): NetPlan {
+  return {
+    steps: [{ ops: [...plan.linkOps, ...plan.hostOps] }, { netns, ops: plan.podOps }],
+  };
 }
 
 /**

@@ -4,11 +4,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ensurePluginBuilt } from '../../helpers/plugin-binary.ts';
+import { standIn } from '../../helpers/stand-in-daemon.ts';
 import { startHarness } from '../ipam-daemon/harness.ts';
 
 function runShim(
@@ -33,27 +33,6 @@ function runShim(
     });
     child.stdin.end(JSON.stringify(conf));
   });
-}
-
-/** A stand-in daemon: records what the shim sent, answers what the test says. */
-async function standIn(path: string, answer: (body: string) => { status: number; body: string }) {
-  const seen: Array<{ url: string; body: string }> = [];
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      seen.push({ url: req.url ?? '', body });
-      const a = answer(body);
-      res.writeHead(a.status, {
-        'Content-Type': 'application/json',
-        'Content-Length': Buffer.byteLength(a.body),
-      });
-      res.end(a.body);
-    });
-  });
-  await new Promise<void>((r) => server.listen(path, r));
-  return { seen, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 describe('vpc-cni shim', () => {

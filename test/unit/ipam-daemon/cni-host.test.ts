@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { NetPlan } from '../../../src/cni/wiring/net-ops.ts';
 import {
   inProcessTransport,
   MAX_CNI_BODY_BYTES,
+  parseAppliedReport,
   parseCniRequest,
+  ShimSessions,
 } from '../../../src/ipam-daemon/cni-host.ts';
 import { apiRoutes, toApiError } from '../../../src/ipam-daemon/server.ts';
 import { ValidationError } from '../../../src/ipam-daemon/validate.ts';
@@ -119,6 +122,89 @@ describe('CNI commands run by the daemon', () => {
       assert.equal((await t('POST', '/v1/nope', {})).status, 404);
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('wiring applied by the shim (ShimSessions)', () => {
+  const plan: NetPlan = { steps: [{ ops: [{ op: 'up', dev: 'vpc0123' }] }] };
+  const final = (stdout: string) => ({ stdout, exitCode: 0 as const });
+
+  test('a shim that says apply:1 gets the plan, and the ADD goes on only after its report', async () => {
+    const sessions = new ShimSessions();
+    let afterApply = false;
+    const first = await sessions.start(async (apply) => {
+      await apply(plan);
+      afterApply = true;
+      return final('done\n');
+    });
+    assert.ok('ticket' in first);
+    assert.deepEqual(first.apply, plan);
+    assert.equal(afterApply, false, 'nothing after the wiring runs before the report');
+    assert.equal(sessions.size, 1);
+    const next = await sessions.report({ ticket: first.ticket, error: null });
+    assert.deepEqual(next, final('done\n'));
+    assert.equal(sessions.size, 0);
+    assert.throws(() => sessions.report({ ticket: first.ticket, error: null }), /unknown or expired/);
+  });
+
+  test("the shim's error rejects apply (the ADD rolls back); a retry hands out a second plan", async () => {
+    const sessions = new ShimSessions();
+    const errors: string[] = [];
+    const first = await sessions.start(async (apply) => {
+      try {
+        await apply(plan);
+      } catch (e) {
+        errors.push((e as Error).message);
+        await apply(plan);
+      }
+      return final('retried\n');
+    });
+    assert.ok('ticket' in first);
+    const second = await sessions.report({ ticket: first.ticket, error: 'step 1 op 3 route: file exists' });
+    assert.deepEqual(errors, ['step 1 op 3 route: file exists']);
+    assert.ok('ticket' in second && second.ticket !== first.ticket);
+    assert.deepEqual(await sessions.report({ ticket: second.ticket, error: null }), final('retried\n'));
+  });
+
+  test('no report in time: apply rejects, the ticket expires, a late report is refused', async () => {
+    const sessions = new ShimSessions(30);
+    let failure = '';
+    const first = await sessions.start(async (apply) => {
+      await apply(plan).catch((e: Error) => {
+        failure = e.message;
+      });
+      return final('rolled back\n');
+    });
+    assert.ok('ticket' in first);
+    await new Promise((r) => setTimeout(r, 80));
+    assert.match(failure, /did not report the wiring within 30 ms/);
+    assert.equal(sessions.size, 0);
+    assert.throws(() => sessions.report({ ticket: first.ticket, error: null }), ValidationError);
+  });
+
+  test('a command without wiring answers directly; a bad plan is refused before it is sent', async () => {
+    const sessions = new ShimSessions();
+    assert.deepEqual(await sessions.start(async () => final('v\n')), final('v\n'));
+    const bad = await sessions.start(async (apply) => {
+      const r = await apply({ steps: [{ ops: [{ op: 'up', dev: 'a b' }] }] }).then(
+        () => 'applied',
+        (e: Error) => e.message,
+      );
+      return final(r);
+    });
+    assert.ok('stdout' in bad);
+    assert.match(bad.stdout, /bad up op/);
+    assert.equal(sessions.size, 0);
+  });
+
+  test('report and request shapes', () => {
+    assert.deepEqual(parseCniRequest({ env: {}, stdin: '', apply: 1 }), { env: {}, stdin: '', apply: 1 });
+    assert.throws(() => parseCniRequest({ env: {}, stdin: '', apply: '1' }), ValidationError);
+    const ticket = '0b7e4f4c-3f7e-4e56-a0a4-4bb1c43d1f0e';
+    assert.deepEqual(parseAppliedReport({ ticket, error: null }), { ticket, error: null });
+    for (const bad of [null, {}, { ticket: 'x', error: null }, { ticket }, { ticket, error: 3 }]) {
+      assert.throws(() => parseAppliedReport(bad), ValidationError, JSON.stringify(bad));
     }
   });
 });

@@ -1,0 +1,139 @@
+// The wiring of a pod as data: a few kinds of kernel changes, each one `ip` line or one netlink
+// request. The daemon builds them (all CNI semantics stay in TypeScript) and either renders them
+// as `ip -batch` lines (ipArgv) or hands them to the shim, which applies them in-process with
+// netlink (src/cni/shim/apply.go) so an ADD forks no `ip`/`nsenter` from the daemon. Pure.
+
+/** The main routing table's number (`lookup main`). */
+export const TABLE_MAIN = 254;
+
+export type NetOp =
+  /** A veth pair, the peer created directly inside peerNetns (no rename, no name clash). */
+  | {
+      op: 'veth';
+      name: string;
+      mac: string;
+      mtu: number;
+      peer: string;
+      peerMac: string;
+      peerNetns: string;
+    }
+  | { op: 'up'; dev: string }
+  | { op: 'addr'; dev: string; cidr: string }
+  /** dst is a CIDR (0.0.0.0/0 is the default route); scope link or universe; replace or add. */
+  | {
+      op: 'route';
+      dst: string;
+      dev: string;
+      via?: string;
+      scopeLink?: boolean;
+      proto?: number;
+      replace?: boolean;
+    }
+  /** Exactly one of from/to (a CIDR). */
+  | { op: 'rule'; from?: string; to?: string; table: number; priority: number; proto?: number }
+  /** A permanent neighbour entry. */
+  | { op: 'neigh'; dev: string; ip: string; mac: string };
+
+/** Ops that run in one network namespace: netns undefined is the caller's (the node's). */
+export interface NetStep {
+  netns?: string;
+  ops: NetOp[];
+}
+
+/** What the shim applies, in order; it stops at the first failing op and reports it. */
+export interface NetPlan {
+  steps: NetStep[];
+}
+
+/** The `ip` argv (for `ip -batch`) that makes the same change as the op. */
+export function ipArgv(o: NetOp): string[] {
+  switch (o.op) {
+    case 'veth': {
+      const mtu = String(o.mtu);
+      return ['link', 'add', 'name', o.name, 'address', o.mac, 'mtu', mtu, 'type', 'veth'].concat([
+        'peer',
+        'name',
+        o.peer,
+        'address',
+        o.peerMac,
+        'mtu',
+        mtu,
+        'netns',
+        o.peerNetns,
+      ]);
+    }
+    case 'up':
+      return ['link', 'set', 'dev', o.dev, 'up'];
+    case 'addr':
+      return ['addr', 'add', o.cidr, 'dev', o.dev];
+    case 'route':
+      return [
+        'route',
+        o.replace ? 'replace' : 'add',
+        o.dst === '0.0.0.0/0' ? 'default' : o.dst,
+        ...(o.via ? ['via', o.via] : []),
+        'dev',
+        o.dev,
+        ...(o.scopeLink ? ['scope', 'link'] : []),
+        ...(o.proto !== undefined ? ['proto', String(o.proto)] : []),
+      ];
+    case 'rule': {
+      const [dir, cidr] = o.from !== undefined ? ['from', o.from] : ['to', o.to ?? ''];
+      return [
+        'rule',
+        'add',
+        dir,
+        cidr,
+        'lookup',
+        o.table === TABLE_MAIN ? 'main' : String(o.table),
+        'priority',
+        String(o.priority),
+        ...(o.proto !== undefined ? ['protocol', String(o.proto)] : []),
+      ];
+    }
+    case 'neigh':
+      return ['neigh', 'add', o.ip, 'lladdr', o.mac, 'dev', o.dev, 'nud', 'permanent'];
+  }
+}
+
+/** Validates a plan the daemon is about to send: every op complete, names and addresses sane. */
+export function checkNetPlan(plan: NetPlan): void {
+  const ifname = /^[A-Za-z0-9_.-]{1,15}$/;
+  const mac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+  const ip = /^\d{1,3}(\.\d{1,3}){3}$/;
+  const cidr = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
+  const bad = (o: NetOp, what: string) => new Error(`bad ${o.op} op (${what}): ${JSON.stringify(o)}`);
+  for (const step of plan.steps) {
+    if (step.netns !== undefined && !step.netns.startsWith('/')) {
+      throw new Error(`netns must be an absolute path: ${step.netns}`);
+    }
+    for (const o of step.ops) {
+      const dev = o.op === 'veth' ? o.name : o.op === 'rule' ? undefined : o.dev;
+      if (dev !== undefined && !ifname.test(dev)) throw bad(o, 'interface name');
+      switch (o.op) {
+        case 'veth':
+          if (!ifname.test(o.peer) || !mac.test(o.mac) || !mac.test(o.peerMac)) throw bad(o, 'names/MACs');
+          if (!o.peerNetns.startsWith('/') || !(o.mtu >= 68 && o.mtu <= 65535)) throw bad(o, 'netns/mtu');
+          break;
+        case 'addr':
+          if (!cidr.test(o.cidr)) throw bad(o, 'cidr');
+          break;
+        case 'route':
+          if (!cidr.test(o.dst) || (o.via !== undefined && !ip.test(o.via))) throw bad(o, 'dst/via');
+          break;
+        case 'rule':
+          if ((o.from === undefined) === (o.to === undefined)) throw bad(o, 'exactly one of from/to');
+          if (!cidr.test(o.from ?? o.to ?? '')) throw bad(o, 'cidr');
+          if (!Number.isInteger(o.table) || o.table <= 0 || !Number.isInteger(o.priority)) {
+            throw bad(o, 'table/priority');
+          }
+          break;
+        case 'neigh':
+          if (!ip.test(o.ip) || !mac.test(o.mac)) throw bad(o, 'ip/mac');
+          break;
+        case 'up':
+          break;
+      }
+    }
+  }
+}

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { checkNetPlan, ipArgv, type NetOp, TABLE_MAIN } from '../../../src/cni/wiring/net-ops.ts';
+import { planVethAdd, vethNetPlan } from '../../../src/cni/wiring/veth.ts';
+
+describe('wiring plan as data (net-ops)', () => {
+  test('each op renders as the ip line that makes the same change', () => {
+    const cases: Array<[NetOp, string]> = [
+      [
+        {
+          op: 'veth',
+          name: 'vpc1',
+          mac: '02:00:00:00:00:01',
+          mtu: 9001,
+          peer: 'eth0',
+          peerMac: '06:00:00:00:00:01',
+          peerNetns: '/run/netns/p',
+        },
+        'link add name vpc1 address 02:00:00:00:00:01 mtu 9001 type veth peer name eth0 address 06:00:00:00:00:01 mtu 9001 netns /run/netns/p',
+      ],
+      [{ op: 'up', dev: 'eth0' }, 'link set dev eth0 up'],
+      [{ op: 'addr', dev: 'eth0', cidr: '10.0.0.5/32' }, 'addr add 10.0.0.5/32 dev eth0'],
+      [
+        { op: 'route', dst: '10.0.0.5/32', dev: 'vpc1', scopeLink: true, proto: 118, replace: true },
+        'route replace 10.0.0.5/32 dev vpc1 scope link proto 118',
+      ],
+      [
+        { op: 'route', dst: '0.0.0.0/0', via: '169.254.1.1', dev: 'eth0' },
+        'route add default via 169.254.1.1 dev eth0',
+      ],
+      [
+        { op: 'rule', to: '10.0.0.5/32', table: TABLE_MAIN, priority: 512, proto: 118 },
+        'rule add to 10.0.0.5/32 lookup main priority 512 protocol 118',
+      ],
+      [
+        { op: 'rule', from: '10.0.0.5/32', table: 3, priority: 1536 },
+        'rule add from 10.0.0.5/32 lookup 3 priority 1536',
+      ],
+      [
+        { op: 'neigh', dev: 'eth0', ip: '169.254.1.1', mac: '02:00:00:00:00:01' },
+        'neigh add 169.254.1.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent',
+      ],
+    ];
+    for (const [op, line] of cases) assert.equal(ipArgv(op).join(' '), line);
+  });
+
+  test('the veth plan for the shim: pair + host side in the node, pod side in its netns, same ops as the batches', () => {
+    const p = planVethAdd({
+      containerId: 'c1',
+      ifName: 'eth0',
+      netns: '/run/netns/p1',
+      ip: '10.64.1.9',
+      routeTable: 2,
+      mtu: 1500,
+    });
+    const plan = vethNetPlan(p, '/run/netns/p1');
+    assert.equal(plan.steps.length, 2);
+    assert.equal(plan.steps[0]?.netns, undefined);
+    assert.deepEqual(plan.steps[0]?.ops.map(ipArgv), [...p.linkLines, ...p.hostLines]);
+    assert.equal(plan.steps[1]?.netns, '/run/netns/p1');
+    assert.deepEqual(plan.steps[1]?.ops.map(ipArgv), p.podLines);
+    checkNetPlan(plan);
+  });
+
+  test('a malformed plan is refused before it leaves the daemon', () => {
+    const bad: NetOp[] = [
+      { op: 'up', dev: 'a b' },
+      { op: 'up', dev: 'x'.repeat(16) },
+      { op: 'addr', dev: 'eth0', cidr: '10.0.0.5' },
+      { op: 'route', dst: 'default', dev: 'eth0' },
+      { op: 'route', dst: '0.0.0.0/0', dev: 'eth0', via: 'gw' },
+      { op: 'rule', table: 3, priority: 1 },
+      { op: 'rule', from: '10.0.0.1/32', to: '10.0.0.2/32', table: 3, priority: 1 },
+      { op: 'rule', to: '10.0.0.1/32', table: 0, priority: 1 },
+      { op: 'neigh', dev: 'eth0', ip: '169.254.1.1', mac: 'zz' },
+      {
+        op: 'veth',
+        name: 'v',
+        mac: '02:00:00:00:00:01',
+        mtu: 20,
+        peer: 'eth0',
+        peerMac: '06:00:00:00:00:01',
+        peerNetns: '/p',
+      },
+    ];
+    for (const op of bad)
+      assert.throws(() => checkNetPlan({ steps: [{ ops: [op] }] }), /bad/, JSON.stringify(op));
+    assert.throws(() => checkNetPlan({ steps: [{ netns: 'rel', ops: [] }] }), /absolute/);
+  });
+});
