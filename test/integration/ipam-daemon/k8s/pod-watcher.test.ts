@@ -1,5 +1,14 @@
-// The pod watcher driven through the real @kubernetes/client-node against the fake API server:
-// streams that break mid-flight, 410 Gone, a daemon restart mid-watch, and the release rules.
+// The pod watcher through the real @kubernetes/client-node against the real kube-apiserver
+// (test/helpers/kube-apiserver.ts), as the chart's daemon ServiceAccount under the chart's RBAC:
+// real list+watch by field selector, pods deleted gracefully (Terminating, no kubelet confirms),
+// force-deleted and recreated under the same name with a new UID, a daemon restart mid-watch, and
+// the release rules. Network faults come from a TCP relay in front of the real server (a stream
+// cut mid-flight, the server unreachable); 410 Gone on resume is the real one: this file's API
+// server serves pods without its watch cache (--watch-cache-sizes=pods#0), so a watch resumed from
+// a revision etcd has compacted gets the server's own "too old resourceVersion" 410.
+//
+// The fake API server (test/fakes/kube-apiserver.ts) stays for one fault the real server cannot be
+// made to produce on demand: an HTTP 503 answer to the pod list (the last describe).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
@@ -11,45 +20,30 @@ import {
   PodWatcher,
 } from '../../../../src/ipam-daemon/k8s/pod-watcher.ts';
 import type { Reflector } from '../../../../src/ipam-daemon/k8s/reflector.ts';
-import { FakeKubeApiServer, type KubeObject } from '../../../fakes/kube-apiserver.ts';
+import { FakeKubeApiServer } from '../../../fakes/kube-apiserver.ts';
+import { type KubeApiServer, startKubeApiServer, TcpRelay, until } from '../../../helpers/kube-apiserver.ts';
 
-const NODE = 'ip-10-0-1-23.ec2.internal';
 const logger = pino({ level: 'silent' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function pod(name: string, node = NODE, namespace = 'default'): KubeObject {
-  // Created two hours ago: before the allocations below, as a real pod precedes its sandbox.
-  const creationTimestamp = new Date(Date.now() - 7_200_000).toISOString().replace(/\.\d+Z$/, 'Z');
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace, creationTimestamp },
-    spec: { nodeName: node, containers: [] },
-  };
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
+/** The daemon's allocations, as the pod watcher reads and releases them. */
 class MemoryAllocations implements AllocationSource {
   readonly items = new Map<string, GcAllocation>();
   readonly releases: string[] = [];
+  /** An allocation for this pod (its uid, as the CNI's K8S_POD_UID carries it), assigned an hour ago. */
   add(
     containerId: string,
-    podName: string,
-    assignedAt = new Date(Date.now() - 3_600_000).toISOString(),
+    pod: { namespace: string; name: string; uid?: string },
+    ip = `10.0.1.${this.items.size + 10}`,
   ): void {
     this.items.set(containerId, {
       containerId,
       ifName: 'eth0',
-      ip: `10.0.1.${this.items.size + 10}`,
-      podNamespace: 'default',
-      podName,
-      assignedAt,
+      ip,
+      podNamespace: pod.namespace,
+      podName: pod.name,
+      ...(pod.uid ? { podUid: pod.uid } : {}),
+      assignedAt: new Date(Date.now() - 3_600_000).toISOString(),
     });
   }
   list(): GcAllocation[] {
@@ -63,29 +57,53 @@ class MemoryAllocations implements AllocationSource {
   }
 }
 
-describe('pod watcher against the fake API server', () => {
-  const server = new FakeKubeApiServer({ token: 'node-token' });
-  let kc: KubeConfig;
-  let core: CoreV1Api;
+const podRef = (p: V1Pod) => ({
+  namespace: p.metadata!.namespace!,
+  name: p.metadata!.name!,
+  uid: p.metadata!.uid!,
+});
+
+describe('pod watcher against the real kube-apiserver', { timeout: 600_000 }, () => {
+  let kube: KubeApiServer;
+  let token: string;
+  let n = 0;
 
   before(async () => {
-    await server.start();
-    kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
-    core = kc.makeApiClient(CoreV1Api);
+    kube = await startKubeApiServer('pod-watcher', { apiServerArgs: ['--watch-cache-sizes=pods#0'] });
+    token = (await kube.installChart('vpc')).daemonToken;
   });
   after(async () => {
-    await server.stop();
+    await kube?.stop();
   });
 
-  function reflector(): Reflector<V1Pod> {
-    return createNodePodsReflector(kc, core, NODE, logger);
-  }
+  /** Each test watches a node of its own, so pods of other tests never show. */
+  const nodeName = () => `ip-10-0-1-${++n}.ec2.internal`;
+  /** The node's pods as the daemon lists+watches them, through `server` (a relay) or directly. */
+  const reflectorFor = (node: string, server?: string): Reflector<V1Pod> => {
+    const kc = kube.tokenKubeConfig(token, server);
+    return createNodePodsReflector(kc, kc.makeApiClient(CoreV1Api), node, logger);
+  };
+  const watcherFor = (
+    node: string,
+    allocations: AllocationSource,
+    policy: { graceMs: number; settleMs?: number },
+    server?: string,
+  ) =>
+    new PodWatcher({
+      nodeName: node,
+      allocations,
+      logger,
+      reflector: reflectorFor(node, server),
+      policy: { settleMs: 50, ...policy },
+      intervalMs: 25,
+    });
 
   test('lists only this node, then follows adds and deletes through a watch', async () => {
-    server.put('pods', pod('a'));
-    server.put('pods', pod('elsewhere', 'other-node'));
-    const r = reflector();
+    const node = nodeName();
+    const ns = await kube.namespace('list');
+    await kube.createPod(ns, 'a', node);
+    await kube.createPod(ns, 'elsewhere', 'other-node');
+    const r = reflectorFor(node);
     r.start();
     try {
       await until('first list', () => r.hasSynced && r.connectedSince !== null);
@@ -93,141 +111,154 @@ describe('pod watcher against the fake API server', () => {
         r.items().map((p) => p.metadata?.name),
         ['a'],
       );
-      const list = server.requests.find(
-        (q) => q.method === 'GET' && q.path === '/api/v1/pods' && !q.query.watch,
-      );
-      assert.equal(list?.query.fieldSelector, `spec.nodeName=${NODE}`);
-      assert.equal(list?.authorization, 'Bearer node-token');
-      server.put('pods', pod('b'));
-      server.put('pods', pod('c', 'other-node'));
-      await until('b added', () => r.get('default/b') !== undefined);
-      server.remove('pods', 'a');
-      await until('a deleted', () => r.get('default/a') === undefined);
-      assert.equal(r.get('default/c'), undefined);
-      const watch = server.requests.find((q) => q.query.watch === 'true');
-      assert.equal(watch?.query.allowWatchBookmarks, 'true');
+      await kube.createPod(ns, 'b', node);
+      await kube.createPod(ns, 'c', 'other-node');
+      await until('b added', () => r.get(`${ns}/b`) !== undefined);
+      await kube.forceDeletePod(ns, 'a');
+      await until('a deleted', () => r.get(`${ns}/a`) === undefined);
+      assert.equal(r.get(`${ns}/c`), undefined);
+      assert.equal(r.get(`${ns}/elsewhere`), undefined);
+      assert.equal(r.stats.lists, 1);
     } finally {
       await r.stop();
-      server.remove('pods', 'b');
-      server.remove('pods', 'elsewhere');
-      server.remove('pods', 'c');
     }
   });
 
   test('a stream cut mid-flight resumes from the last resourceVersion without relisting', async () => {
-    const r = reflector();
+    const node = nodeName();
+    const ns = await kube.namespace('cut');
+    const relay = new TcpRelay(kube.cp.apiPort);
+    await relay.up();
+    const r = reflectorFor(node, relay.url);
     r.start();
     try {
       await until('connected', () => r.connectedSince !== null);
-      server.put('pods', pod('x1'));
-      await until('x1', () => r.get('default/x1') !== undefined);
-      const rvBefore = r.lastResourceVersion;
-      const watchesBefore = server.requests.filter((q) => q.query.watch === 'true').length;
-      assert.equal(server.breakWatches(), 1);
-      // Changes made while the stream is down must arrive after the resume.
-      server.put('pods', pod('x2'));
-      server.remove('pods', 'x1');
-      await until('x2 seen after resume', () => r.get('default/x2') !== undefined, 8000);
-      await until('x1 deletion seen after resume', () => r.get('default/x1') === undefined);
-      const resumed = server.requests.filter((q) => q.query.watch === 'true').slice(watchesBefore);
-      assert.equal(resumed[0]?.query.resourceVersion, rvBefore);
+      await kube.createPod(ns, 'x1', node);
+      await until('x1', () => r.get(`${ns}/x1`) !== undefined);
+      const watchesBefore = r.stats.watches;
+      // The stream dies with no clean end, and the server stays unreachable while pods change.
+      assert.ok(relay.cut() >= 1, 'a connection was open');
+      await relay.down();
+      await until('disconnected', () => r.connectedSince === null);
+      await kube.createPod(ns, 'x2', node);
+      await kube.forceDeletePod(ns, 'x1');
+      await relay.up();
+      await until('x2 seen after resume', () => r.get(`${ns}/x2`) !== undefined, 30_000);
+      await until('x1 deletion seen after resume', () => r.get(`${ns}/x1`) === undefined);
+      // A deletion made while no stream was open can only arrive by resuming from before it.
       assert.equal(r.stats.lists, 1, 'a resumable break must not relist');
+      assert.ok(r.stats.watches > watchesBefore);
       assert.ok(r.stats.errors >= 1);
+      assert.equal(r.stats.gone, 0);
     } finally {
       await r.stop();
-      server.remove('pods', 'x2');
+      await relay.down();
     }
   });
 
-  test('410 Gone on resume makes it relist and emit the deletes it missed', async () => {
-    server.put('pods', pod('g1'));
-    server.put('pods', pod('g2'));
-    const r = reflector();
+  test('410 Gone on resume (etcd compacted) makes it relist and emit the deletes it missed', async () => {
+    const node = nodeName();
+    const ns = await kube.namespace('gone');
+    const relay = new TcpRelay(kube.cp.apiPort);
+    await relay.up();
+    await kube.createPod(ns, 'g1', node);
+    await kube.createPod(ns, 'g2', node);
+    const r = reflectorFor(node, relay.url);
     const deleted: string[] = [];
     r.on('delete', (p: V1Pod) => deleted.push(p.metadata?.name ?? ''));
     r.start();
     try {
       await until(
         'synced',
-        () => r.hasSynced && r.get('default/g2') !== undefined && r.connectedSince !== null,
+        () => r.hasSynced && r.get(`${ns}/g2`) !== undefined && r.connectedSince !== null,
       );
-      server.breakWatches();
-      server.remove('pods', 'g1');
-      server.put('pods', pod('g3'));
-      server.compact(); // the deletion of g1 is no longer in the history
-      await until('relisted after 410', () => r.stats.lists === 2, 8000);
+      await relay.down();
+      await kube.forceDeletePod(ns, 'g1');
+      await kube.createPod(ns, 'g3', node);
+      await kube.compactEtcd(); // the deletion of g1 is no longer in etcd's history
+      await relay.up();
+      await until('relisted after 410', () => r.stats.lists === 2, 30_000);
       await until(
         'g1 gone, g3 present',
-        () => r.get('default/g1') === undefined && r.get('default/g3') !== undefined,
+        () => r.get(`${ns}/g1`) === undefined && r.get(`${ns}/g3`) !== undefined,
       );
       assert.equal(r.stats.gone, 1);
       assert.deepEqual(deleted, ['g1']);
     } finally {
       await r.stop();
-      server.remove('pods', 'g2');
-      server.remove('pods', 'g3');
+      await relay.down();
     }
   });
 
   test('releases the IP of a pod deleted without CNI DEL, only after the grace period', async () => {
-    server.put('pods', pod('web-1'));
-    server.put('pods', pod('web-2'));
+    const node = nodeName();
+    const ns = await kube.namespace('grace');
     const allocations = new MemoryAllocations();
-    allocations.add('c-web-1', 'web-1');
-    allocations.add('c-web-2', 'web-2');
-    allocations.add('c-manual', 'unused');
+    allocations.add('c-web-1', podRef(await kube.createPod(ns, 'web-1', node)));
+    allocations.add('c-web-2', podRef(await kube.createPod(ns, 'web-2', node)));
+    allocations.add('c-manual', { namespace: ns, name: 'unused' });
     allocations.items.get('c-manual')!.podName = undefined; // made outside Kubernetes: never touched
     const grace = 300;
-    const w = new PodWatcher({
-      nodeName: NODE,
-      allocations,
-      logger,
-      reflector: reflector(),
-      policy: { graceMs: grace, settleMs: 50 },
-      intervalMs: 25,
-    });
+    const w = watcherFor(node, allocations, { graceMs: grace });
     w.start();
     try {
-      await until('watching', () => server.openWatches > 0);
-      await new Promise((r) => setTimeout(r, 150));
+      await sleep(1500);
       assert.deepEqual(allocations.releases, [], 'live pods keep their IPs');
       const deletedAt = Date.now();
-      server.remove('pods', 'web-1');
+      await kube.forceDeletePod(ns, 'web-1');
       await until('web-1 released', () => allocations.releases.includes('c-web-1'));
       const waited = Date.now() - deletedAt;
       assert.ok(waited >= grace, `released after ${waited} ms, before the ${grace} ms grace`);
-      await new Promise((r) => setTimeout(r, grace + 100));
+      await sleep(grace + 500);
       assert.deepEqual(allocations.releases, ['c-web-1']);
     } finally {
       await w.stop();
-      server.remove('pods', 'web-2');
+    }
+  });
+
+  test('a Terminating pod keeps its IP; recreated under its name with a new UID, only the old IP goes', async () => {
+    const node = nodeName();
+    const ns = await kube.namespace('recreate');
+    const allocations = new MemoryAllocations();
+    const first = podRef(await kube.createPod(ns, 'db-0', node));
+    allocations.add('c-old', first, '10.0.1.100');
+    const w = watcherFor(node, allocations, { graceMs: 300 });
+    w.start();
+    try {
+      // A graceful delete: the pod is Terminating until its kubelet confirms (none runs here).
+      await kube.core.deleteNamespacedPod({ namespace: ns, name: 'db-0', gracePeriodSeconds: 30 });
+      const terminating = await kube.core.readNamespacedPod({ namespace: ns, name: 'db-0' });
+      assert.ok(terminating.metadata?.deletionTimestamp, 'the pod is Terminating');
+      await sleep(1500);
+      assert.deepEqual(allocations.releases, [], 'the kubelet is still tearing it down');
+      // Gone for good, and a new incarnation (a StatefulSet replica) under the same name.
+      await kube.forceDeletePod(ns, 'db-0');
+      const second = podRef(await kube.createPod(ns, 'db-0', node));
+      assert.notEqual(second.uid, first.uid);
+      allocations.add('c-new', second, '10.0.1.101');
+      await until('the old incarnation released', () => allocations.releases.includes('c-old'));
+      await sleep(1000);
+      assert.deepEqual(allocations.releases, ['c-old']);
+      assert.ok(allocations.items.has('c-new'));
+    } finally {
+      await w.stop();
     }
   });
 
   test('a daemon restart mid-watch: the new watcher lists afresh and releases what vanished meanwhile', async () => {
-    server.put('pods', pod('db-0'));
-    server.put('pods', pod('db-1'));
+    const node = nodeName();
+    const ns = await kube.namespace('restart');
     const allocations = new MemoryAllocations();
-    allocations.add('c-db-0', 'db-0');
-    allocations.add('c-db-1', 'db-1');
-    const make = () =>
-      new PodWatcher({
-        nodeName: NODE,
-        allocations,
-        logger,
-        reflector: reflector(),
-        policy: { graceMs: 200, settleMs: 50 },
-        intervalMs: 25,
-      });
-    const first = make();
+    allocations.add('c-db-0', podRef(await kube.createPod(ns, 'db-0', node)));
+    allocations.add('c-db-1', podRef(await kube.createPod(ns, 'db-1', node)));
+    const first = watcherFor(node, allocations, { graceMs: 200 });
     first.start();
-    await until('first watching', () => server.openWatches > 0);
+    await sleep(1000);
     // The daemon dies with its stream open; the pod goes away while nobody watches.
     await first.stop();
-    server.remove('pods', 'db-1');
-    server.compact();
+    await kube.forceDeletePod(ns, 'db-1');
     assert.deepEqual(allocations.releases, []);
-    const second = make();
+    const second = watcherFor(node, allocations, { graceMs: 200 });
     second.start();
     try {
       await until('db-1 released by the restarted watcher', () => allocations.releases.includes('c-db-1'));
@@ -235,28 +266,77 @@ describe('pod watcher against the fake API server', () => {
       assert.ok(allocations.items.has('c-db-0'));
     } finally {
       await second.stop();
-      server.remove('pods', 'db-0');
     }
   });
 
   test('while the API server is unreachable nothing is released', async () => {
-    server.put('pods', pod('api-down'));
+    const node = nodeName();
+    const ns = await kube.namespace('unreachable');
+    const relay = new TcpRelay(kube.cp.apiPort);
+    await relay.up();
+    await relay.down(); // its port, refusing connections
     const allocations = new MemoryAllocations();
-    allocations.add('c-api-down', 'api-down');
-    allocations.add('c-ghost', 'ghost'); // no such pod: would be released if the view were trusted
+    allocations.add('c-api-down', podRef(await kube.createPod(ns, 'api-down', node)));
+    allocations.add('c-ghost', { namespace: ns, name: 'ghost' }); // no such pod: released once the view is live
+    const w = watcherFor(node, allocations, { graceMs: 100 }, relay.url);
+    w.start();
+    try {
+      // The lists fail: no view, so no decision.
+      await sleep(1500);
+      assert.deepEqual(allocations.releases, []);
+      await relay.up();
+      await until(
+        'ghost released once the view is live',
+        () => allocations.releases.includes('c-ghost'),
+        30_000,
+      );
+      assert.ok(allocations.items.has('c-api-down'));
+    } finally {
+      await w.stop();
+      await relay.down();
+    }
+  });
+});
+
+describe('pod watcher: a fault only the fake API server can inject', () => {
+  // A real kube-apiserver answers 503/429 only when it is overloaded or etcd is failing, which a
+  // test cannot bring about on demand; the fake answers the pod list 503 once.
+  const NODE = 'ip-10-0-9-9.ec2.internal';
+  const server = new FakeKubeApiServer({ token: 'node-token' });
+  let kc: KubeConfig;
+
+  before(async () => {
+    await server.start();
+    kc = new KubeConfig();
+    kc.loadFromOptions(server.kubeConfigOptions());
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  test('a 503 answer to the list: nothing is released until a list succeeds', async () => {
+    const created = new Date(Date.now() - 7_200_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    server.put('pods', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'api-down', namespace: 'default', creationTimestamp: created },
+      spec: { nodeName: NODE, containers: [] },
+    });
+    const allocations = new MemoryAllocations();
+    allocations.add('c-api-down', { namespace: 'default', name: 'api-down' });
+    allocations.add('c-ghost', { namespace: 'default', name: 'ghost' });
     const w = new PodWatcher({
       nodeName: NODE,
       allocations,
       logger,
-      reflector: createNodePodsReflector(kc, core, NODE, logger),
+      reflector: createNodePodsReflector(kc, kc.makeApiClient(CoreV1Api), NODE, logger),
       policy: { graceMs: 100, settleMs: 50 },
       intervalMs: 20,
     });
     server.failNext('GET', /^\/api\/v1\/pods$/, 503, 'ServiceUnavailable', 1);
     w.start();
     try {
-      // The first list fails: no view, so no decision.
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       assert.deepEqual(allocations.releases, []);
       await until(
         'ghost released once the view is live',
@@ -264,9 +344,9 @@ describe('pod watcher against the fake API server', () => {
         8000,
       );
       assert.ok(allocations.items.has('c-api-down'));
+      assert.ok(server.requests.some((q) => q.path === '/api/v1/pods' && q.query.watch === undefined));
     } finally {
       await w.stop();
-      server.remove('pods', 'api-down');
     }
   });
 });
