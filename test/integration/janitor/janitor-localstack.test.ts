@@ -1,6 +1,8 @@
 // The janitor end to end: real AWS provider against LocalStack's EC2 for the interfaces, real
-// Lease election and Node lookup through @kubernetes/client-node against the fake API server.
-// It must delete exactly the leaked interface and touch nothing else.
+// Lease election and Node lookup through @kubernetes/client-node against the real kube-apiserver
+// (test/helpers/kube-apiserver.ts), as the chart's janitor ServiceAccount under the chart's RBAC
+// (nodes: list; its one Lease in the release namespace). It must delete exactly the leaked
+// interface and touch nothing else.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -11,7 +13,7 @@ import {
   DetachNetworkInterfaceCommand,
   type EC2Client,
 } from '@aws-sdk/client-ec2';
-import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import {
@@ -24,16 +26,18 @@ import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
 import { AWS_VPC_CNI_TAGS } from '../../../src/providers/aws/aws-vpc-cni-owner.ts';
 import { createAwsProvider } from '../../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../../src/providers/types.ts';
-import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
+import { type KubeApiServer, RELEASE_NAMESPACE, startKubeApiServer } from '../../helpers/kube-apiserver.ts';
 import { ec2Endpoint, LocalStackCluster, region, type SeedResult } from '../../helpers/localstack.ts';
 
 const logger = pino({ level: 'silent' });
 const HOUR = 3_600_000;
 
-describe('janitor against LocalStack EC2 and the fake API server', () => {
+describe('janitor against LocalStack EC2 and the real kube-apiserver', { timeout: 600_000 }, () => {
   const seeded = new LocalStackCluster('janitor');
   const cluster = seeded.name;
-  const server = new FakeKubeApiServer();
+  let kube: KubeApiServer;
+  /** The janitor's credentials: the chart's janitor ServiceAccount. */
+  let kc: KubeConfig;
   let seed: SeedResult;
   let ec2: EC2Client;
   const created: string[] = [];
@@ -65,7 +69,10 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
   before(async () => {
     seed = await seeded.seed();
     ec2 = localEc2Client(ec2Endpoint(), region());
-    await server.start();
+    kube = await startKubeApiServer('janitor');
+    const chart = await kube.installChart('vpc');
+    if (!chart.janitorKubeConfig) throw new Error('the chart rendered no janitor ServiceAccount');
+    kc = chart.janitorKubeConfig;
     const old = new Date(Date.now() - 2 * HOUR).toISOString();
     const young = new Date(Date.now() - 60_000).toISOString();
     const live = seed.instances[0]!;
@@ -95,16 +102,16 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
       }),
     );
     // The live instance is a Kubernetes node; the leaked interface's instance is not.
-    server.put('nodes', {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: { name: 'ip-10-0-0-1.ec2.internal' },
-      spec: { providerID: `aws:///${live.az}/${live.id}` },
+    await kube.core.createNode({
+      body: {
+        metadata: { name: 'ip-10-0-0-1.ec2.internal' },
+        spec: { providerID: `aws:///${live.az}/${live.id}` },
+      },
     });
   });
 
   after(async () => {
-    await server.stop();
+    await kube?.stop();
     if (!ec2) return;
     for (const id of created) {
       try {
@@ -121,8 +128,6 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
   });
 
   function clients() {
-    const kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
     return { core: kc.makeApiClient(CoreV1Api), coord: kc.makeApiClient(CoordinationV1Api) };
   }
 
@@ -149,8 +154,8 @@ describe('janitor against LocalStack EC2 and the fake API server', () => {
     const mk = (identity: string) =>
       new LeaseElector({
         api: coord,
-        namespace: 'kube-system',
-        name: 'vpc-ipam-janitor',
+        namespace: RELEASE_NAMESPACE,
+        name: 'vpc-ipam-janitor', // the chart's LEASE_NAME, the one its Role grants get/update on
         identity,
         leaseDurationSeconds: 30,
         renewDeadlineMs: 20_000,
