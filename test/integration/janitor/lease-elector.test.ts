@@ -3,10 +3,8 @@
 // module proxy): exactly one leads, the others follow; a follower takes over only after expiry; a
 // leader that steps down hands over at once. Optimistic concurrency (409 on create and on a stale
 // replace) and MicroTime parsing are the real server's.
-//
-// The fake API server (test/fakes/kube-apiserver.ts) stays for one fault the real server cannot be
-// made to produce: the last test needs one replica's lease writes to fail (500) while the other's
-// get through ("a" crashes mid-term).
+// The last test runs real timers, with the leader cut off from the server by a TCP relay
+// (test/helpers/kube-apiserver.ts) as a crashed or partitioned replica is.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +14,7 @@ import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { type ControlPlane, startControlPlane } from '../../../cluster/control-plane.ts';
 import { LeaseElector } from '../../../src/janitor/lease-elector.ts';
-import { FakeKubeApiServer } from '../../fakes/kube-apiserver.ts';
+import { TcpRelay, until } from '../../helpers/kube-apiserver.ts';
 
 const logger = pino({ level: 'silent' });
 
@@ -130,67 +128,62 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
     assert.equal(a.isLeader(), false);
     assert.equal(await b.tryOnce(), true);
   });
-});
 
-describe('janitor lease election: a fault only the fake API server can inject', () => {
-  const server = new FakeKubeApiServer();
-  let api: CoordinationV1Api;
-  let n = 0;
-
-  before(async () => {
-    await server.start();
-    const kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
-    api = kc.makeApiClient(CoordinationV1Api);
-  });
-  after(async () => {
-    await server.stop();
-  });
-
-  test('real timers: two running electors, leader crashes, the other takes over after expiry', async () => {
+  test('real timers: two running electors, the leader is cut off, the other takes over after expiry', async () => {
     const lease = `live-${n++}`;
-    const make = (identity: string) =>
+    // "a" reaches the API server through a relay; cutting it is a leader that crashed or lost the
+    // network mid-term: none of its lease writes get through, while b's still do.
+    const relay = new TcpRelay(cp.apiPort);
+    await relay.up();
+    const admin = new KubeConfig();
+    admin.loadFromFile(cp.adminKubeconfig);
+    const viaRelay = new KubeConfig();
+    viaRelay.loadFromOptions({
+      clusters: admin.clusters.map((c) => ({ ...c, server: relay.url })),
+      users: admin.users,
+      contexts: admin.contexts,
+      currentContext: admin.currentContext,
+    });
+    const make = (identity: string, coordination: CoordinationV1Api) =>
       new LeaseElector({
-        api,
+        api: coordination,
         namespace: 'kube-system',
         name: lease,
         identity,
-        leaseDurationSeconds: 1,
-        renewDeadlineMs: 600,
+        leaseDurationSeconds: 2,
+        renewDeadlineMs: 1200,
         retryPeriodMs: 100,
         logger,
       });
-    const a = make('a');
-    const b = make('b');
+    const a = make('a', viaRelay.makeApiClient(CoordinationV1Api));
+    const b = make('b', api);
     a.start();
-    await new Promise((r) => setTimeout(r, 150));
+    await until('a leads', () => a.isLeader(), 30_000);
     b.start();
     let both = 0;
-    const watchOverlap = async (until: () => boolean, timeoutMs: number) => {
+    const watchOverlap = async (stop: () => boolean, timeoutMs: number) => {
       const deadline = Date.now() + timeoutMs;
-      while (!until() && Date.now() < deadline) {
+      while (!stop() && Date.now() < deadline) {
         if (a.isLeader() && b.isLeader()) both++;
         await new Promise((r) => setTimeout(r, 5));
       }
     };
     try {
-      await watchOverlap(() => false, 500);
+      await watchOverlap(() => false, 1000);
       assert.equal(a.isLeader(), true);
       assert.equal(b.isLeader(), false);
-      // "a" crashes: from now on none of its lease writes get through (b's still do).
-      server.failNext('PUT', new RegExp(`/leases/${lease}$`), 500, 'InternalError', 10_000, (req) => {
-        return (req.body as { spec?: { holderIdentity?: string } }).spec?.holderIdentity === 'a';
-      });
-      const crashedAt = Date.now();
-      await watchOverlap(() => b.isLeader(), 5000);
-      const tookMs = Date.now() - crashedAt;
+      await relay.down();
+      const cutAt = Date.now();
+      await watchOverlap(() => b.isLeader(), 15_000);
+      const tookMs = Date.now() - cutAt;
       assert.equal(b.isLeader(), true, 'b took over');
-      assert.equal(a.isLeader(), false);
+      assert.equal(a.isLeader(), false, 'a stepped down after its renew deadline');
       assert.equal(both, 0, 'never two leaders at once');
-      assert.ok(tookMs >= 850, `took over after ${tookMs} ms, before the 1 s lease could expire`);
+      assert.ok(tookMs >= 1700, `took over after ${tookMs} ms, before the 2 s lease could expire`);
     } finally {
       await a.stop();
       await b.stop();
+      await relay.down();
     }
   });
 });
