@@ -3,8 +3,9 @@
 // NodeIPAMStatus it publishes (created, owned by the Node and garbage-collected with it by the real
 // kube-controller-manager, merge-patched, coalesced, every field kept by the CRD schema), the
 // Events on no-IP and on drift (aggregated), custom networking selection from PodNetworkConfig
-// objects, the pod watcher wired to the daemon, and in-cluster configuration from a real
-// ServiceAccount token. Each test has its own Node (and namespace), so they do not depend on one another.
+// objects, the pod watcher wired to the daemon, kubectl cordon reaching the daemon through its Node
+// read, and in-cluster configuration from a real ServiceAccount token. Each test has its own Node
+// (and namespace), so they do not depend on one another.
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -367,6 +368,37 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       // The live pod's allocation stays through more passes than the grace period.
       await new Promise((r) => setTimeout(r, 6_000));
       assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
+    } finally {
+      await k8s.stop();
+    }
+  });
+
+  test('kubectl cordon / uncordon reaches the daemon: it follows the Node spec.unschedulable', async () => {
+    const node = await newNode();
+    const seen: boolean[] = [];
+    const daemon = Object.assign(new ScriptedDaemon(), {
+      setNodeUnschedulable: (u: boolean) => void seen.push(u),
+    });
+    const k8s = await startKubernetesIntegration({
+      daemon,
+      settings: settings(node.name),
+      logger,
+      kubeConfig: kc,
+      nodeWatchIntervalMs: 100,
+    });
+    const cordon = (unschedulable: boolean) =>
+      kube.core.patchNode(
+        { name: node.name, body: { spec: { unschedulable } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    try {
+      await until('the first read', () => seen.length === 1);
+      assert.deepEqual(seen, [false]);
+      await cordon(true);
+      await until('cordoned', () => seen.at(-1) === true);
+      await cordon(false);
+      await until('uncordoned', () => seen.at(-1) === false);
+      assert.deepEqual(seen, [false, true, false], 'one call per change');
     } finally {
       await k8s.stop();
     }
