@@ -4,11 +4,12 @@
 //
 //   node bench/ipamd-server.ts <dir>
 
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { pino } from 'pino';
 import { Daemon } from '../src/ipam-daemon/daemon.ts';
 import { startSocketServer } from '../src/ipam-daemon/server.ts';
+import { createLogger, logDestination } from '../src/lib/log.ts';
 import { MemoryProvider } from '../test/fakes/memory-provider.ts';
 
 const dir = process.argv[2];
@@ -19,7 +20,9 @@ const provider = new MemoryProvider({
   ipsPerInterface: 30,
   subnets: [{ id: 'subnet-bench0001', cidr: '10.9.0.0/20' }],
 });
-const logger = pino({ level: 'warn' });
+// At the daemon's default level (LOG_LEVEL, else info), to a file as a node's runtime keeps stdout.
+const logPath = join(dir, 'ipamd.log');
+const logger = createLogger('vpc-ipamd', logDestination(logPath as `/${string}`));
 const daemon = new Daemon({
   provider,
   pool: {
@@ -55,7 +58,13 @@ process.on('SIGUSR2', () => {
   const spaces = Object.fromEntries(
     getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, used: s.space_used_size }]),
   );
-  process.stdout.write(`${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites })}\n`);
+  let logLines = 0;
+  try {
+    logLines = readFileSync(logPath, 'utf8').split('\n').length - 1;
+  } catch {
+    // nothing logged yet
+  }
+  process.stdout.write(`${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites, logLines })}\n`);
 });
 process.on('SIGTERM', () => {
   void server.close().then(() => daemon.stop(2000).then(() => process.exit(0)));

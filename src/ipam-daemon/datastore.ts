@@ -366,7 +366,9 @@ export class Datastore {
 
   /** Entries held for pods found by their host route. */
   recovered(): StoredAllocation[] {
-    return this.list().filter((a) => a.recoveredFrom !== undefined);
+    const out: StoredAllocation[] = [];
+    for (const a of this.byKey.values()) if (a.recoveredFrom !== undefined) out.push({ ...a });
+    return out;
   }
 
   restoreCooling(ip: string, coolUntil: number): boolean {
@@ -460,6 +462,17 @@ export class Datastore {
       });
   }
 
+  private readonly gateways = new Map<string, string>();
+  /** gatewayOf, remembered per CIDR (it runs on every request). */
+  private gateway(cidr: string): string {
+    let gw = this.gateways.get(cidr);
+    if (gw === undefined) {
+      gw = gatewayOf(cidr);
+      this.gateways.set(cidr, gw);
+    }
+    return gw;
+  }
+
   /** Full record for the API. */
   toRecord(a: StoredAllocation): AllocationRecord {
     const i = this.interfaces.get(a.interfaceId);
@@ -472,7 +485,7 @@ export class Datastore {
       interfaceMac: i.mac,
       deviceIndex: i.deviceIndex,
       subnetCidr: i.subnetCidr,
-      gateway: gatewayOf(i.subnetCidr),
+      gateway: this.gateway(i.subnetCidr),
       routeTable: i.deviceIndex === 0 ? 0 : i.deviceIndex + 1,
       vpcCidrs: [...this.vpcCidrs],
       noSnatCidrs: [...this.noSnatCidrs],

@@ -142,7 +142,9 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
         let body: unknown;
         let headers: Record<string, string> = {};
         try {
-          const url = new URL(req.url ?? '/', 'http://ipamd');
+          // Most requests carry no query string: skip the URL parser for them.
+          const raw = req.url ?? '/';
+          const url = routes[raw] ? plainUrl(raw) : new URL(raw, 'http://ipamd');
           const entry = routes[url.pathname];
           if (!entry) throw new HttpError(404, 'NOT_FOUND', `no such endpoint ${url.pathname.slice(0, 100)}`);
           route = url.pathname;
@@ -261,24 +263,47 @@ async function readJson(req: IncomingMessage, maxBytes = MAX_BODY_BYTES): Promis
       Connection: 'close',
     });
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > maxBytes) {
-      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
-        Connection: 'close',
-      });
-    }
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  // Events rather than an async iterator: this runs on every request.
+  const text = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const fail = (err: Error) => {
+      req.off('data', onData);
+      req.resume();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        fail(
+          new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
+            Connection: 'close',
+          }),
+        );
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () =>
+      resolve(chunks.length === 1 ? String(chunks[0]) : Buffer.concat(chunks).toString('utf8')),
+    );
+    req.once('error', fail);
+    // Closed before the end (a client gone mid-body); after 'end' this changes nothing.
+    req.once('close', () => fail(new Error('request aborted')));
+  });
   try {
     return JSON.parse(text);
   } catch {
     throw new HttpError(400, 'BAD_REQUEST', 'body is not valid JSON');
   }
 }
+
+/** What the handlers use of a URL, for a path that is exactly a route (no query string). */
+function plainUrl(path: string): URL {
+  return { pathname: path, searchParams: EMPTY_PARAMS } as unknown as URL;
+}
+const EMPTY_PARAMS = new URLSearchParams();
 
 export function toApiError(err: unknown): {
   status: number;

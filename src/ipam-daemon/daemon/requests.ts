@@ -29,6 +29,8 @@ export class Requests {
   /** Serializes work per attachment key (an ADD and a DEL of one container never interleave). */
   readonly locks = new KeyedMutex();
   private waiters: Waiter[] = [];
+  /** A pool check asked for by the requests of this event-loop turn (one plan for the batch). */
+  private poolNudge: 'if-low' | 'kick' | null = null;
 
   constructor(core: DaemonCore) {
     this.core = core;
@@ -79,9 +81,10 @@ export class Requests {
         throw err;
       }
       const rec = ds.toRecord(a);
-      core.log.info({ key: k, ip: rec.ip, interfaceId: rec.interfaceId, pod: podOf(req) }, 'allocated');
+      // Per request at debug only: at info, thousands of requests a second would each write a line.
+      core.log.debug({ key: k, ip: rec.ip, interfaceId: rec.interfaceId, pod: podOf(req) }, 'allocated');
       core.emit('allocated', { ...rec, durationMs: performance.now() - started });
-      core.parts.pool.kickIfLow();
+      this.nudgePool('if-low');
       return stripRecord(rec);
     });
   }
@@ -98,9 +101,9 @@ export class Requests {
       const rec = ds.toRecord(stored);
       ds.release(stored, core.clock.now());
       await core.parts.checkpoint.persist();
-      core.log.info({ key: k, ip: rec.ip }, 'released');
+      core.log.debug({ key: k, ip: rec.ip }, 'released');
       core.emit('released', rec);
-      core.parts.pool.kick();
+      this.nudgePool('kick');
       return { released: rec.ip };
     });
   }
@@ -124,10 +127,27 @@ export class Requests {
       const rec = ds.toRecord(stored);
       if (!ds.release(stored, core.clock.now())) return { released: null };
       await core.parts.checkpoint.persist();
-      core.log.info({ key: keyOf(key), ip: rec.ip }, 'released');
+      core.log.debug({ key: keyOf(key), ip: rec.ip }, 'released');
       core.emit('released', rec);
-      core.parts.pool.kick();
+      this.nudgePool('kick');
       return { released: rec.ip };
+    });
+  }
+
+  /**
+   * After an allocation (plan, and run the loop if the pool wants to grow) or a release (run the
+   * loop): once per event-loop turn for all the requests answered in it, not once per request.
+   */
+  private nudgePool(kind: 'if-low' | 'kick'): void {
+    const scheduled = this.poolNudge !== null;
+    if (kind === 'kick' || !scheduled) this.poolNudge = kind;
+    if (scheduled) return;
+    setImmediate(() => {
+      const k = this.poolNudge;
+      this.poolNudge = null;
+      if (this.core.state !== 'ready') return;
+      if (k === 'kick') this.core.parts.pool.kick();
+      else this.core.parts.pool.kickIfLow();
     });
   }
 
