@@ -134,7 +134,8 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       })
     ).items as NodeEvent[];
 
-  test('publishes NodeIPAMStatus owned by the Node, merge-patches it, coalesces bursts; the Node GC takes it', async () => {
+  /** The integration started as the daemon starts it, for a Node of this test's own. */
+  const startOnNewNode = async () => {
     const node = await newNode();
     const daemon = new ScriptedDaemon();
     const k8s = await startKubernetesIntegration({
@@ -143,6 +144,11 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       logger,
       kubeConfig: kc,
     });
+    return { node, daemon, k8s };
+  };
+
+  test('publishes NodeIPAMStatus owned by the Node, merge-patches it, coalesces bursts; the Node GC takes it', async () => {
+    const { node, daemon, k8s } = await startOnNewNode();
     try {
       await until('status created', async () => (await statusOf(node.name)) !== undefined);
       const created = (await statusOf(node.name))!;
@@ -193,14 +199,7 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
   });
 
   test('no-IP occurrences become one aggregated Warning Event on the Node', async () => {
-    const node = await newNode();
-    const daemon = new ScriptedDaemon();
-    const k8s = await startKubernetesIntegration({
-      daemon,
-      settings: settings(node.name),
-      logger,
-      kubeConfig: kc,
-    });
+    const { node, daemon, k8s } = await startOnNewNode();
     try {
       for (let i = 0; i < 20; i++) {
         daemon.emit('no-ip', {
@@ -231,14 +230,7 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
   });
 
   test("drift 'ip-lost' becomes an aggregated PodIPLost Warning naming the pod, the IP, the interface and the fix", async () => {
-    const node = await newNode();
-    const daemon = new ScriptedDaemon();
-    const k8s = await startKubernetesIntegration({
-      daemon,
-      settings: settings(node.name),
-      logger,
-      kubeConfig: kc,
-    });
+    const { node, daemon, k8s } = await startOnNewNode();
     try {
       const lost = (i: number) => ({
         kind: 'ip-lost',
@@ -366,7 +358,7 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       await until('released', () => daemon.released.length === 1, 15_000);
       assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
       // The live pod's allocation stays through more passes than the grace period.
-      await new Promise((r) => setTimeout(r, 6_000));
+      await new Promise((r) => setTimeout(r, 3_000));
       assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
     } finally {
       await k8s.stop();
