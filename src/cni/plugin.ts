@@ -6,6 +6,7 @@ import {
   HOST_VETH_PREFIX,
   hostVethName,
   hostVethPattern,
+  ipvlanTempName,
   POD_GATEWAY,
   PRIO_FROM_POD,
   PRIO_TO_POD,
@@ -258,8 +259,13 @@ async function rollback(
 ) {
   const problems = await cleanupHost(deps.ip, hostName, ip);
   if (conf.mode === 'ipvlan' && env.netns && (await deps.netnsExists(env.netns))) {
+    // the slave under its final name, or still under its creation name (ADD failed before the rename)
+    const names = [env.ifName, ipvlanTempName(env.containerId, env.ifName)];
     problems.push(
-      ...(await deps.ip.batchBestEffort([['link', 'del', 'dev', env.ifName]], { netns: env.netns })),
+      ...(await deps.ip.batchBestEffort(
+        names.map((n) => ['link', 'del', 'dev', n]),
+        { netns: env.netns },
+      )),
     );
   }
   return problems;

@@ -51,6 +51,17 @@ export function hostVethName(containerId: string, ifName: string, prefix = HOST_
 }
 
 /**
+ * Name an ipvlan slave is created under before it is renamed to the pod's ifname inside the pod
+ * netns. Linux 6.1 looks the new link's name up in the CALLER's netns even when the link is made
+ * directly in another one (`ip link add ... name eth0 netns <pod>` from a node that has an eth0
+ * fails with EEXIST; later kernels look in the target). The '-' keeps it apart from every veth
+ * prefix (letters and digits) and from the node's own interface names; 15 characters (IFNAMSIZ - 1).
+ */
+export function ipvlanTempName(containerId: string, ifName: string): string {
+  return `ipvl-${digest(containerId, ifName).slice(0, 10)}`;
+}
+
+/**
  * Deterministic locally administered unicast MACs for both ends. Setting them at creation saves a
  * read-back (the pod's permanent neighbour entry needs the host MAC) and keeps results stable.
  */

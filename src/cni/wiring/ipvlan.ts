@@ -4,7 +4,7 @@
 // traffic (an ipvlan slave cannot reach its own master) and everything else, which the node SNATs
 // to its primary IP like a routed pod's. Run on Debian's 6.1 kernel in a VM (test/e2e/ipvlan.vm.ts).
 import type { IpTool } from '../../netutils/ip.ts';
-import { POD_GATEWAY, ROUTE_PROTO } from '../../netutils/names.ts';
+import { ipvlanTempName, POD_GATEWAY, ROUTE_PROTO } from '../../netutils/names.ts';
 import { parseCidr } from '../../netutils/validate.ts';
 import { diagnoseHostVeth, type ObservedHost, observeHost, planVethLink } from './veth.ts';
 
@@ -47,8 +47,11 @@ export function planIpvlanAdd(spec: IpvlanPodSpec): IpvlanPlan {
   // the pod's own subnet is already on-link through eth0 (adding it again would fail)
   const direct = [...new Set(spec.directCidrs)].filter((d) => d !== spec.subnetCidr);
   const mtu = String(spec.mtu);
+  // Made straight in the pod netns under a name of its own, renamed there (see ipvlanTempName):
+  // the pod's ifname (eth0) is usually taken on the node, which Linux 6.1 checks.
+  const tempName = ipvlanTempName(spec.containerId, spec.ifName);
   const hostLines: string[][] = [
-    ['link', 'add', 'link', spec.parent, 'name', spec.ifName, 'mtu', mtu, 'netns', spec.netns].concat([
+    ['link', 'add', 'link', spec.parent, 'name', tempName, 'mtu', mtu, 'netns', spec.netns].concat([
       'type',
       'ipvlan',
       'mode',
@@ -58,6 +61,7 @@ export function planIpvlanAdd(spec: IpvlanPodSpec): IpvlanPlan {
     ['route', 'replace', `${spec.ip}/32`, 'dev', hostName, 'scope', 'link', 'proto', String(ROUTE_PROTO)],
   ];
   const podLines: string[][] = [
+    ['link', 'set', 'dev', tempName, 'name', spec.ifName],
     ['addr', 'add', `${spec.ip}/${prefix}`, 'dev', spec.ifName],
     ['link', 'set', 'dev', spec.ifName, 'up'],
     ['link', 'set', 'dev', IPVLAN_HOST_LINK, 'up'],

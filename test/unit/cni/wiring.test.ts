@@ -9,7 +9,7 @@ import {
   planVethAdd,
   planVethLink,
 } from '../../../src/cni/wiring/veth.ts';
-import { hostVethName, ROUTE_PROTO } from '../../../src/netutils/names.ts';
+import { hostVethName, hostVethPattern, ipvlanTempName, ROUTE_PROTO } from '../../../src/netutils/names.ts';
 
 const spec = {
   containerId: 'c1',
@@ -106,14 +106,30 @@ describe('ipvlan plan', () => {
   test('ipvlan slave of the ENI link; VPC and excluded CIDRs direct, the rest through the host (SNAT)', () => {
     const p = planIpvlanAdd(ipv);
     const host = p.hostLines.map((l) => l.join(' '));
-    assert.equal(host[0], 'link add link eth1 name eth0 mtu 1500 netns /run/netns/p1 type ipvlan mode l2');
+    const temp = ipvlanTempName(ipv.containerId, 'eth0');
+    assert.equal(host[0], `link add link eth1 name ${temp} mtu 1500 netns /run/netns/p1 type ipvlan mode l2`);
     const pod = p.podLines.map((l) => l.join(' '));
+    assert.equal(pod[0], `link set dev ${temp} name eth0`);
     assert.ok(pod.includes('addr add 10.64.1.9/24 dev eth0'));
     assert.ok(pod.includes('route add default via 169.254.1.1 dev vpc-host src 10.64.1.9'));
     assert.ok(pod.includes('route add 10.64.0.0/16 via 10.64.1.1 dev eth0'));
     assert.ok(pod.includes('route add 198.51.100.0/24 via 10.64.1.1 dev eth0'));
     assert.ok(!pod.some((l) => l.startsWith('route add 10.64.1.0/24')), 'own subnet is on-link already');
     assert.ok(pod.includes('route add 172.20.0.0/16 via 169.254.1.1 dev vpc-host src 10.64.1.9'));
+  });
+
+  test('the slave is never created under a name the node holds (Linux 6.1 checks the caller netns: EEXIST)', () => {
+    // every pod's eth0 would collide with the node's eth0; the creation name is the pod's own
+    const names = ['c1', 'c2', 'c3'].map((containerId) => {
+      const line = planIpvlanAdd({ ...ipv, containerId }).hostLines[0]!;
+      return line[line.indexOf('name') + 1]!;
+    });
+    assert.equal(new Set(names).size, 3);
+    for (const n of names) {
+      assert.ok(n.length <= 15, `${n} fits IFNAMSIZ`);
+      assert.ok(!/^eth\d*$/.test(n) && n !== ipv.parent && n !== ipv.ifName, n);
+      assert.ok(!hostVethPattern(['vpc', 'eni', 'ipvl']).test(n), 'not a host veth name of any prefix');
+    }
   });
 
   test('external SNAT (0.0.0.0/0 direct): the default route leaves through the ENI', () => {
