@@ -287,18 +287,32 @@ export async function instanceFromEc2(ref: Ec2InstanceRef): Promise<ImdsInstance
   }
 }
 
-/** A source that re-reads EC2 at most once per `maxAgeMs`. */
-export function liveEc2Source(ref: Ec2InstanceRef, maxAgeMs = 1000): () => Promise<ImdsInstanceData> {
+/**
+ * A source that re-reads EC2 at most once per `maxAgeMs`. `serveStale`: once read, answer at once
+ * with the last data while a re-read runs (as real IMDS answers instantly; for the VM, where one
+ * DescribeInstances through the serial channel can outlast the SDK's 2 s IMDS timeout).
+ */
+export function liveEc2Source(
+  ref: Ec2InstanceRef,
+  maxAgeMs = 1000,
+  options: { serveStale?: boolean } = {},
+): () => Promise<ImdsInstanceData> {
   let cached: { at: number; data: Promise<ImdsInstanceData> } | undefined;
+  let last: ImdsInstanceData | undefined;
   return () => {
     if (!cached || Date.now() - cached.at > maxAgeMs) {
       const data = instanceFromEc2(ref);
       cached = { at: Date.now(), data };
-      data.catch(() => {
-        cached = undefined;
-      });
+      data.then(
+        (d) => {
+          last = d;
+        },
+        () => {
+          cached = undefined;
+        },
+      );
     }
-    return cached.data;
+    return options.serveStale && last ? Promise.resolve(last) : cached.data;
   };
 }
 

@@ -79,9 +79,9 @@ export function execPlugin(
   });
 }
 
-/** vpc-cni's network config for a node: its daemon socket, MTU 1500, the log in the node's dir. */
+/** vpc-cni's network config for a node: its daemon socket, MTU 1500, its log (cniLog or the node's dir). */
 export function vpcCniConfig(
-  node: { socketPath: string; dir: string },
+  node: { socketPath: string; dir: string; cniLog?: string },
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   return {
@@ -90,7 +90,7 @@ export function vpcCniConfig(
     type: 'vpc-cni',
     socketPath: node.socketPath,
     mtu: 1500,
-    logFile: join(node.dir, 'cni.log'),
+    logFile: node.cniLog ?? join(node.dir, 'cni.log'),
     ...extra,
   };
 }

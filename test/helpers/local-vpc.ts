@@ -25,7 +25,7 @@ import { normalizeMac } from '../../src/providers/aws/mac.ts';
 import { type ImdsFake, liveEc2Source, startImdsFake } from '../fakes/imds-aws.ts';
 import { serveUnixToTcp, startNetnsForwarder } from './forwarder.ts';
 import { addVethPair, type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.ts';
-import { scaled } from './slowdown.ts';
+import { SLOWDOWN, scaled } from './slowdown.ts';
 
 export const INTERNET_SERVER = '203.0.113.10';
 export const ONPREM_SERVER = '198.51.100.10';
@@ -50,6 +50,8 @@ export interface VpcNode {
   socketPath: string;
   daemon: ChildProcess | null;
   daemonLog: string;
+  /** vpc-cni's log (the network config's logFile); beside daemonLog. */
+  cniLog: string;
   /** The environment the daemon was last started with (respawnDaemon reuses it). */
   daemonEnv?: Record<string, string>;
   /** What node ran for it (startDaemon's nodeArgs). */
@@ -176,6 +178,8 @@ export class LocalVpc {
     const nsPath = await createNetns(ns, this.cleanup);
     const dir = join(this.dir, `n${index}`);
     mkdirSync(dir, { recursive: true });
+    // VPC_IPAM_E2E_LOG_DIR (the VM runner's shared output) keeps daemon and plugin logs past the run
+    const logDir = process.env.VPC_IPAM_E2E_LOG_DIR;
     const node: VpcNode = {
       index,
       ns,
@@ -184,10 +188,8 @@ export class LocalVpc {
       dir,
       socketPath: join(dir, 'ipamd.sock'),
       daemon: null,
-      // VPC_IPAM_E2E_LOG_DIR (the VM runner's shared output) keeps daemon logs past the run
-      daemonLog: process.env.VPC_IPAM_E2E_LOG_DIR
-        ? join(process.env.VPC_IPAM_E2E_LOG_DIR, `${ns}-daemon.log`)
-        : join(dir, 'daemon.log'),
+      daemonLog: logDir ? join(logDir, `${ns}-daemon.log`) : join(dir, 'daemon.log'),
+      cniLog: logDir ? join(logDir, `${ns}-cni.log`) : join(dir, 'cni.log'),
     };
     this.nodes.push(node);
     await this.sync();
@@ -330,12 +332,14 @@ export class LocalVpc {
     /** More root-netns loopback ports to reach from the node at the same port (e.g. an EC2 proxy). */
     extraPorts: readonly number[] = [],
   ): Promise<void> {
-    const imds: ImdsFake = await startImdsFake({
-      source: liveEc2Source(
-        { instanceId: node.instance.id, endpoint: this.seed.endpoint, region: this.seed.region },
-        200,
-      ),
-    });
+    // Slowed down (the VM): the fake answers from its last read while re-reading, read once here
+    const source = liveEc2Source(
+      { instanceId: node.instance.id, endpoint: this.seed.endpoint, region: this.seed.region },
+      200,
+      { serveStale: SLOWDOWN > 1 },
+    );
+    if (SLOWDOWN > 1) await source();
+    const imds: ImdsFake = await startImdsFake({ source });
     this.cleanup.add(`imds ${node.ns}`, () => imds.close());
     const imdsSock = join(node.dir, 'imds.sock');
     const imdsServer = await serveUnixToTcp(imdsSock, imds.port);
