@@ -11,6 +11,7 @@
 //   daemon/gc.ts                CNI GC
 //   daemon/pool-loop.ts         plan + run cloud actions, backoff, wake-ups
 //   daemon/drift-resync.ts      re-list the cloud and repair drift
+//   daemon/intents.ts           cloud changes in flight: durable first, finished after a restart
 //   daemon/status.ts            the pool as shown to the API
 //
 // Events (for the Kubernetes side, metrics and tests):
@@ -37,6 +38,7 @@ import { CheckpointWriter } from './daemon/checkpoint-writer.ts';
 import { DaemonCore, type DaemonOptions } from './daemon/core.ts';
 import { DriftResync } from './daemon/drift-resync.ts';
 import { collectGarbage, releaseIfUnwired } from './daemon/gc.ts';
+import { CloudIntents } from './daemon/intents.ts';
 import { NodeInterfaces } from './daemon/interfaces.ts';
 import { PoolLoop } from './daemon/pool-loop.ts';
 import { Requests } from './daemon/requests.ts';
@@ -71,6 +73,7 @@ export class Daemon extends EventEmitter {
       requests: new Requests(core),
       pool: new PoolLoop(core),
       drift: new DriftResync(core),
+      intents: new CloudIntents(core),
     };
     this.core = core;
   }
@@ -111,6 +114,8 @@ export class Daemon extends EventEmitter {
     const checkpoint = await restoreFromCheckpoint(core, ds, interfaces);
     await adoptAwsAllocations(core, checkpoint);
     await parts.routes.recoverAtStart(checkpoint);
+    // Cloud changes a dead daemon left in flight: their IPs and interfaces stay out of the pool.
+    parts.intents.restore();
     ds.check();
     await parts.checkpoint.persist();
     core.state = 'ready';

@@ -5,6 +5,9 @@
 //   delay-after   forward; hold the answer for delayMs (past the client's timeout), then send it
 //   error-after   forward; then answer a 5xx instead of the target's answer (change made, "failed")
 //   error-before  answer an error without forwarding (nothing changed); `status`/`code` pick it
+//   delay-before  hold the request delayMs, then forward it whether or not the caller still waits
+//                 (the change lands late: EC2 applying a call after the caller died or gave up);
+//                 onHit runs when it arrives, so a test can kill the caller right then
 //   throttle      answer like an empty token bucket without forwarding (EC2 503
 //                 RequestLimitExceeded, ARM 429 + Retry-After)
 //   lro-failed / lro-canceled   (ARM) forward an async-operation poll, then report the operation
@@ -36,6 +39,7 @@ export const FAULT_MODES = [
   'delay-after',
   'error-after',
   'error-before',
+  'delay-before',
   'throttle',
   'lro-failed',
   'lro-canceled',
@@ -60,8 +64,10 @@ export interface FaultRule {
   status?: number;
   /** error-before / error-after: the cloud's error code (default InternalError / InternalServerError). */
   code?: string;
-  /** delay-after: how long the answer is held (default 30 s). */
+  /** delay-after: how long the answer is held; delay-before: the request (default 30 s). */
   delayMs?: number;
+  /** delay-before: hold the request until this settles instead (a test decides when it lands). */
+  until?: Promise<unknown>;
   /**
    * Runs when the rule fires, after the target answered (for the *-after and lro modes): how a
    * test makes the cloud undo the change, e.g. an operation that was canceled and rolled back.
@@ -265,6 +271,11 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       sendError(res, errorFor(hit.mode, hit.rule));
       return;
     }
+    if (hit?.mode === 'delay-before') {
+      hit.rule.onHit?.(call);
+      await (hit.rule.until?.catch(() => {}) ??
+        new Promise((r) => setTimeout(r, hit.rule.delayMs ?? 30_000)));
+    }
     stats.forwarded++;
     let answer: Awaited<ReturnType<typeof forward>>;
     try {
@@ -274,7 +285,10 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       res.end(`fault proxy: upstream ${options.target} failed: ${(err as Error).message}`);
       return;
     }
-    if (!hit) return reply(res, answer);
+    if (!hit || hit.mode === 'delay-before') {
+      if (!res.destroyed && !res.socket?.destroyed) reply(res, answer);
+      return;
+    }
     hit.rule.onHit?.(call);
     switch (hit.mode) {
       case 'drop-after':

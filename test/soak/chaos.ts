@@ -5,7 +5,8 @@
 //   - plugin processes are kill -9'd in the middle of ADDs;
 //   - a share of the daemons' EC2 calls fail through the fault proxy (test/fakes/fault-proxy.ts):
 //     answer dropped after the change, answer delayed, 5xx after the change, error before it
-//     (which, on AttachNetworkInterface, fails only the attach step of create-then-attach).
+//     (which, on AttachNetworkInterface, fails only the attach step of create-then-attach), or
+//     the request held before it reaches LocalStack (applied late: after a kill, after the restart).
 // Invariants, checked continuously and at the end (each failure is a counted violation):
 //   ip-on-two-pods       an ADD returned an address another live pod holds;
 //   pod-ip-not-on-eni    a live pod's address is not, in LocalStack, on an ENI of its node;
@@ -107,7 +108,13 @@ const MUTATING = [
   'DetachNetworkInterface',
   'DeleteNetworkInterface',
 ];
-const MUTATING_FAULTS: FaultMode[] = ['drop-after', 'delay-after', 'error-after', 'error-before'];
+const MUTATING_FAULTS: FaultMode[] = [
+  'drop-after',
+  'delay-after',
+  'error-after',
+  'error-before',
+  'delay-before',
+];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -13,6 +13,7 @@ import type { NoIpReason } from '../pool-engine.ts';
 import type { TakeoverOptions } from '../takeover/adopt.ts';
 import type { CheckpointWriter } from './checkpoint-writer.ts';
 import type { DriftResync } from './drift-resync.ts';
+import type { CloudIntents } from './intents.ts';
 import type { NodeInterfaces } from './interfaces.ts';
 import type { PoolLoop } from './pool-loop.ts';
 import type { Requests } from './requests.ts';
@@ -115,6 +116,7 @@ export interface DaemonParts {
   requests: Requests;
   pool: PoolLoop;
   drift: DriftResync;
+  intents: CloudIntents;
 }
 
 export class DaemonCore {

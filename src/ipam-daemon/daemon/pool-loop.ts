@@ -170,8 +170,20 @@ export class PoolLoop {
     this.loopEnded = true;
   }
 
-  /** One plan + execute round. Returns whether any cloud action succeeded. */
+  /**
+   * One round: plan + execute, then finish what a dead daemon (or a failed call) left in flight and
+   * sweep this node's detached interfaces — after the actions, so no create of ours is half done.
+   * Returns whether any cloud action succeeded.
+   */
   private async reconcileOnce(): Promise<boolean> {
+    try {
+      return await this.planAndRun();
+    } finally {
+      if (this.core.state === 'ready') await this.core.parts.intents.resume();
+    }
+  }
+
+  private async planAndRun(): Promise<boolean> {
     const { core } = this;
     const { parts } = core;
     const ds = core.mustDs();
@@ -227,7 +239,9 @@ export class PoolLoop {
     switch (a.kind) {
       case 'assign':
         return async () => {
-          const ips = await provider.assignIps(a.interfaceId, { count: a.count });
+          const ips = await parts.intents.run({ kind: 'assign', interfaceId: a.interfaceId }, () =>
+            provider.assignIps(a.interfaceId, { count: a.count }),
+          );
           parts.drift.noteRecent(recent.assignedIps, ips);
           if (!ds.interfaces.has(a.interfaceId)) return;
           parts.interfaces.addIps(a.interfaceId, ips);
@@ -236,12 +250,14 @@ export class PoolLoop {
         };
       case 'create':
         return async () => {
-          const info = await provider.createInterface({
-            subnetId: a.subnetId,
-            securityGroupIds: core.securityGroups,
-            secondaryIpCount: a.ipCount,
-            tags: { [OWNER_TAGS.clusterName]: core.opts.clusterName },
-          });
+          const info = await parts.intents.run({ kind: 'create', subnetId: a.subnetId }, () =>
+            provider.createInterface({
+              subnetId: a.subnetId,
+              securityGroupIds: core.securityGroups,
+              secondaryIpCount: a.ipCount,
+              tags: { [OWNER_TAGS.clusterName]: core.opts.clusterName },
+            }),
+          );
           parts.drift.noteRecent(recent.createdInterfaces, [info.id]);
           parts.drift.noteRecent(recent.assignedIps, info.secondaryIps);
           parts.interfaces.add(info, false);
@@ -254,12 +270,11 @@ export class PoolLoop {
           if (taken.length === 0) return;
           const give = core.opts.podRoutes ? await this.unclaimed(a.interfaceId, taken) : taken;
           if (give.length === 0) return;
-          try {
-            await provider.unassignIps(a.interfaceId, give);
-          } catch (err) {
-            ds.unreserve(give);
-            throw err;
-          }
+          // On failure the outcome may be unknown: the IPs stay out of the pool ('releasing') and
+          // the unassign is sent again until it succeeds (intents.ts).
+          await parts.intents.run({ kind: 'unassign', interfaceId: a.interfaceId, ips: give }, () =>
+            provider.unassignIps(a.interfaceId, give),
+          );
           parts.drift.noteRecent(recent.unassignedIps, give);
           ds.dropIps(give);
           parts.subnets.adjust(ds.interfaces.get(a.interfaceId)?.subnetId, -give.length);
@@ -292,12 +307,11 @@ export class PoolLoop {
               return;
             }
           }
-          try {
-            await provider.deleteInterface(a.interfaceId);
-          } catch (err) {
-            undrain();
-            throw err;
-          }
+          // On failure (a detach may have happened) it stays drained and the delete is retried
+          // (intents.ts; undrained if the interface is still attached after a few tries).
+          await parts.intents.run({ kind: 'delete', interfaceId: a.interfaceId }, () =>
+            provider.deleteInterface(a.interfaceId),
+          );
           parts.drift.noteRecent(recent.deletedInterfaces, [a.interfaceId]);
           parts.drift.noteRecent(recent.unassignedIps, taken);
           parts.interfaces.forget(a.interfaceId);
@@ -398,6 +412,7 @@ export class PoolLoop {
       this.excessSince === null ? null : this.excessSince + core.opts.pool.shrinkDelayMs,
       this.cloudBackoff?.until ?? null,
       core.parts.drift.nextDue(),
+      core.parts.intents.nextDue(),
       ...core.parts.subnets.backoffEnds(),
     ].filter((t): t is number => t !== null && t > now);
     if (candidates.length === 0) return;

@@ -9,6 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
 import type { ImdsFake } from '../../fakes/imds-aws.ts';
 import {
   ec2Endpoint,
@@ -20,6 +21,18 @@ import {
 import { call } from '../../unit/ipam-daemon/harness.ts';
 
 export const MAIN = resolve('src/ipam-daemon/main.ts');
+
+/** POST /v1/allocate for pod `id` (namespace default) on the daemon at `socketPath`; asserts 200. */
+export async function allocatePod(socketPath: string, id: string): Promise<Allocation> {
+  const r = await call(socketPath, 'POST', '/v1/allocate', {
+    containerId: id,
+    ifName: 'eth0',
+    podNamespace: 'default',
+    podName: id,
+  });
+  assert.equal(r.status, 200, r.text);
+  return r.body as Allocation;
+}
 
 /** Every daemon started here, so a suite's after() can kill them all even when a test failed. */
 export const started = new Set<DaemonProcess>();

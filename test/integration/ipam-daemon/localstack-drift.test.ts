@@ -22,7 +22,7 @@ import type { Allocation, PoolStatus } from '../../../src/ipam-daemon/api-types.
 import { pickFreeAddresses } from '../../../src/providers/aws/ipv4.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
+import { allocatePod, type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
 
 describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180_000 }, () => {
   const node = new LocalStackNode('ipamd-drift');
@@ -56,16 +56,7 @@ describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180
     return r.body as PoolStatus;
   };
   const poolIps = (st: PoolStatus) => st.interfaces.find((i) => i.interfaceId === eni0)?.ips ?? [];
-  const allocate = async (id: string): Promise<Allocation> => {
-    const r = await call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
-      containerId: id,
-      ifName: 'eth0',
-      podNamespace: 'default',
-      podName: id,
-    });
-    assert.equal(r.status, 200, r.text);
-    return r.body as Allocation;
-  };
+  const allocate = (id: string): Promise<Allocation> => allocatePod(daemon?.socketPath ?? '', id);
 
   before(async () => {
     await node.setUp();
