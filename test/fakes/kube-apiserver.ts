@@ -5,6 +5,10 @@
 // field selectors, and "410 Gone" once the requested version has been compacted away.
 // Test hooks: breakWatches() cuts every stream mid-flight, compact() forgets history,
 // failNext() injects an error response, requests records what the client sent.
+//
+// Kubernetes tests run against the real kube-apiserver (test/helpers/kube-apiserver.ts); this fake
+// is kept only for faults a real server cannot be made to give on demand, and each user says which:
+// today test/integration/ipam-daemon/k8s/pod-watcher.test.ts (a 503 answer to the pod list).
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
