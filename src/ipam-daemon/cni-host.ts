@@ -14,6 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { clientOver, type Transport } from '../cni/daemon-client.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
+import { CniError, ErrorCode, formatError, LATEST_VERSION } from '../cni/spec.ts';
 import { checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
 import type { ApiError } from './api-types.ts';
 import type { Routes } from './server.ts';
@@ -93,7 +94,7 @@ export function parseAppliedReport(body: unknown): AppliedReport {
 /** One ADD whose wiring a shim applies: hands plans out, turns the shim's reports back into results. */
 class ShimSession {
   private respond: ((a: ShimAnswer) => void) | undefined;
-  private waiting: { ticket: string; done(err: Error | null): void } | undefined;
+  private waiting: { done(err: Error | null): void } | undefined;
   private readonly sessions: ShimSessions;
   private readonly timeoutMs: number;
   constructor(sessions: ShimSessions, timeoutMs: number) {
@@ -123,8 +124,8 @@ class ShimSession {
         this.waiting = undefined;
         reject(new Error(`the shim did not report the wiring within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
+      timer.unref(); // a daemon stopping does not wait for a shim that went away
       this.waiting = {
-        ticket,
         done: (err) => {
           clearTimeout(timer);
           if (err) reject(err);
@@ -156,7 +157,14 @@ export class ShimSessions {
   start(run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>): Promise<ShimAnswer> {
     const session = new ShimSession(this, this.timeoutMs);
     const first = session.next();
-    void run(session.apply).then((outcome) => session.answer(outcome));
+    // runCni never rejects; should it ever, the shim still gets a CNI error, and nothing is unhandled.
+    run(session.apply).then(
+      (outcome) => session.answer(outcome),
+      (e: unknown) => {
+        const err = new CniError(ErrorCode.INTERNAL, `internal error: ${(e as Error)?.message ?? e}`);
+        session.answer({ stdout: `${JSON.stringify(formatError(err, LATEST_VERSION))}\n`, exitCode: 1 });
+      },
+    );
     return first;
   }
 

@@ -7,7 +7,7 @@
 // (default http://127.0.0.1:4566). Fails (never skips) without them.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -185,6 +185,15 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
     assert.deepEqual(
       hostRoutes.map((x) => x.dev),
       [hostVethName(pod.id, 'eth0')],
+    );
+    // The daemon planned the wiring and the shim applied it (netlink), not `ip` in the daemon.
+    const done = readFileSync(join(node1.dir, 'cni.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"ADD done"') && l.includes(pod.id))
+      .map((l) => JSON.parse(l) as { via?: string; wiredBy?: string });
+    assert.deepEqual(
+      done.map((l) => [l.via, l.wiredBy]),
+      [['daemon', 'shim']],
     );
   });
 

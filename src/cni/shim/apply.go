@@ -74,11 +74,11 @@ func (n *namespaces) handle(path string) (*netlink.Handle, error) {
 	var h *netlink.Handle
 	var err error
 	if path == "" {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
 		var fd netns.NsHandle
 		if fd, err = n.fd(path); err == nil {
-			h, err = netlink.NewHandleAt(fd)
+			h, err = netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
 		}
 	}
 	if err != nil {

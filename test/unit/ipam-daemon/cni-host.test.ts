@@ -198,6 +198,15 @@ describe('wiring applied by the shim (ShimSessions)', () => {
     assert.equal(sessions.size, 0);
   });
 
+  test('a command that throws still answers the shim (a CNI internal error), nothing unhandled', async () => {
+    const a = await new ShimSessions().start(async () => {
+      throw new Error('boom');
+    });
+    assert.ok('stdout' in a);
+    assert.equal(a.exitCode, 1);
+    assert.match(a.stdout, /"code":999.*internal error: boom/);
+  });
+
   test('report and request shapes', () => {
     assert.deepEqual(parseCniRequest({ env: {}, stdin: '', apply: 1 }), { env: {}, stdin: '', apply: 1 });
     assert.throws(() => parseCniRequest({ env: {}, stdin: '', apply: '1' }), ValidationError);
