@@ -8,7 +8,10 @@
 // a revision etcd has compacted gets the server's own "too old resourceVersion" 410.
 //
 // The fake API server (test/fakes/kube-apiserver.ts) stays for one fault the real server cannot be
-// made to produce on demand: an HTTP 503 answer to the pod list (the last describe).
+// made to produce on demand: an HTTP 5xx/429 answer to the pod list (the last describe). A real
+// server sheds load only when overloaded; API Priority and Fairness with a zero-share, no-borrowing,
+// Reject priority level matched to the daemon's ServiceAccount still admitted its lists (checked
+// on v1.34.4), and a stopped etcd answers only after long timeouts.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
@@ -300,7 +303,7 @@ describe('pod watcher against the real kube-apiserver', { timeout: 600_000 }, ()
 
 describe('pod watcher: a fault only the fake API server can inject', () => {
   // A real kube-apiserver answers 503/429 only when it is overloaded or etcd is failing, which a
-  // test cannot bring about on demand; the fake answers the pod list 503 once.
+  // test cannot bring about on demand (see the header); the fake answers the pod list 503 once.
   const NODE = 'ip-10-0-9-9.ec2.internal';
   const server = new FakeKubeApiServer({ token: 'node-token' });
   let kc: KubeConfig;
