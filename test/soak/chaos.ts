@@ -379,7 +379,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       child.once('exit', (code, signal) => {
         if (killing.has(child) || stop) return;
         report.daemonSelfExits++;
-        const tail = readFileSync(node.daemonLog, 'utf8').trim().split('\n').slice(-3).join(' | ');
+        let tail: string;
+        try {
+          tail = readFileSync(node.daemonLog, 'utf8').trim().split('\n').slice(-3).join(' | ');
+        } catch (e) {
+          tail = `(log unreadable: ${(e as Error).message})`;
+        }
         if (report.selfExitReasons.length < 10) {
           report.selfExitReasons.push(`${node.ns} exit ${code ?? signal}: ${tail.slice(0, 600)}`);
         }

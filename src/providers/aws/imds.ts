@@ -36,7 +36,11 @@ const lines = (s: string) =>
     .map((l) => l.trim())
     .filter((l) => l !== '');
 
-/** One IMDSv2 reader (the SDK client + our error wrapping) for the given endpoint. */
+/**
+ * One IMDSv2 reader (the SDK client + our error wrapping) for the given endpoint. It takes ONE
+ * token for all its reads (the SDK would PUT a new one before every GET: twice the requests, which
+ * a daemon restart and every drift resync pay), and a new one if IMDS refuses it (401).
+ */
 function imdsGetter(options: ImdsReaderOptions): (path: string) => Promise<string> {
   const endpoint = options.endpoint ?? DEFAULT_IMDS_ENDPOINT;
   const service = new MetadataService({
@@ -44,13 +48,33 @@ function imdsGetter(options: ImdsReaderOptions): (path: string) => Promise<strin
     httpOptions: { timeout: options.timeoutMs ?? 2000 },
     retries: options.retries ?? 2,
     backoff: (n) => 0.1 * 2 ** n,
-    // v2 only: a token failure must not silently fall back to unauthenticated GETs.
-    ec2MetadataV1Disabled: true,
+    // We send the token ourselves (v2 only: a GET never goes without one).
+    disableFetchToken: true,
+    ec2MetadataV1Disabled: false,
   });
+  let token: Promise<string> | null = null;
+  const currentToken = () => {
+    token ??= service.fetchMetadataToken().catch((err: unknown) => {
+      token = null;
+      throw err;
+    });
+    return token;
+  };
+  const unauthorized = (err: unknown) =>
+    (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 401;
   // No leading slash: the SDK prefixes the endpoint's path ("/").
   return async (path: string): Promise<string> => {
     try {
-      return (await service.request(`latest/meta-data/${path}`, {})).trim();
+      for (let attempt = 0; ; attempt++) {
+        const t = await currentToken();
+        try {
+          const headers = { 'x-aws-ec2-metadata-token': t };
+          return (await service.request(`latest/meta-data/${path}`, { headers })).trim();
+        } catch (err) {
+          if (attempt > 0 || !unauthorized(err)) throw err;
+          if (token) token = null; // expired or refused: one new token, once
+        }
+      }
     } catch (err) {
       throw new OtherProviderError(
         `IMDS ${endpoint} GET ${path} failed: ${err instanceof Error ? err.message : String(err)}`,

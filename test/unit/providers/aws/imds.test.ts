@@ -130,6 +130,7 @@ describe('readImdsInterfaces', () => {
 describe('readImdsIdentity', () => {
   test('reads the node identity through the SDK client with the token flow', async () => {
     const issued = fake.stats.tokensIssued;
+    const refused = fake.stats.unauthorized;
     const id = await readImdsIdentity({ endpoint: fake.url });
     assert.deepEqual(id, {
       instanceId: 'i-0123456789abcdef0',
@@ -145,7 +146,8 @@ describe('readImdsIdentity', () => {
       vpcCidrs: ['10.70.0.0/16', '100.70.0.0/16'],
       securityGroupIds: ['sg-00000000000000001', 'sg-00000000000000002'],
     });
-    assert.ok(fake.stats.tokensIssued > issued, 'used IMDSv2 tokens');
+    assert.equal(fake.stats.tokensIssued - issued, 1, 'one IMDSv2 token for the 12 reads');
+    assert.equal(fake.stats.unauthorized - refused, 0, 'every GET carried it');
   });
   test('an unreachable IMDS is a clear OtherProviderError', async () => {
     const closed = await startImdsFake({ instance });
