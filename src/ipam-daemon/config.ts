@@ -247,6 +247,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: seconds(0, 86400),
   },
   {
+    name: 'VPC_IPAM_BURST_WINDOW',
+    default: '10',
+    accepted: 'seconds >= 0 (decimals allowed; 0 turns it off)',
+    description:
+      'Arrival-rate window: while a burst of pods is under way (at least 4 allocations within it), the pool grows ahead by as many IPs as arrived within it, so new interfaces are attaching before the pods that need them ask; after the burst the surplus goes after VPC_IPAM_SHRINK_DELAY.',
+    group: 'warm-pool',
+    parse: seconds(0, 3600),
+  },
+  {
     name: 'VPC_IPAM_RECONCILE_INTERVAL',
     default: '10',
     accepted: 'seconds > 0 (decimals allowed)',
@@ -535,6 +544,8 @@ export interface WarmPoolConfig {
   maxPods: number | null;
   minGrowStep: number;
   shrinkDelayMs: number;
+  /** VPC_IPAM_BURST_WINDOW: arrival-rate window for growing ahead of a burst; 0: off. */
+  burstWindowMs?: number;
   reconcileIntervalMs: number;
   allocateWaitMs: number;
   subnetBackoffMs: number;
@@ -662,6 +673,7 @@ export function loadConfig(env: Env): DaemonConfig {
       maxPods: get<number>('MAX_PODS'),
       minGrowStep: minGrowStep ?? DEFAULT_MIN_GROW_STEP,
       shrinkDelayMs: Math.round((get<number>('VPC_IPAM_SHRINK_DELAY') ?? 60) * 1000),
+      burstWindowMs: Math.round((get<number>('VPC_IPAM_BURST_WINDOW') ?? 10) * 1000),
       reconcileIntervalMs: Math.round((get<number>('VPC_IPAM_RECONCILE_INTERVAL') ?? 10) * 1000),
       allocateWaitMs: Math.round((get<number>('VPC_IPAM_ALLOCATE_WAIT') ?? 5) * 1000),
       subnetBackoffMs: Math.round((get<number>('VPC_IPAM_SUBNET_BACKOFF') ?? 300) * 1000),

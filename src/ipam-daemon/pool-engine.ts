@@ -7,6 +7,14 @@
 // Grow fills existing interfaces before creating new ones; shrink waits until the pool has been
 // above its target for `shrinkDelayMs`, never goes below the target, and deletes an interface only
 // when it holds no assigned or cooling IP and its IPs are not needed.
+//
+// Bursts: the kubelet starts pods a few at a time, so the requests waiting at any moment undercount
+// a burst. The engine learns the arrival rate from the allocations of the last `burstWindowMs` and,
+// while a burst is under way, grows ahead by as many IPs as arrived in that window (what the next
+// window is expected to bring while new interfaces take seconds to become usable). When the burst
+// ends the window empties, the target falls back to the warm targets and the surplus goes after
+// the shrink delay. Interfaces still in node setup count as capacity on the way, so growth does not
+// stall until they are usable (their IPs are still handed out only once they are).
 
 export type NoIpReason =
   | 'subnet-full'
@@ -31,6 +39,12 @@ export interface EngineInterface {
   subnetId: string;
   /** Pod IPs may live here (its subnet is a pod subnet and node setup is done). */
   usable: boolean;
+  /**
+   * Ours, attached, in a pod subnet, and waiting only for node setup (a hot-plugged interface shows
+   * up in the node seconds after the cloud attached it): its IPs are capacity on the way, not
+   * servable yet.
+   */
+  settingUp?: boolean;
   /** We created it and it is not the primary: we may delete it. */
   deletable: boolean;
   /** Secondary IPs it holds. */
@@ -70,6 +84,8 @@ export interface PoolState {
    * new interface is attached and nothing is given back while it drains (its pods are leaving).
    */
   cordoned?: boolean;
+  /** When the recent allocations were made (ms, same clock as `now`), for the arrival rate. */
+  recentAllocations?: readonly number[];
 }
 
 export interface PoolLimits {
@@ -91,7 +107,15 @@ export interface PoolTargets {
   /** IP mode: grow by at least this many IPs per call. */
   minGrowStep: number;
   shrinkDelayMs: number;
+  /** Arrival-rate window: grow ahead by the allocations seen within it. 0 or unset: off. */
+  burstWindowMs?: number;
+  /** Fewer allocations than this within the window is not a burst (no growing ahead). */
+  burstMinArrivals?: number;
 }
+
+/** Burst detection defaults: 10 s covers an interface's attach-to-usable time on EC2. */
+export const DEFAULT_BURST_WINDOW_MS = 10_000;
+export const DEFAULT_BURST_MIN_ARRIVALS = 4;
 
 export type PoolAction =
   | { kind: 'assign'; interfaceId: string; count: number }
@@ -108,6 +132,8 @@ export interface Plan {
   used: number;
   free: number;
   desired: number;
+  /** IPs grown ahead of a burst under way (included in desired before the ceiling). */
+  ahead: number;
   /** Most pod IPs this node can hold now. */
   ceiling: number;
   /** The node's max pods: interfaces x (IPs per interface - 1) + 2, or MAX_PODS if lower. */
@@ -145,7 +171,8 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const cooling = sum(ifs, (i) => i.cooling);
   const free = sum(ifs, (i) => i.freeIps.length);
   const used = assigned + cooling;
-  const demand = used + state.pending;
+  const ahead = burstAhead(state.recentAllocations ?? [], now, targets);
+  const demand = used + state.pending + ahead;
 
   const availableSubnets = subnetsUsable(state.subnets, now);
   const blockedSubnets = new Set(
@@ -156,18 +183,16 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   // so asking for 16 when 3 are left would get none.
   const budget = new Map<string, number | null>(state.subnets.map((s) => [s.id, s.availableIps]));
   const subnetLeft = (id: string): number => budget.get(id) ?? Number.POSITIVE_INFINITY;
+  // An interface in node setup may be filled too: the cloud takes IPs on any attached interface.
+  const onTheWay = (i: EngineInterface) => i.usable || i.settingUp === true;
   const fillable = (i: EngineInterface) =>
-    i.usable && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
+    onTheWay(i) && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
   const cordoned = state.cordoned === true;
   const slotsForNew = cordoned ? 0 : Math.max(0, maxIfs - ifs.length);
   const canCreate = availableSubnets.length > 0 ? slotsForNew : 0;
-  // Pod IPs this node could hold: room on usable interfaces plus interfaces it could still create.
-  const ifCapacity =
-    sum(
-      ifs.filter((i) => i.usable),
-      () => perIf,
-    ) +
-    slotsForNew * perIf;
+  // Pod IPs this node could hold: room on usable interfaces (and those in node setup) plus
+  // interfaces it could still create.
+  const ifCapacity = sum(ifs.filter(onTheWay), () => perIf) + slotsForNew * perIf;
   const podCap = limits.maxPods ?? Number.POSITIVE_INFINITY;
   const ceiling = Math.max(used, Math.min(ifCapacity, podCap));
   const maxPods = maxPodsFor(limits);
@@ -285,9 +310,10 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
     (i) => i.freeIps.length,
   );
   const noIp = servable > 0 ? null : explainNoIp();
+  const aheadWords = ahead > 0 ? `, ${ahead} ahead (burst)` : '';
   const why =
     `${ipMode ? 'IP' : 'ENI'} mode (${targetWords}): ${total} IPs, ${assigned} assigned, ${cooling} cooling, ` +
-    `${free} free, ${state.pending} waiting; target ${desired} (max ${ceiling}); ${decision}`;
+    `${free} free, ${state.pending} waiting${aheadWords}; target ${desired} (max ${ceiling}); ${decision}`;
   return {
     actions,
     why,
@@ -296,6 +322,7 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
     used,
     free,
     desired,
+    ahead,
     ceiling,
     maxPods,
     noIp,
@@ -311,6 +338,17 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       };
     }
     const coolingNote = cooling > 0 ? `; ${cooling} released IP(s) are in cooldown and free up shortly` : '';
+    const arriving = sum(
+      ifs.filter((i) => i.settingUp === true),
+      (i) => i.freeIps.length,
+    );
+    if (arriving > 0) {
+      // Not a hard limit: these IPs are attached and wait only for the interface to show up.
+      return {
+        reason: 'pool-growing',
+        message: `${arriving} IP(s) on newly attached interface(s) become usable once they show up in the node (seconds); retry shortly`,
+      };
+    }
     if (cordoned && !ifs.some(fillable) && ifs.length < maxIfs) {
       return {
         reason: 'node-cordoned',
@@ -348,6 +386,18 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       message: `no free IP yet (${total} held, ${used} in use${coolingNote}); the pool grows on demand, retry in a few seconds`,
     };
   }
+}
+
+/**
+ * IPs to grow ahead of a burst: the allocations made within the last window, when there were at
+ * least `burstMinArrivals` of them (a trickle of pods is not a burst), else 0.
+ */
+export function burstAhead(recent: readonly number[], now: number, targets: PoolTargets): number {
+  const windowMs = targets.burstWindowMs ?? 0;
+  if (windowMs <= 0) return 0;
+  let n = 0;
+  for (const t of recent) if (t > now - windowMs && t <= now) n++;
+  return n >= (targets.burstMinArrivals ?? DEFAULT_BURST_MIN_ARRIVALS) ? n : 0;
 }
 
 function subnetsUsable(subnets: EngineSubnet[], now: number): EngineSubnet[] {

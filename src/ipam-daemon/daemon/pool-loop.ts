@@ -37,6 +37,8 @@ export class PoolLoop {
   /** The Node is marked unschedulable (cordoned), as the Kubernetes side last saw it. */
   private unschedulable = false;
   private tickTimer: NodeJS.Timeout | null = null;
+  /** When the allocations of the last burst window were made (the engine's arrival rate). */
+  private readonly arrivals: number[] = [];
 
   constructor(core: DaemonCore) {
     this.core = core;
@@ -77,6 +79,8 @@ export class PoolLoop {
         minimumIpTarget: p.minimumIpTarget,
         minGrowStep: p.minGrowStep,
         shrinkDelayMs: p.shrinkDelayMs,
+        // Unset (tests, embedders): off; the daemon config sets VPC_IPAM_BURST_WINDOW (10 s).
+        burstWindowMs: p.burstWindowMs ?? 0,
       },
     };
   }
@@ -97,9 +101,14 @@ export class PoolLoop {
   }
 
   private planFor(limits: PoolLimits, targets: PoolTargets): Plan {
+    const { setupPending } = this.core.parts.interfaces;
     return plan(
       {
-        interfaces: this.core.mustDs().engineView(),
+        interfaces: this.core
+          .mustDs()
+          .engineView()
+          .map((i) => (setupPending.has(i.id) ? { ...i, settingUp: true } : i)),
+        recentAllocations: this.arrivals,
         pending: this.core.parts.requests.waiting,
         excessSince: this.excessSince,
         subnets: this.core.parts.subnets.list,
@@ -110,6 +119,19 @@ export class PoolLoop {
       targets,
       this.core.clock.now(),
     );
+  }
+
+  /** An allocation was made: it counts toward the arrival rate for the burst window. */
+  noteAllocation(): void {
+    const now = this.core.clock.now();
+    const windowMs = this.core.opts.pool.burstWindowMs ?? 0;
+    if (windowMs <= 0) return;
+    this.arrivals.push(now);
+    // Oldest first: drop what left the window; the node's max pods bounds the rest in practice.
+    let old = 0;
+    while (old < this.arrivals.length && (this.arrivals[old] as number) <= now - windowMs) old++;
+    if (old > 0) this.arrivals.splice(0, old);
+    if (this.arrivals.length > 4096) this.arrivals.splice(0, this.arrivals.length - 4096);
   }
 
   /** The Kubernetes side saw the Node's spec.unschedulable change. */

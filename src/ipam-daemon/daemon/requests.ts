@@ -84,6 +84,7 @@ export class Requests {
       // Per request at debug only: at info, thousands of requests a second would each write a line.
       core.log.debug({ key: k, ip: rec.ip, interfaceId: rec.interfaceId, pod: podOf(req) }, 'allocated');
       core.emit('allocated', { ...rec, durationMs: performance.now() - started });
+      core.parts.pool.noteAllocation();
       this.nudgePool('if-low');
       return stripRecord(rec);
     });

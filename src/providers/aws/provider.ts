@@ -140,6 +140,12 @@ function tagsOf(eni: NetworkInterface): Record<string, string> {
   return out;
 }
 
+/** A create answer that names the MAC, the subnet and every address asked for. */
+function answerComplete(eni: NetworkInterface, secondary: number): boolean {
+  const { primary, secondary: got } = ipsOf(eni);
+  return Boolean(eni.MacAddress && eni.SubnetId && primary) && got.length === secondary;
+}
+
 function ipsOf(eni: NetworkInterface): { primary: string; secondary: string[] } {
   const all = eni.PrivateIpAddresses ?? [];
   return {
@@ -187,6 +193,23 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   let nodePromise: Promise<NodeInfo> | undefined;
   const limitsCache = new Map<string, InstanceLimits>();
   const subnetCidrCache = new Map<string, string>();
+  /**
+   * Subnets as last described, kept current with this provider's own takes and returns: a create
+   * or assign right after a describe (subnet discovery ranks the subnets before every grow) checks
+   * the subnet's zone and free addresses without describing it again. Only a pre-check: EC2 itself
+   * refuses an address the subnet does not have (InsufficientFreeAddressesInSubnet).
+   */
+  const subnetSeen = new Map<string, { info: SubnetInfo; at: number }>();
+  const SUBNET_FRESH_MS = 5_000;
+  const recentSubnet = (id: string): SubnetInfo | undefined => {
+    const e = subnetSeen.get(id);
+    return e && now() - e.at <= SUBNET_FRESH_MS ? e.info : undefined;
+  };
+  /** This provider took (n > 0) or gave back (n < 0) addresses of a subnet. */
+  const subnetUsed = (id: string, n: number): void => {
+    const e = subnetSeen.get(id);
+    if (e) e.info = { ...e.info, availableIps: Math.max(0, e.info.availableIps - n) };
+  };
 
   async function instanceLimits(instanceType: string): Promise<InstanceLimits> {
     const cached = limitsCache.get(instanceType);
@@ -295,17 +318,20 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       out.push(...(page.Subnets ?? []));
       token = page.NextToken;
     } while (token);
+    const at = now();
     return out.map((s) => {
       if (s.SubnetId && s.CidrBlock) subnetCidrCache.set(s.SubnetId, s.CidrBlock);
       const tags: Record<string, string> = {};
       for (const t of s.Tags ?? []) if (t.Key !== undefined) tags[t.Key] = t.Value ?? '';
-      return {
+      const info = {
         id: s.SubnetId ?? '',
         cidr: s.CidrBlock ?? '',
         availabilityZone: s.AvailabilityZone ?? '',
         availableIps: s.AvailableIpAddressCount ?? 0,
         tags,
       };
+      if (info.id) subnetSeen.set(info.id, { info, at });
+      return info;
     });
   }
 
@@ -386,6 +412,43 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     return undefined;
   }
 
+  /**
+   * Device indexes attached to the node as last listed, plus the ones this provider has taken since
+   * (a batch of creates lists the node once, not once per interface). Dropped after a failed create
+   * and after any detach; re-listed when older than ATTACHED_VIEW_TTL_MS or when it says the node
+   * is full. A stale view cannot overrun a limit: EC2 itself refuses an attach beyond the
+   * instance's limit or onto a taken index (the create is then rolled back).
+   */
+  let attachedView: { indexes: Set<number>; at: number } | null = null;
+  const ATTACHED_VIEW_TTL_MS = 10_000;
+
+  async function listAttachedIndexes(): Promise<Set<number>> {
+    const attached = await listInterfaces();
+    attachedView = { indexes: new Set(attached.map((i) => i.deviceIndex)), at: now() };
+    return attachedView.indexes;
+  }
+
+  /** Check the limits and take a free device index; the caller holds the mutation lock. */
+  async function reserveDeviceIndex(node: NodeInfo, secondary: number): Promise<number> {
+    const limits = { maxInterfaces: node.maxInterfaces, ipsPerInterface: node.ipsPerInterface };
+    const cached = attachedView && now() - attachedView.at <= ATTACHED_VIEW_TTL_MS ? attachedView : null;
+    let indexes = cached ? cached.indexes : await listAttachedIndexes();
+    // Full by a cached view: make sure with a fresh listing before refusing.
+    if (cached && indexes.size >= node.maxInterfaces) indexes = await listAttachedIndexes();
+    checkInterfaceLimit(indexes.size, limits, node.instanceType);
+    checkIpLimit(0, 1 + secondary, limits, 'a new interface', node.instanceType);
+    const deviceIndex = chooseDeviceIndex([...indexes], node.maxInterfaces);
+    indexes.add(deviceIndex);
+    return deviceIndex;
+  }
+
+  /**
+   * Create an ENI with its secondary IPs in one call, attach it, mark it DeleteOnTermination. The
+   * answer is built from the create and attach answers (no describe after). Against EC2 creates
+   * run in parallel: only the limit check and the device index are taken under the mutation lock.
+   * With pickAddresses (LocalStack) the whole create is one mutation, as picking free addresses
+   * and using them must not interleave.
+   */
   async function createInterface(req: CreateInterfaceRequest): Promise<InterfaceInfo> {
     validateId('subnet', SUBNET_ID, req.subnetId);
     for (const sg of req.securityGroupIds) validateId('security group', SG_ID, sg);
@@ -394,38 +457,52 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       throw new OtherProviderError(`secondaryIpCount must be an integer >= 0, got ${req.secondaryIpCount}`);
     }
     const node = await describeNode();
-    const limits = { maxInterfaces: node.maxInterfaces, ipsPerInterface: node.ipsPerInterface };
-    return exclusive(async () => {
-      const attached = await listInterfaces();
-      checkInterfaceLimit(attached.length, limits, node.instanceType);
-      const deviceIndex = chooseDeviceIndex(
-        attached.map((i) => i.deviceIndex),
-        node.maxInterfaces,
+    if (options.pickAddresses) {
+      return exclusive(async () =>
+        createReserved(req, node, secondary, await reserveDeviceIndex(node, secondary)),
       );
-      checkIpLimit(0, 1 + secondary, limits, 'a new interface', node.instanceType);
-      const s = await subnet(req.subnetId);
+    }
+    const deviceIndex = await exclusive(() => reserveDeviceIndex(node, secondary));
+    return createReserved(req, node, secondary, deviceIndex);
+  }
+
+  async function createReserved(
+    req: CreateInterfaceRequest,
+    node: NodeInfo,
+    secondary: number,
+    deviceIndex: number,
+  ): Promise<InterfaceInfo> {
+    let picked: string[] | undefined;
+    try {
+      const s = (!options.pickAddresses && recentSubnet(req.subnetId)) || (await subnet(req.subnetId));
       if (s.availabilityZone !== node.availabilityZone) {
         throw new OtherProviderError(
           `subnet ${s.id} is in ${s.availabilityZone}, the instance in ${node.availabilityZone}: ENIs attach only within one AZ`,
           { cloudCode: 'InvalidParameterCombination' },
         );
       }
-      const picked = await ensureSubnetCapacity(s, 1 + secondary);
-      const createdAt = new Date(now()).toISOString();
-      const token = randomUUID();
-      const tags = {
-        ...options.extraTags,
-        ...req.tags,
-        [OWNER_TAGS.instanceId]: node.instanceId,
-        [OWNER_TAGS.clusterName]: options.clusterName,
-        [OWNER_TAGS.createdAt]: createdAt,
-        [OWNER_TAGS.managedBy]: 'vpc-ipam',
-        [CREATE_TOKEN_TAG]: token,
-      };
-      const eniId = await mutate(
+      picked = await ensureSubnetCapacity(s, 1 + secondary);
+    } catch (err) {
+      attachedView = null;
+      throw err;
+    }
+    const createdAt = new Date(now()).toISOString();
+    const token = randomUUID();
+    const tags = {
+      ...options.extraTags,
+      ...req.tags,
+      [OWNER_TAGS.instanceId]: node.instanceId,
+      [OWNER_TAGS.clusterName]: options.clusterName,
+      [OWNER_TAGS.createdAt]: createdAt,
+      [OWNER_TAGS.managedBy]: 'vpc-ipam',
+      [CREATE_TOKEN_TAG]: token,
+    };
+    let created: NetworkInterface;
+    try {
+      created = await mutate(
         'CreateNetworkInterface',
         async () => {
-          const created = await ec2.send(
+          const out = await ec2.send(
             new CreateNetworkInterfaceCommand({
               ClientToken: token,
               SubnetId: req.subnetId,
@@ -446,58 +523,68 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
               ],
             }),
           );
-          const id = created.NetworkInterface?.NetworkInterfaceId;
-          if (!id) throw new OtherProviderError('CreateNetworkInterface returned no interface id');
-          return id;
+          if (!out.NetworkInterface?.NetworkInterfaceId) {
+            throw new OtherProviderError('CreateNetworkInterface returned no interface id');
+          }
+          return out.NetworkInterface;
         },
         async () => {
           const [found] = await describeEnis([{ Name: `tag:${CREATE_TOKEN_TAG}`, Values: [token] }]);
-          return found?.NetworkInterfaceId ? { value: found.NetworkInterfaceId } : undefined;
+          return found?.NetworkInterfaceId ? { value: found } : undefined;
         },
       );
-      try {
-        const attachmentId = await caller.call(
-          'AttachNetworkInterface',
-          'attach',
-          async () =>
-            (
-              await ec2.send(
-                new AttachNetworkInterfaceCommand({
-                  NetworkInterfaceId: eniId,
-                  InstanceId: node.instanceId,
-                  DeviceIndex: deviceIndex,
-                }),
-              )
-            ).AttachmentId,
-          {
-            recover: async () => {
-              const a = (await getEni(eniId)).Attachment;
-              const ours =
-                a?.InstanceId === node.instanceId && a.Status !== 'detaching' && a.Status !== 'detached';
-              return ours && a.AttachmentId ? { value: a.AttachmentId } : undefined;
-            },
-          },
-        );
-        // Delete with the instance, so a terminated node does not leak its ENIs. Idempotent: a
-        // resend after an unknown outcome is harmless.
-        if (attachmentId) {
-          await mutate('ModifyNetworkInterfaceAttribute', () =>
-            ec2.send(
-              new ModifyNetworkInterfaceAttributeCommand({
+    } catch (err) {
+      attachedView = null;
+      throw err;
+    }
+    const eniId = created.NetworkInterfaceId as string;
+    subnetUsed(req.subnetId, 1 + secondary);
+    try {
+      const attachmentId = await caller.call(
+        'AttachNetworkInterface',
+        'attach',
+        async () =>
+          (
+            await ec2.send(
+              new AttachNetworkInterfaceCommand({
                 NetworkInterfaceId: eniId,
-                Attachment: { AttachmentId: attachmentId, DeleteOnTermination: true },
+                InstanceId: node.instanceId,
+                DeviceIndex: deviceIndex,
               }),
-            ),
-          );
-        }
-        const eni = await getEni(eniId);
-        return toInterfaceInfo(eni, await subnetCidrs([req.subnetId]));
-      } catch (err) {
-        // An ENI we made but could not finish is a leak (or, attached, one the daemon does not
-        // know): take it back before reporting the failure, and say so if that fails too.
-        return rollBack(eniId, err);
+            )
+          ).AttachmentId,
+        {
+          recover: async () => {
+            const a = (await getEni(eniId)).Attachment;
+            const ours =
+              a?.InstanceId === node.instanceId && a.Status !== 'detaching' && a.Status !== 'detached';
+            return ours && a.AttachmentId ? { value: a.AttachmentId } : undefined;
+          },
+        },
+      );
+      // Delete with the instance, so a terminated node does not leak its ENIs. Idempotent: a
+      // resend after an unknown outcome is harmless.
+      if (attachmentId) {
+        await mutate('ModifyNetworkInterfaceAttribute', () =>
+          ec2.send(
+            new ModifyNetworkInterfaceAttributeCommand({
+              NetworkInterfaceId: eniId,
+              Attachment: { AttachmentId: attachmentId, DeleteOnTermination: true },
+            }),
+          ),
+        );
       }
-    });
+      // The create answer lists the ENI's MAC, subnet, addresses and tags: describe only if it
+      // does not (an unknown outcome recovered by tag carries them too).
+      const eni = answerComplete(created, secondary) ? created : await getEni(eniId);
+      const cidrs = await subnetCidrs([req.subnetId]);
+      return { ...toInterfaceInfo(eni, cidrs), deviceIndex };
+    } catch (err) {
+      // An ENI we made but could not finish is a leak (or, attached, one the daemon does not
+      // know): take it back before reporting the failure, and say so if that fails too.
+      attachedView = null;
+      return rollBack(eniId, err);
+    }
   }
 
   /** Undo a createInterface that failed after CreateNetworkInterface; always throws. */
@@ -524,6 +611,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     const interfaceId = eni.NetworkInterfaceId ?? '';
     const attachmentId = eni.Attachment?.AttachmentId;
     if (attachmentId && eni.Attachment?.Status !== 'detached') {
+      attachedView = null;
       await caller.call(
         'DetachNetworkInterface',
         'attach',
@@ -564,6 +652,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         }
       },
     );
+    subnetUsed(eni.SubnetId ?? '', -(eni.PrivateIpAddresses?.length ?? 0));
   }
 
   async function assignIps(interfaceId: string, req: AssignRequest): Promise<string[]> {
@@ -576,7 +665,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
         throw new NotFoundError(`network interface ${interfaceId} is not attached to ${node.instanceId}`);
       }
       const before = new Set((eni.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress ?? ''));
-      const s = await subnet(eni.SubnetId ?? '');
+      const s =
+        (!options.pickAddresses && recentSubnet(eni.SubnetId ?? '')) || (await subnet(eni.SubnetId ?? ''));
       let wanted: string[] | undefined;
       if ('ips' in req) {
         for (const ip of req.ips) {
@@ -601,7 +691,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       }
       const fresh = (list: (string | undefined)[]) =>
         list.filter((ip): ip is string => !!ip && !before.has(ip));
-      return mutate(
+      const assigned = await mutate(
         'AssignPrivateIpAddresses',
         async () => {
           const out = await ec2.send(
@@ -624,6 +714,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
           return added.length > 0 ? { value: added } : undefined;
         },
       );
+      subnetUsed(s.id, assigned.length);
+      return assigned;
     });
   }
 
@@ -643,6 +735,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
       // Already gone is fine: the caller's intent holds (EC2 itself would refuse the whole call).
       let present = [...new Set(ips)].filter((ip) => secondary.includes(ip));
       if (present.length === 0) return;
+      const giving = present.length;
       await mutate(
         'UnassignPrivateIpAddresses',
         async () => {
@@ -659,6 +752,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
           return present.length === 0 ? { value: undefined } : undefined;
         },
       );
+      subnetUsed(eni.SubnetId ?? '', -giving);
     });
   }
 

@@ -316,6 +316,45 @@ describe('Daemon on the in-memory cloud', () => {
     }
   });
 
+  test('a burst grows ahead (VPC_IPAM_BURST_WINDOW): every interface the node has room for is created while the first is still in node setup, and none of their IPs is handed out before setup', async () => {
+    for (const burstWindowMs of [10_000, 0]) {
+      let visible = false;
+      const h = await startHarness({
+        pool: { warmEniTarget: 1, allocateWaitMs: 200, burstWindowMs },
+        realClock: true,
+        providerOptions: { primarySecondaryIps: 9 },
+        daemon: {
+          nodeSetup: {
+            async reconcile(_node, interfaces) {
+              if (interfaces.length > 1 && !visible)
+                throw new Error('attached interface(s) not visible on the node yet');
+            },
+          },
+        },
+      });
+      try {
+        await h.daemon.reconcileNow();
+        // 8 pods within a moment on an m5.large-sized node (3 interfaces x 9 pod IPs).
+        await Promise.all(Array.from({ length: 8 }, (_, n) => h.daemon.allocate(key(n))));
+        await h.daemon.reconcileNow();
+        await h.daemon.reconcileNow();
+        assert.equal(
+          h.provider.interfaces.length,
+          burstWindowMs > 0 ? 3 : 2,
+          `interfaces with burst window ${burstWindowMs}`,
+        );
+        await h.daemon.allocate(key(8));
+        // The primary is full; the new interfaces are not in the node yet: wait, not "instance limit".
+        await expectNoIp(h.daemon.allocate(key(9)), 'pool-growing');
+        visible = true;
+        const a = await h.daemon.allocate(key(9));
+        assert.equal(a.deviceIndex, 1);
+      } finally {
+        await h.close();
+      }
+    }
+  });
+
   test('an interface not yet visible in the node is set up again within a second, not at the next tick', async () => {
     let failures = 0;
     const h = await startHarness({

@@ -237,6 +237,50 @@ describe('AWS provider on LocalStack', () => {
     assert.equal((await provider.listInterfaces()).length, 1);
   });
 
+  test('a batch of creates lists the node once, re-reads no subnet it just described, and describes no ENI it created', async () => {
+    const p = makeProvider(false);
+    try {
+      await p.describeNode();
+      await p.describeSubnets([nodeSubnet().id]); // as subnet discovery ranks before a grow
+      const from = events.length;
+      const [x, y] = await Promise.all([
+        p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 4 }),
+        p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 2 }),
+      ]);
+      const calls: Record<string, number> = {};
+      for (const e of events.slice(from)) calls[e.api] = (calls[e.api] ?? 0) + 1;
+      assert.deepEqual(calls, {
+        DescribeNetworkInterfaces: 1,
+        CreateNetworkInterface: 2,
+        AttachNetworkInterface: 2,
+        ModifyNetworkInterfaceAttribute: 2,
+      });
+      assert.deepEqual([x!.deviceIndex, y!.deviceIndex].sort(), [1, 2]);
+      // What the create answers said is what EC2 holds.
+      const listed = await p.listInterfaces();
+      for (const made of [x!, y!]) {
+        const l = listed.find((i) => i.id === made.id)!;
+        assert.deepEqual(
+          { ...made, secondaryIps: [...made.secondaryIps].sort() },
+          { ...l, secondaryIps: [...l.secondaryIps].sort() },
+        );
+      }
+      assert.equal(x!.secondaryIps.length, 4);
+      // The node is full by the provider's own view: a third create re-lists before refusing.
+      await assert.rejects(
+        p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] }),
+        LimitExceededError,
+      );
+      await Promise.all([p.deleteInterface(x!.id), p.deleteInterface(y!.id)]);
+      // Deleting dropped the view: the slots are free again.
+      const z = await p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] });
+      assert.equal(z.deviceIndex, 1);
+      await p.deleteInterface(z.id);
+    } finally {
+      await p.close();
+    }
+  });
+
   test('deleteInterface onlyIfDetached: an attached ENI is refused and stays attached; a detached one is deleted', async () => {
     const eni = await provider.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] });
     try {
