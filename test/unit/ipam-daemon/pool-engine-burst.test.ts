@@ -241,7 +241,7 @@ interface Run {
  * assign lands `callS` seconds later and a new interface becomes usable `usableS` seconds after it
  * lands. The run goes on `settleS` seconds after the last pod.
  */
-export function burst(
+function burst(
   limits: PoolLimits,
   t: PoolTargets,
   pods: number,
