@@ -90,7 +90,14 @@ export interface CreateInterfaceRequest {
 }
 
 /** Either a count of IPs the cloud picks, or exact addresses (re-claiming known ones). */
-export type AssignRequest = { count: number } | { ips: string[] };
+/**
+ * `known`: what the caller knows of the interface, its subnet and every address on it (the primary
+ * included). A provider may then skip reading the interface first (the AWS one does against EC2,
+ * whose answer lists only the new addresses); an address it did not know of is still never lost.
+ */
+export type AssignRequest = ({ count: number } | { ips: string[] }) & {
+  known?: { subnetId: string; ips: string[] };
+};
 
 export interface DeleteInterfaceOptions {
   /**

@@ -261,8 +261,12 @@ export class PoolLoop {
     switch (a.kind) {
       case 'assign':
         return async () => {
+          const rec = ds.interfaces.get(a.interfaceId);
+          const known = rec
+            ? { subnetId: rec.subnetId, ips: [rec.primaryIp, ...ds.ipsOf(a.interfaceId).map((s) => s.ip)] }
+            : undefined;
           const ips = await parts.intents.run({ kind: 'assign', interfaceId: a.interfaceId }, () =>
-            provider.assignIps(a.interfaceId, { count: a.count }),
+            provider.assignIps(a.interfaceId, { count: a.count, ...(known ? { known } : {}) }),
           );
           parts.drift.noteRecent(recent.assignedIps, ips);
           if (!ds.interfaces.has(a.interfaceId)) return;

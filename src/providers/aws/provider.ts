@@ -660,13 +660,24 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     const node = await describeNode();
     const limits = { maxInterfaces: node.maxInterfaces, ipsPerInterface: node.ipsPerInterface };
     return exclusive(async () => {
-      const eni = await getEni(interfaceId);
-      if (eni.Attachment?.InstanceId !== node.instanceId) {
-        throw new NotFoundError(`network interface ${interfaceId} is not attached to ${node.instanceId}`);
+      // Against EC2 the caller's view of its own interface is enough: EC2 refuses an interface that
+      // is gone (NotFound, then the daemon resyncs) and answers with only the new addresses. With
+      // pickAddresses (LocalStack, whose answer lists every address) the interface is read first.
+      let before: Set<string>;
+      let subnetId: string;
+      if (req.known && !options.pickAddresses) {
+        before = new Set(req.known.ips);
+        subnetId = req.known.subnetId;
+        validateId('subnet', SUBNET_ID, subnetId);
+      } else {
+        const eni = await getEni(interfaceId);
+        if (eni.Attachment?.InstanceId !== node.instanceId) {
+          throw new NotFoundError(`network interface ${interfaceId} is not attached to ${node.instanceId}`);
+        }
+        before = new Set((eni.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress ?? ''));
+        subnetId = eni.SubnetId ?? '';
       }
-      const before = new Set((eni.PrivateIpAddresses ?? []).map((p) => p.PrivateIpAddress ?? ''));
-      const s =
-        (!options.pickAddresses && recentSubnet(eni.SubnetId ?? '')) || (await subnet(eni.SubnetId ?? ''));
+      const s = (!options.pickAddresses && recentSubnet(subnetId)) || (await subnet(subnetId));
       let wanted: string[] | undefined;
       if ('ips' in req) {
         for (const ip of req.ips) {

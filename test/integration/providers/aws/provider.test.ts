@@ -237,7 +237,7 @@ describe('AWS provider on LocalStack', () => {
     assert.equal((await provider.listInterfaces()).length, 1);
   });
 
-  test('a batch of creates lists the node once, re-reads no subnet it just described, and describes no ENI it created', async () => {
+  test('a batch of creates lists the node once, re-reads no subnet it just described, and describes no ENI it created; a known interface is grown without a describe', async () => {
     const p = makeProvider(false);
     try {
       await p.describeNode();
@@ -266,6 +266,19 @@ describe('AWS provider on LocalStack', () => {
         );
       }
       assert.equal(x!.secondaryIps.length, 4);
+      // A grow on an interface the caller knows: one AssignPrivateIpAddresses, no describe.
+      const mark = events.length;
+      const added = await p.assignIps(x!.id, {
+        count: 2,
+        known: { subnetId: nodeSubnet().id, ips: [x!.primaryIp, ...x!.secondaryIps] },
+      });
+      assert.deepEqual(
+        events.slice(mark).map((e) => e.api),
+        ['AssignPrivateIpAddresses'],
+      );
+      assert.equal(added.length, 2);
+      for (const ip of added) assert.ok(ip !== x!.primaryIp && !x!.secondaryIps.includes(ip), ip);
+      assert.equal((await rawEni(x!.id)).PrivateIpAddresses?.length, 7);
       // The node is full by the provider's own view: a third create re-lists before refusing.
       await assert.rejects(
         p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] }),
@@ -276,6 +289,27 @@ describe('AWS provider on LocalStack', () => {
       const z = await p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId] });
       assert.equal(z.deviceIndex, 1);
       await p.deleteInterface(z.id);
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('with pickAddresses too, a created interface is reported as EC2 holds it', async () => {
+    const p = makeProvider(true);
+    try {
+      const [x, y] = await Promise.all([
+        p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 3 }),
+        p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 1 }),
+      ]);
+      const listed = await p.listInterfaces();
+      for (const made of [x!, y!]) {
+        const l = listed.find((i) => i.id === made.id)!;
+        assert.deepEqual(
+          { ...made, secondaryIps: [...made.secondaryIps].sort() },
+          { ...l, secondaryIps: [...l.secondaryIps].sort() },
+        );
+      }
+      await Promise.all([p.deleteInterface(x!.id), p.deleteInterface(y!.id)]);
     } finally {
       await p.close();
     }
