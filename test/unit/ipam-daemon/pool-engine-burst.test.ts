@@ -14,21 +14,8 @@ import {
   type PoolTargets,
   plan,
 } from '../../../src/ipam-daemon/pool-engine.ts';
+import { m5large, m54xlarge } from './pool-limits.ts';
 
-const m5large: PoolLimits = {
-  instanceType: 'm5.large',
-  maxInterfaces: 3,
-  ipsPerInterface: 10,
-  maxEni: null,
-  maxPods: null,
-};
-const m54xlarge: PoolLimits = {
-  instanceType: 'm5.4xlarge',
-  maxInterfaces: 8,
-  ipsPerInterface: 30,
-  maxEni: null,
-  maxPods: null,
-};
 const SUBNET = { id: 'subnet-a', cidr: '10.0.0.0/16', availableIps: null, backoffUntil: null };
 
 function targets(over: Partial<PoolTargets> = {}): PoolTargets {

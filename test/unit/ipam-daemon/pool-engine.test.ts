@@ -10,6 +10,7 @@ import {
   type PoolTargets,
   plan,
 } from '../../../src/ipam-daemon/pool-engine.ts';
+import { m5large } from './pool-limits.ts';
 
 // ---- a tiny simulator: applies plans to a state the way the daemon would (cloud always succeeds) ----
 
@@ -168,13 +169,6 @@ const p3dn: PoolLimits = {
   instanceType: 'p3dn.24xlarge',
   maxInterfaces: 15,
   ipsPerInterface: 50,
-  maxEni: null,
-  maxPods: null,
-};
-const m5large: PoolLimits = {
-  instanceType: 'm5.large',
-  maxInterfaces: 3,
-  ipsPerInterface: 10,
   maxEni: null,
   maxPods: null,
 };

@@ -26,7 +26,7 @@ import {
   OtherProviderError,
   SubnetExhaustedError,
 } from '../../../../src/providers/errors.ts';
-import { type ApiCallEvent, OWNER_TAGS } from '../../../../src/providers/types.ts';
+import { type ApiCallEvent, type InterfaceInfo, OWNER_TAGS } from '../../../../src/providers/types.ts';
 import type { ImdsFake } from '../../../fakes/imds-aws.ts';
 import {
   ec2Endpoint,
@@ -60,6 +60,13 @@ async function enisInVpc(): Promise<number> {
     new DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'vpc-id', Values: [seed.vpcId] }] }),
   );
   return out.NetworkInterfaces?.length ?? 0;
+}
+
+/** What createInterface answered is what EC2 lists for those interfaces. */
+async function assertAsListed(p: ReturnType<typeof makeProvider>, made: InterfaceInfo[]): Promise<void> {
+  const listed = await p.listInterfaces();
+  const sorted = (i: InterfaceInfo) => ({ ...i, secondaryIps: [...i.secondaryIps].sort() });
+  for (const m of made) assert.deepEqual(sorted(m), sorted(listed.find((i) => i.id === m.id)!));
 }
 
 function makeProvider(pickAddresses: boolean) {
@@ -257,14 +264,7 @@ describe('AWS provider on LocalStack', () => {
       });
       assert.deepEqual([x!.deviceIndex, y!.deviceIndex].sort(), [1, 2]);
       // What the create answers said is what EC2 holds.
-      const listed = await p.listInterfaces();
-      for (const made of [x!, y!]) {
-        const l = listed.find((i) => i.id === made.id)!;
-        assert.deepEqual(
-          { ...made, secondaryIps: [...made.secondaryIps].sort() },
-          { ...l, secondaryIps: [...l.secondaryIps].sort() },
-        );
-      }
+      await assertAsListed(p, [x!, y!]);
       assert.equal(x!.secondaryIps.length, 4);
       // A grow on an interface the caller knows: one AssignPrivateIpAddresses, no describe.
       const mark = events.length;
@@ -301,14 +301,7 @@ describe('AWS provider on LocalStack', () => {
         p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 3 }),
         p.createInterface({ subnetId: nodeSubnet().id, securityGroupIds: [seed.sgId], secondaryIpCount: 1 }),
       ]);
-      const listed = await p.listInterfaces();
-      for (const made of [x!, y!]) {
-        const l = listed.find((i) => i.id === made.id)!;
-        assert.deepEqual(
-          { ...made, secondaryIps: [...made.secondaryIps].sort() },
-          { ...l, secondaryIps: [...l.secondaryIps].sort() },
-        );
-      }
+      await assertAsListed(p, [x!, y!]);
       await Promise.all([p.deleteInterface(x!.id), p.deleteInterface(y!.id)]);
     } finally {
       await p.close();
