@@ -447,5 +447,7 @@ try {
 } finally {
   await rm(work, { recursive: true, force: true });
   if (compare) await rm(compare, { recursive: true, force: true });
-  await rm(SERVER_DIR, { recursive: true, force: true });
+  // A profile's line numbers refer to the bundle: keep it then.
+  if (values.profile) console.error(`bundle kept for the profile: ${SERVER_DIR}`);
+  else await rm(SERVER_DIR, { recursive: true, force: true });
 }

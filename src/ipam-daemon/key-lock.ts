@@ -11,18 +11,22 @@ export class KeyedMutex {
   }
 
   run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
+    const prev = this.tails.get(key);
     this.active++;
-    const result = prev.then(fn, fn);
-    const tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
+    // The key's tail is in place before fn starts: anything fn itself queues for the key waits.
+    let open!: () => void;
+    const tail = new Promise<void>((r) => {
+      open = r;
+    });
     this.tails.set(key, tail);
-    void tail.then(() => {
+    // Nothing queued for the key (the common case): start now rather than a microtask later.
+    const result = prev ? prev.then(fn, fn) : start(fn);
+    const done = () => {
       this.active--;
       if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
+      open();
+    };
+    result.then(done, done);
     return result;
   }
 
@@ -34,6 +38,14 @@ export class KeyedMutex {
       await Promise.race([Promise.all(this.tails.values()), sleep(Math.min(50, deadline - Date.now()))]);
     }
     return true;
+  }
+}
+
+function start<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
 

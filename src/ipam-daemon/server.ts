@@ -267,30 +267,37 @@ async function readJson(req: IncomingMessage, maxBytes = MAX_BODY_BYTES): Promis
   const text = await new Promise<string>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const fail = (err: Error) => {
+    let settled = false;
+    const fail = (err: () => Error) => {
+      if (settled) return;
+      settled = true;
       req.off('data', onData);
       req.resume();
-      reject(err);
+      reject(err());
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > maxBytes) {
         fail(
-          new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
-            Connection: 'close',
-          }),
+          () =>
+            new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`, {
+              Connection: 'close',
+            }),
         );
         return;
       }
       chunks.push(chunk);
     };
     req.on('data', onData);
-    req.once('end', () =>
-      resolve(chunks.length === 1 ? String(chunks[0]) : Buffer.concat(chunks).toString('utf8')),
-    );
-    req.once('error', fail);
-    // Closed before the end (a client gone mid-body); after 'end' this changes nothing.
-    req.once('close', () => fail(new Error('request aborted')));
+    req.once('end', () => {
+      if (settled) return;
+      settled = true;
+      resolve(chunks.length === 1 ? String(chunks[0]) : Buffer.concat(chunks).toString('utf8'));
+    });
+    req.once('error', (err) => fail(() => err));
+    // Closed before the end (a client gone mid-body). The error is built only then: this runs for
+    // every request, and an Error's stack trace is not free.
+    req.once('close', () => fail(() => new Error('request aborted')));
   });
   try {
     return JSON.parse(text);
