@@ -73,7 +73,8 @@ export function planIpvlanAdd(spec: IpvlanPodSpec): IpvlanPlan {
           ['route', 'add', 'default', 'via', POD_GATEWAY, 'dev', IPVLAN_HOST_LINK, 'src', spec.ip],
           ...direct.map((d) => ['route', 'add', d, 'via', spec.gateway, 'dev', spec.ifName]),
         ]),
-    ...spec.hostDestinations.map((d) => [
+    // deduplicated: one address on two node links would make a second `route add` fail (EEXIST)
+    ...[...new Set(spec.hostDestinations)].map((d) => [
       'route',
       'add',
       d,

@@ -132,6 +132,11 @@ describe('ipvlan plan', () => {
     }
   });
 
+  test('a node address seen twice (on two links) is routed once', () => {
+    const pod = planIpvlanAdd({ ...ipv, hostDestinations: ['10.64.0.10/32', '10.64.0.10/32'] }).podLines;
+    assert.equal(pod.filter((l) => l[2] === '10.64.0.10/32').length, 1);
+  });
+
   test('external SNAT (0.0.0.0/0 direct): the default route leaves through the ENI', () => {
     const pod = planIpvlanAdd({ ...ipv, directCidrs: ['0.0.0.0/0'] }).podLines.map((l) => l.join(' '));
     assert.ok(pod.includes('route add default via 10.64.1.1 dev eth0'));
