@@ -107,6 +107,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: url,
   },
   {
+    name: 'VPC_IPAM_IMDS_TIMEOUT',
+    default: '2',
+    accepted: 'seconds > 0 (decimals allowed)',
+    description:
+      'Per-request timeout of instance metadata reads (each is tried 3 times); raise it where IMDS or the node is slow to answer.',
+    group: 'cloud',
+    parse: seconds(0.1, 60),
+  },
+  {
     name: 'VPC_IPAM_ARM_ENDPOINT',
     default: null,
     accepted: 'an https URL (default: https://management.azure.com)',
@@ -573,6 +582,8 @@ export interface DaemonConfig {
     region: string | null;
     ec2Endpoint: string | null;
     imdsEndpoint: string | null;
+    /** VPC_IPAM_IMDS_TIMEOUT: per-request IMDS timeout. */
+    imdsTimeoutMs: number;
     pickAddresses: boolean;
   };
   podSubnetIds: string[] | null;
@@ -658,6 +669,7 @@ export function loadConfig(env: Env): DaemonConfig {
       region: get<string>('AWS_REGION'),
       ec2Endpoint: get<string>('VPC_IPAM_EC2_ENDPOINT'),
       imdsEndpoint: get<string>('VPC_IPAM_IMDS_ENDPOINT'),
+      imdsTimeoutMs: Math.round((get<number>('VPC_IPAM_IMDS_TIMEOUT') ?? 2) * 1000),
       pickAddresses: get<boolean>('VPC_IPAM_AWS_PICK_ADDRESSES') ?? false,
     },
     podSubnetIds: emptyToNull(get<string[]>('POD_SUBNET_IDS')),

@@ -21,12 +21,14 @@ async function createCloudProvider(config: DaemonConfig, observer: ApiCallObserv
     const mod = (await import('../providers/aws/index.ts')) as unknown as {
       createAwsProvider(options: Record<string, unknown>): CloudProvider;
     };
-    const region = config.aws.region ?? (await regionFromImds(config.aws.imdsEndpoint));
+    const region =
+      config.aws.region ?? (await regionFromImds(config.aws.imdsEndpoint, config.aws.imdsTimeoutMs));
     const options: Record<string, unknown> = { clusterName: config.clusterName, observer, region };
     if (config.aws.pickAddresses) options.pickAddresses = true;
     if (Object.keys(config.extraInterfaceTags).length > 0) options.extraTags = config.extraInterfaceTags;
     if (config.aws.ec2Endpoint) options.ec2Endpoint = config.aws.ec2Endpoint;
     if (config.aws.imdsEndpoint) options.imdsEndpoint = config.aws.imdsEndpoint;
+    options.imdsTimeoutMs = config.aws.imdsTimeoutMs;
     return mod.createAwsProvider(options);
   }
   const mod = (await import('../providers/azure/index.ts')) as unknown as {
@@ -43,11 +45,11 @@ async function createCloudProvider(config: DaemonConfig, observer: ApiCallObserv
 }
 
 /** The region from instance metadata (IMDSv2), as the AWS VPC CNI does when AWS_REGION is unset. */
-async function regionFromImds(endpoint: string | null): Promise<string> {
+async function regionFromImds(endpoint: string | null, timeoutMs: number): Promise<string> {
   const { MetadataService } = await import('@aws-sdk/ec2-metadata-service');
   const imds = new MetadataService({
     ...(endpoint ? { endpoint } : {}),
-    httpOptions: { timeout: 2000 },
+    httpOptions: { timeout: timeoutMs },
   });
   const region = (await imds.request('/latest/meta-data/placement/region', {})).trim();
   if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) {

@@ -366,6 +366,8 @@ export class LocalVpc {
       AWS_SECRET_ACCESS_KEY: 'test',
       VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${this.lsPort}`,
       VPC_IPAM_IMDS_ENDPOINT: `http://127.0.0.1:${imds.port}`,
+      // under TCG (the VM) a metadata read can outlast the 2 s default while the daemon starts
+      ...(SLOWDOWN > 1 ? { VPC_IPAM_IMDS_TIMEOUT: String(2 * SLOWDOWN) } : {}),
       VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
       VPC_IPAM_SOCKET: node.socketPath,
       VPC_IPAM_CHECKPOINT: join(node.dir, 'checkpoint.json'),

@@ -86,6 +86,8 @@ export interface AwsProviderOptions {
   ec2Endpoint?: string;
   /** IMDS endpoint; default http://169.254.169.254. */
   imdsEndpoint?: string;
+  /** Per-request IMDS timeout (ms); default 2000. */
+  imdsTimeoutMs?: number;
   clusterName: string;
   /** Static credentials; default: the SDK's credential chain (env, web identity, instance role). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
@@ -158,6 +160,10 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   if (!options.region) throw new Error('AWS provider: region is required');
   if (!options.clusterName) throw new Error('AWS provider: clusterName is required');
   const now = options.now ?? Date.now;
+  const imdsOptions = {
+    endpoint: options.imdsEndpoint ?? DEFAULT_IMDS_ENDPOINT,
+    ...(options.imdsTimeoutMs ? { timeoutMs: options.imdsTimeoutMs } : {}),
+  };
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const ec2 = new EC2Client({
     region: options.region,
@@ -223,7 +229,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
   }
 
   async function discover(): Promise<NodeInfo> {
-    const id = await readImdsIdentity({ endpoint: options.imdsEndpoint ?? DEFAULT_IMDS_ENDPOINT });
+    const id = await readImdsIdentity(imdsOptions);
     const [limits, vpcs] = await Promise.all([
       instanceLimits(id.instanceType),
       describe('DescribeVpcs', () => ec2.send(new DescribeVpcsCommand({ VpcIds: [id.vpcId] }))),
@@ -375,7 +381,7 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
 
   /** From IMDS: no EC2 call, so no Describe budget (the drift resync runs this every minute). */
   async function listInterfacesFromMetadata(): Promise<MetadataInterface[]> {
-    const ifs = await readImdsInterfaces({ endpoint: options.imdsEndpoint ?? DEFAULT_IMDS_ENDPOINT });
+    const ifs = await readImdsInterfaces(imdsOptions);
     return ifs.map((i) => ({ id: i.interfaceId, mac: i.mac, deviceIndex: i.deviceIndex, ips: i.ips }));
   }
 

@@ -22,6 +22,13 @@ describe('loadConfig', () => {
     assert.equal(c.snat.randomize, 'prng');
     assert.deepEqual(c.snat.excludeCidrs, []);
     assert.equal(c.podSubnetIds, null);
+    assert.equal(c.aws.imdsTimeoutMs, 2000);
+  });
+
+  test('VPC_IPAM_IMDS_TIMEOUT: seconds, decimals allowed, bounded', () => {
+    assert.equal(loadConfig({ VPC_IPAM_IMDS_TIMEOUT: '7.5' }).aws.imdsTimeoutMs, 7500);
+    assert.throws(() => loadConfig({ VPC_IPAM_IMDS_TIMEOUT: '0' }), /VPC_IPAM_IMDS_TIMEOUT/);
+    assert.throws(() => loadConfig({ VPC_IPAM_IMDS_TIMEOUT: 'soon' }), /VPC_IPAM_IMDS_TIMEOUT/);
   });
 
   test('parses every kind of value', () => {
@@ -174,6 +181,7 @@ describe('loadConfig', () => {
       'LOG_LEVEL',
       'VPC_IPAM_EC2_ENDPOINT',
       'VPC_IPAM_IMDS_ENDPOINT',
+      'VPC_IPAM_IMDS_TIMEOUT',
       'AWS_REGION',
       'MAX_PODS',
       'POD_SUBNET_IDS',
