@@ -42,6 +42,8 @@ export interface ControlPlane {
   adminKubeconfig: string;
   /** Node names -> address the API server dials for kubelet (logs, exec): it reads this hosts file. */
   setKubeletHosts(hosts: Record<string, string>): void;
+  /** Stops kube-apiserver and starts it again on the same port and etcd (a control-plane upgrade). */
+  restartApiServer(): Promise<void>;
   children: Child[];
   stop(): Promise<void>;
 }
@@ -141,35 +143,45 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const apiNs = await MountNamespace.create('kube-apiserver');
     holders.push(apiNs);
     await apiNs.bindFile(hostsFile, '/etc/hosts');
-    const apiserver = apiNs.start(
-      'kube-apiserver',
-      k8sBin('kube-apiserver'),
-      [
-        `--etcd-servers=http://127.0.0.1:${etcdPort}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${apiPort}`,
-        `--advertise-address=${advertise}`,
-        `--tls-cert-file=${serving.cert}`,
-        `--tls-private-key-file=${serving.key}`,
-        `--client-ca-file=${pki.ca.cert}`,
-        '--authorization-mode=Node,RBAC',
-        '--enable-admission-plugins=NodeRestriction',
-        `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
-        `--service-account-key-file=${pki.saPub}`,
-        `--service-account-signing-key-file=${pki.saKey}`,
-        `--service-cluster-ip-range=${SERVICE_CIDR}`,
-        `--kubelet-client-certificate=${kubeletClient.cert}`,
-        `--kubelet-client-key=${kubeletClient.key}`,
-        '--kubelet-preferred-address-types=Hostname,InternalIP',
-        '--allow-privileged=true',
-        '--profiling=false',
-        '--endpoint-reconciler-type=lease',
-        '--v=1',
-        ...(options.apiServerArgs ?? []),
-      ],
-      join(logs, 'kube-apiserver.log'),
-    );
+    const startApiServer = () =>
+      apiNs.start(
+        'kube-apiserver',
+        k8sBin('kube-apiserver'),
+        [
+          `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${apiPort}`,
+          `--advertise-address=${advertise}`,
+          `--tls-cert-file=${serving.cert}`,
+          `--tls-private-key-file=${serving.key}`,
+          `--client-ca-file=${pki.ca.cert}`,
+          '--authorization-mode=Node,RBAC',
+          '--enable-admission-plugins=NodeRestriction',
+          `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
+          `--service-account-key-file=${pki.saPub}`,
+          `--service-account-signing-key-file=${pki.saKey}`,
+          `--service-cluster-ip-range=${SERVICE_CIDR}`,
+          `--kubelet-client-certificate=${kubeletClient.cert}`,
+          `--kubelet-client-key=${kubeletClient.key}`,
+          '--kubelet-preferred-address-types=Hostname,InternalIP',
+          '--allow-privileged=true',
+          '--profiling=false',
+          '--endpoint-reconciler-type=lease',
+          '--v=1',
+          ...(options.apiServerArgs ?? []),
+        ],
+        join(logs, 'kube-apiserver.log'),
+      );
+    let apiserver = startApiServer();
     children.push(apiserver);
+    const ready = (child: Child) =>
+      waitFor(
+        'kube-apiserver /readyz',
+        async () => ((await apiGet(cp, '/readyz')).status === 200 ? true : undefined),
+        120_000,
+        500,
+        child,
+      );
     const cp: ControlPlane = {
       dir,
       pki,
@@ -179,6 +191,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       adminKubeconfig,
       children,
       stop,
+      async restartApiServer() {
+        await apiserver.stop();
+        const next = startApiServer();
+        children[children.indexOf(apiserver)] = next;
+        apiserver = next;
+        await ready(next);
+      },
       setKubeletHosts(hosts) {
         // rewritten in place: the API server's /etc/hosts is a bind mount of this very file
         const lines = [
@@ -188,13 +207,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         writeFileSync(hostsFile, `${lines.join('\n')}\n`);
       },
     };
-    await waitFor(
-      'kube-apiserver /readyz',
-      async () => ((await apiGet(cp, '/readyz')).status === 200 ? true : undefined),
-      120_000,
-      500,
-      apiserver,
-    );
+    await ready(apiserver);
 
     if (options.controllers) {
       // kube-controller-manager and kube-scheduler: a client certificate each, the same serving and

@@ -313,3 +313,12 @@ export async function until(
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A pod's identity as an allocation records it (the CNI's K8S_POD_NAMESPACE/NAME/UID). */
+export const podRef = (p: V1Pod) => ({
+  namespace: p.metadata!.namespace!,
+  name: p.metadata!.name!,
+  uid: p.metadata!.uid!,
+});

@@ -3,9 +3,10 @@
 // NodeIPAMStatus it publishes (created, owned by the Node and garbage-collected with it by the real
 // kube-controller-manager, merge-patched, coalesced, every field kept by the CRD schema), the
 // Events on no-IP and on drift (aggregated), custom networking selection from PodNetworkConfig
-// objects, the pod watcher wired to the daemon, kubectl cordon reaching the daemon through its Node
-// read, and in-cluster configuration from a real ServiceAccount token. Each test has its own Node
-// (and namespace), so they do not depend on one another.
+// objects, the pod watcher wired to the daemon and across a kube-apiserver restart (the new watch
+// cache's real 410), kubectl cordon reaching the daemon through its Node read, and in-cluster
+// configuration from a real ServiceAccount token. Each test has its own Node (and namespace), so
+// they do not depend on one another.
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,7 +31,14 @@ import { loadKubeConfig } from '../../../../src/ipam-daemon/k8s/kube-client.ts';
 import { NETWORK_CONFIG_API } from '../../../../src/ipam-daemon/k8s/network-config.ts';
 import { NODE_STATUS_API, statusBody } from '../../../../src/ipam-daemon/k8s/node-status.ts';
 import type { GcAllocation } from '../../../../src/ipam-daemon/k8s/pod-gc-policy.ts';
-import { type KubeApiServer, startKubeApiServer, until } from '../../../helpers/kube-apiserver.ts';
+import { createNodePodsReflector, PodWatcher } from '../../../../src/ipam-daemon/k8s/pod-watcher.ts';
+import {
+  type KubeApiServer,
+  podRef,
+  sleep,
+  startKubeApiServer,
+  until,
+} from '../../../helpers/kube-apiserver.ts';
 
 const logger = pino({ level: 'silent' });
 
@@ -362,6 +370,66 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       assert.deepEqual(daemon.released, [{ containerId: 'c-gone', ifName: 'eth0' }]);
     } finally {
       await k8s.stop();
+    }
+  });
+
+  test('a kube-apiserver restart under the watch (an upgrade): nothing released while it is down, the new watch cache answers 410, the watcher relists and releases', async () => {
+    const node = await newNode();
+    const ns = await kube.namespace('restart');
+    const live = podRef(await kube.createPod(ns, 'live', node.name));
+    const doomed = podRef(await kube.createPod(ns, 'doomed', node.name));
+    const daemon = new ScriptedDaemon();
+    const assignedAt = new Date(Date.now() - 3_600_000).toISOString();
+    const allocation = (containerId: string, pod: { namespace: string; name: string; uid?: string }) => ({
+      containerId,
+      ifName: 'eth0',
+      ip: `10.1.3.${daemon.allocations.length + 10}`,
+      podNamespace: pod.namespace,
+      podName: pod.name,
+      ...(pod.uid ? { podUid: pod.uid } : {}),
+      assignedAt,
+    });
+    daemon.allocations = [allocation('c-live', live), allocation('c-doomed', doomed)];
+    const reflector = createNodePodsReflector(kc, kc.makeApiClient(CoreV1Api), node.name, logger);
+    const watcher = new PodWatcher({
+      nodeName: node.name,
+      allocations: daemon,
+      logger,
+      reflector,
+      policy: { graceMs: 200, settleMs: 50 },
+      intervalMs: 25,
+    });
+    watcher.start();
+    try {
+      await until('watching', () => reflector.hasSynced && reflector.connectedSince !== null, 30_000);
+      // A write this node's watch does not see moves etcd past the watcher's resourceVersion; the
+      // restarted server's watch cache starts there, so resuming from the old one is a real 410.
+      const unseen = await kube.createPod(ns, 'elsewhere', 'another-node');
+      const restarting = kube.cp.restartApiServer();
+      await until('the stream ended', () => reflector.connectedSince === null, 30_000);
+      daemon.allocations.push(allocation('c-ghost', { namespace: ns, name: 'ghost' }));
+      await sleep(1500);
+      assert.equal(daemon.released.length, 0, 'no view while the server is down: nothing released');
+      await restarting;
+      const staleRv = Number(reflector.lastResourceVersion) < Number(unseen.metadata!.resourceVersion);
+      await until(
+        'ghost released once the view is live again',
+        () => daemon.released.some((k) => k.containerId === 'c-ghost'),
+        90_000,
+      );
+      if (staleRv) {
+        assert.equal(reflector.stats.gone, 1, 'the new watch cache refused the old resourceVersion');
+        assert.equal(reflector.stats.lists, 2);
+      }
+      await kube.forceDeletePod(ns, 'doomed');
+      await until('doomed released', () => daemon.released.some((k) => k.containerId === 'c-doomed'), 30_000);
+      assert.deepEqual(
+        daemon.released.map((k) => k.containerId).sort(),
+        ['c-doomed', 'c-ghost'],
+        'the live pod keeps its IP',
+      );
+    } finally {
+      await watcher.stop();
     }
   });
 

@@ -24,10 +24,16 @@ import {
 } from '../../../../src/ipam-daemon/k8s/pod-watcher.ts';
 import type { Reflector } from '../../../../src/ipam-daemon/k8s/reflector.ts';
 import { FakeKubeApiServer } from '../../../fakes/kube-apiserver.ts';
-import { type KubeApiServer, startKubeApiServer, TcpRelay, until } from '../../../helpers/kube-apiserver.ts';
+import {
+  type KubeApiServer,
+  podRef,
+  sleep,
+  startKubeApiServer,
+  TcpRelay,
+  until,
+} from '../../../helpers/kube-apiserver.ts';
 
 const logger = pino({ level: 'silent' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The daemon's allocations, as the pod watcher reads and releases them. */
 class MemoryAllocations implements AllocationSource {
@@ -59,12 +65,6 @@ class MemoryAllocations implements AllocationSource {
     return { released: a?.ip ?? null };
   }
 }
-
-const podRef = (p: V1Pod) => ({
-  namespace: p.metadata!.namespace!,
-  name: p.metadata!.name!,
-  uid: p.metadata!.uid!,
-});
 
 describe('pod watcher against the real kube-apiserver', { timeout: 600_000 }, () => {
   let kube: KubeApiServer;
