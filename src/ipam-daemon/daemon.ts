@@ -35,7 +35,7 @@ import type {
   ReleaseResponse,
 } from './api-types.ts';
 import { CheckpointWriter } from './daemon/checkpoint-writer.ts';
-import { DaemonCore, type DaemonOptions } from './daemon/core.ts';
+import { DaemonCore, type DaemonOptions, startupRead } from './daemon/core.ts';
 import { DriftResync } from './daemon/drift-resync.ts';
 import { collectGarbage, releaseIfUnwired } from './daemon/gc.ts';
 import { CloudIntents } from './daemon/intents.ts';
@@ -97,9 +97,9 @@ export class Daemon extends EventEmitter {
     const { parts } = core;
     if (core.state !== 'new') throw new Error(`cannot start a daemon that is ${core.state}`);
     core.state = 'starting';
-    const node = await core.provider.describeNode();
+    const node = await startupRead(core, 'describe the node', () => core.provider.describeNode());
     core.node = node;
-    const interfaces = await core.provider.listInterfaces();
+    const interfaces = await startupRead(core, 'list its interfaces', () => core.provider.listInterfaces());
     const podSubnetIds = core.opts.podSubnetIds ?? [node.primarySubnetId];
     core.securityGroups = core.opts.podSecurityGroupIds ?? node.securityGroupIds;
     await parts.subnets.load(podSubnetIds, interfaces);

@@ -255,7 +255,25 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       LOG_LEVEL: 'warn',
     };
     const daemonArgs = [...DAEMON_NODE_FLAGS, 'dist/vpc-ipamd/vpc-ipamd.mjs'];
-    await Promise.all(nodes.map((n) => vpc.startDaemon(n, env, daemonArgs)));
+    // Started as the kubelet would: a daemon that exits while starting is started again.
+    await Promise.all(
+      nodes.map(async (n) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            if (attempt === 1) await vpc.startDaemon(n, env, daemonArgs);
+            else await vpc.respawnDaemon(n);
+            return;
+          } catch (e) {
+            let tail = '';
+            try {
+              tail = readFileSync(n.daemonLog, 'utf8').trim().split('\n').slice(-2).join(' | ').slice(0, 600);
+            } catch {}
+            log(`soak: daemon in ${n.ns} did not start (${(e as Error).message}): ${tail}`);
+            if (attempt >= 3 || !n.daemonEnv) throw e;
+          }
+        }
+      }),
+    );
     log(`soak: cluster ${clusterName}, nodes ${nodes.map((n) => `${n.ns}=${n.instance.type}`).join(' ')}`);
     proxy.addRule({ action: MUTATING, share: o.faultShare, mode: MUTATING_FAULTS, delayMs: 1500 });
     proxy.addRule({ share: o.faultShare, mode: ['error-before', 'drop-after'] });

@@ -4,6 +4,7 @@
 
 import type { Logger } from '../../lib/log.ts';
 import type { PodHostRoute } from '../../netutils/pod-routes.ts';
+import { isProviderError } from '../../providers/errors.ts';
 import type { CloudProvider, InterfaceInfo, NodeInfo } from '../../providers/types.ts';
 import type { PoolStatus } from '../api-types.ts';
 import type { BeforeRenameHook } from '../checkpoint.ts';
@@ -165,6 +166,31 @@ export function podOf(req: { podName?: string; podNamespace?: string }): string 
 
 export function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Tries after the first for a start-up read (describe the node, list its interfaces). */
+export const STARTUP_RETRIES = 4;
+
+/**
+ * A cloud read at start-up, tried again (1, 2, 4, 8 s apart) when it fails for a reason that may
+ * pass (a timeout, a 5xx, throttling: an IMDS or API busy for seconds), instead of the process
+ * exiting and the kubelet's back-off making pods wait longer. Anything else fails at once.
+ */
+export async function startupRead<T>(core: DaemonCore, what: string, read: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await read();
+    } catch (err) {
+      const passing = isProviderError(err) && (err.code === 'OTHER' || err.code === 'THROTTLED');
+      if (!passing || attempt >= STARTUP_RETRIES || core.state !== 'starting') throw err;
+      const waitMs = 1000 * 2 ** attempt;
+      core.log.warn(
+        { err: errText(err), attempt: attempt + 1, waitMs },
+        `start-up: cannot ${what} yet; retrying`,
+      );
+      await delay(waitMs);
+    }
+  }
 }
 
 export function delay(ms: number): Promise<void> {

@@ -1,16 +1,33 @@
 // Cloud changes in flight (daemon/intents.ts) on the in-memory cloud: a failed unassign keeps its
 // IPs out of the pool and is sent again; a restart on a checkpoint that holds an unassign or a
 // delete intent holds those IPs back and finishes them; the checkpoint's unknown intents are
-// dropped. The kill -9 cases against LocalStack are in
+// dropped; a start-up describe that fails for a passing reason is tried again. The kill -9 cases against LocalStack are in
 // test/integration/ipam-daemon/localstack-restart-in-flight.test.ts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { DaemonCore } from '../../../../src/ipam-daemon/daemon/core.ts';
 import { INTENT_RETRY_MS, parseIntent } from '../../../../src/ipam-daemon/daemon/intents.ts';
+import { MemoryProvider } from '../../../fakes/memory-provider.ts';
 import { startHarness } from '../harness.ts';
 
 const states = (h: Awaited<ReturnType<typeof startHarness>>) =>
   new Map(h.daemon.status().interfaces.flatMap((i) => (i.ips ?? []).map((x) => [x.ip, x.state] as const)));
+
+describe('start-up reads', () => {
+  test('a describe that fails for a passing reason (5xx, timeout) is tried again, not fatal', async () => {
+    const provider = new MemoryProvider();
+    provider.failNext.describeNode = ['error'];
+    provider.failNext.listInterfaces = ['throttle'];
+    const h = await startHarness({ provider });
+    try {
+      assert.ok(h.daemon.ready);
+      assert.equal(provider.calls.describeNode, 2);
+      assert.equal(provider.calls.listInterfaces, 2);
+    } finally {
+      await h.close();
+    }
+  });
+});
 
 describe('cloud changes in flight', () => {
   test('parseIntent: only the shapes the daemon writes', () => {
