@@ -10,9 +10,14 @@
 //   const daemon = await kube.installChart('vpc', ['--set-string', 'daemon.env.ANNOTATE_POD_IP=true']);
 //   daemon.daemonKubeConfig  -> as the DaemonSet's pod; kube.admin -> the test's
 //   await kube.stop();
+//
+// Faults in front of the real server: TcpRelay (connections cut, server unreachable) and
+// startKubeFaultProxy (503/429 answers to chosen requests, the rest streamed through).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -299,6 +304,108 @@ export class TcpRelay {
     this.cut();
     if (server) await new Promise<void>((res) => server.close(() => res()));
   }
+}
+
+/**
+ * An HTTPS proxy in front of the real API server that answers chosen requests with an overload
+ * status the server itself gives only under real overload (503, or 429 with Retry-After, as API
+ * Priority and Fairness does), and streams everything else through untouched (watches included).
+ * Its certificate is signed by the cluster CA, so clients keep verifying. Bearer tokens only.
+ */
+export interface KubeFaultProxy {
+  url: string;
+  /** The next `times` requests of `method` whose path matches answer `status` (a Status body). */
+  failNext(
+    method: string,
+    path: RegExp,
+    status: 429 | 503,
+    times?: number,
+    when?: (query: URLSearchParams) => boolean,
+  ): void;
+  /** Requests seen, in order: "METHOD path?query". */
+  seen: string[];
+  close(): Promise<void>;
+}
+
+export async function startKubeFaultProxy(kube: KubeApiServer): Promise<KubeFaultProxy> {
+  const cert = await kube.cp.pki.issue('fault-proxy', { cn: 'fault-proxy', ips: ['127.0.0.1'] });
+  const ca = readFileSync(kube.cp.pki.ca.cert);
+  const rules: {
+    method: string;
+    path: RegExp;
+    status: number;
+    left: number;
+    when?: (q: URLSearchParams) => boolean;
+  }[] = [];
+  const seen: string[] = [];
+  const server = createHttpsServer(
+    { cert: readFileSync(cert.cert), key: readFileSync(cert.key) },
+    (req: IncomingMessage, res: ServerResponse) => {
+      const url = new URL(req.url ?? '/', 'https://proxy');
+      seen.push(`${req.method} ${url.pathname}${url.search}`);
+      const rule = rules.find(
+        (r) =>
+          r.left > 0 &&
+          r.method === req.method &&
+          r.path.test(url.pathname) &&
+          (r.when?.(url.searchParams) ?? true),
+      );
+      if (rule) {
+        rule.left--;
+        const reason = rule.status === 429 ? 'TooManyRequests' : 'ServiceUnavailable';
+        const body = JSON.stringify({
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Failure',
+          message: `fault proxy: ${reason}`,
+          reason,
+          code: rule.status,
+        });
+        res.writeHead(rule.status, {
+          'content-type': 'application/json',
+          ...(rule.status === 429 ? { 'retry-after': '1' } : {}),
+        });
+        req.resume();
+        res.end(body);
+        return;
+      }
+      const up = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: kube.cp.apiPort,
+          method: req.method,
+          path: req.url,
+          headers: { ...req.headers, host: `127.0.0.1:${kube.cp.apiPort}` },
+          ca,
+        },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          res.flushHeaders(); // a watch answers its headers long before any event
+          answer.pipe(res);
+        },
+      );
+      up.on('error', () => res.destroy());
+      res.on('close', () => up.destroy());
+      req.pipe(up);
+    },
+  );
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(0, '127.0.0.1', () => res());
+  });
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    failNext(method, path, status, times = 1, when) {
+      rules.push({ method, path, status, left: times, ...(when ? { when } : {}) });
+    },
+    close: () =>
+      new Promise<void>((res) => {
+        server.closeAllConnections();
+        server.close(() => res());
+      }),
+  };
 }
 
 /** Polls until cond() holds; fails the test naming what it waited for. */

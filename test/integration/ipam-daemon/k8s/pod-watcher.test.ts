@@ -7,14 +7,15 @@
 // server serves pods without its watch cache (--watch-cache-sizes=pods#0), so a watch resumed from
 // a revision etcd has compacted gets the server's own "too old resourceVersion" 410.
 //
-// The fake API server (test/fakes/kube-apiserver.ts) stays for one fault the real server cannot be
-// made to produce on demand: an HTTP 5xx/429 answer to the pod list (the last describe). A real
-// server sheds load only when overloaded; API Priority and Fairness with a zero-share, no-borrowing,
-// Reject priority level matched to the daemon's ServiceAccount still admitted its lists (checked
-// on v1.34.4), and a stopped etcd answers only after long timeouts.
+// One fault the real server cannot be made to give on demand is injected in front of it: a 503 and
+// a 429 answer to the pod list (the last test, through an HTTPS fault proxy that passes everything
+// else to the real server). A real server sheds load only when overloaded; API Priority and
+// Fairness with a zero-share, no-borrowing, Reject priority level matched to the daemon's
+// ServiceAccount still admitted its lists (checked on v1.34.4), and a stopped etcd answers only
+// after long timeouts.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { GcAllocation } from '../../../../src/ipam-daemon/k8s/pod-gc-policy.ts';
 import {
@@ -23,12 +24,12 @@ import {
   PodWatcher,
 } from '../../../../src/ipam-daemon/k8s/pod-watcher.ts';
 import type { Reflector } from '../../../../src/ipam-daemon/k8s/reflector.ts';
-import { FakeKubeApiServer } from '../../../fakes/kube-apiserver.ts';
 import {
   type KubeApiServer,
   podRef,
   sleep,
   startKubeApiServer,
+  startKubeFaultProxy,
   TcpRelay,
   until,
 } from '../../../helpers/kube-apiserver.ts';
@@ -299,57 +300,39 @@ describe('pod watcher against the real kube-apiserver', { timeout: 600_000 }, ()
       await relay.down();
     }
   });
-});
 
-describe('pod watcher: a fault only the fake API server can inject', () => {
-  // A real kube-apiserver answers 503/429 only when it is overloaded or etcd is failing, which a
-  // test cannot bring about on demand (see the header); the fake answers the pod list 503 once.
-  const NODE = 'ip-10-0-9-9.ec2.internal';
-  const server = new FakeKubeApiServer({ token: 'node-token' });
-  let kc: KubeConfig;
-
-  before(async () => {
-    await server.start();
-    kc = new KubeConfig();
-    kc.loadFromOptions(server.kubeConfigOptions());
-  });
-  after(async () => {
-    await server.stop();
-  });
-
-  test('a 503 answer to the list: nothing is released until a list succeeds', async () => {
-    const created = new Date(Date.now() - 7_200_000).toISOString().replace(/\.\d+Z$/, 'Z');
-    server.put('pods', {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'api-down', namespace: 'default', creationTimestamp: created },
-      spec: { nodeName: NODE, containers: [] },
-    });
+  test('the API server sheds load on the pod list (503, then 429): nothing is released until a list succeeds', async () => {
+    const node = nodeName();
+    const ns = await kube.namespace('shed');
+    const proxy = await startKubeFaultProxy(kube);
+    const isList = (q: URLSearchParams) => q.get('watch') !== 'true';
+    proxy.failNext('GET', /^\/api\/v1\/pods$/, 503, 1, isList);
+    proxy.failNext('GET', /^\/api\/v1\/pods$/, 429, 1, isList);
     const allocations = new MemoryAllocations();
-    allocations.add('c-api-down', { namespace: 'default', name: 'api-down' });
-    allocations.add('c-ghost', { namespace: 'default', name: 'ghost' });
-    const w = new PodWatcher({
-      nodeName: NODE,
-      allocations,
-      logger,
-      reflector: createNodePodsReflector(kc, kc.makeApiClient(CoreV1Api), NODE, logger),
-      policy: { graceMs: 100, settleMs: 50 },
-      intervalMs: 20,
-    });
-    server.failNext('GET', /^\/api\/v1\/pods$/, 503, 'ServiceUnavailable', 1);
+    allocations.add('c-live', podRef(await kube.createPod(ns, 'live', node)));
+    allocations.add('c-ghost', { namespace: ns, name: 'ghost' }); // no such pod
+    const w = watcherFor(node, allocations, { graceMs: 100 }, proxy.url);
     w.start();
     try {
-      await sleep(200);
-      assert.deepEqual(allocations.releases, []);
       await until(
-        'ghost released once the view is live',
-        () => allocations.releases.includes('c-ghost'),
-        8000,
+        'two refused lists',
+        () =>
+          proxy.seen.filter((r) => r.startsWith('GET /api/v1/pods?') && !r.includes('watch=true')).length >=
+          2,
+        30_000,
       );
-      assert.ok(allocations.items.has('c-api-down'));
-      assert.ok(server.requests.some((q) => q.path === '/api/v1/pods' && q.query.watch === undefined));
+      assert.deepEqual(allocations.releases, [], 'no view, no decision');
+      await until(
+        'ghost released once a list succeeds',
+        () => allocations.releases.includes('c-ghost'),
+        30_000,
+      );
+      assert.ok(allocations.items.has('c-live'));
+      const lists = proxy.seen.filter((r) => r.startsWith('GET /api/v1/pods?') && !r.includes('watch=true'));
+      assert.equal(lists.length, 3, lists.join('\n'));
     } finally {
       await w.stop();
+      await proxy.close();
     }
   });
 });
