@@ -1,5 +1,5 @@
 // The pod watcher's actions on a fixed pod view (a stand-in for the Reflector, which has its own
-// tests against the fake API server in test/integration/ipam-daemon/k8s/): it releases through
+// tests against the real kube-apiserver in test/integration/ipam-daemon/k8s/): it releases through
 // the daemon's releaseIfUnwired, so a pod the API server no longer shows but whose veth or host
 // route is still on the node keeps its IP, and it remembers a bounded number of releases.
 import assert from 'node:assert/strict';
