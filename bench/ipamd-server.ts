@@ -1,4 +1,4 @@
-// The daemon as the benchmark runs it: the real Daemon, datastore, checkpoint and socket server,
+// The daemon as the benchmark runs it: the real Daemon, datastore, checkpoint, metrics and socket server,
 // on the in-memory cloud with a warm pool (an m5.4xlarge: 8 interfaces x 29 pod IPs), so what is
 // measured is the daemon itself, not a cloud. Prints {"socket":...,"pid":...} when ready.
 //
@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getHeapSpaceStatistics } from 'node:v8';
 import { Daemon } from '../src/ipam-daemon/daemon.ts';
+import { DaemonMetrics } from '../src/ipam-daemon/metrics.ts';
 import { startSocketServer } from '../src/ipam-daemon/server.ts';
 import { createLogger, logDestination } from '../src/lib/log.ts';
 import { MemoryProvider } from '../test/fakes/memory-provider.ts';
@@ -47,7 +48,15 @@ const daemon = new Daemon({
 await daemon.start();
 await daemon.reconcileNow();
 const socketPath = join(dir, 'run', 'ipamd.sock');
-const server = await startSocketServer({ socketPath, daemon, logger });
+// Metrics as main.ts wires them (each answered request is observed), without their HTTP server.
+const metrics = new DaemonMetrics();
+metrics.attach(daemon);
+const server = await startSocketServer({
+  socketPath,
+  daemon,
+  logger,
+  onRequest: (route, status, ms) => metrics.onRequest(route, status, ms),
+});
 process.stdout.write(
   `${JSON.stringify({ socket: socketPath, pid: process.pid, pool: daemon.status().total })}\n`,
 );
