@@ -329,7 +329,8 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     name: 'VPC_IPAM_CHECKPOINT',
     default: '/var/lib/vpc-ipam/checkpoint.json',
     accepted: 'an absolute path on a persistent host directory',
-    description: 'Allocation checkpoint: a snapshot plus the journal beside it (<path>.journal-<hex>); every change is on disk before it is answered.',
+    description:
+      'Allocation checkpoint: a snapshot plus the journal beside it (<path>.journal-<hex>); every change is on disk before it is answered.',
     group: 'daemon',
     parse: absPath,
   },
