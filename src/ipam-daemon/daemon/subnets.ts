@@ -5,10 +5,15 @@ import type { CloudProvider, InterfaceInfo } from '../../providers/types.ts';
 import type { EngineSubnet } from '../pool-engine.ts';
 import { type DaemonCore, errText } from './core.ts';
 
+/** Free counts ranked this recently are not re-read for the next grow. */
+export const RANK_FRESH_MS = 10_000;
+
 export class PodSubnets {
   /** Read by the pool engine; backoff and free counts are updated in place. */
   list: EngineSubnet[] = [];
   private readonly core: DaemonCore;
+  /** When rankByFreeIps last read the counts (ms), or null. */
+  private rankedAt: number | null = null;
 
   constructor(core: DaemonCore) {
     this.core = core;
@@ -43,6 +48,10 @@ export class PodSubnets {
    * keep theirs at 0). True when it read them; a failed call keeps the old order.
    */
   async rankByFreeIps(): Promise<boolean> {
+    // The grows of one burst come seconds apart: counts read within RANK_FRESH_MS (and kept
+    // current with our own takes, adjust()) still rank the same, so one read serves them all.
+    const now = this.core.clock.now();
+    if (this.rankedAt !== null && now - this.rankedAt < RANK_FRESH_MS) return false;
     try {
       const infos = await this.core.provider.describeSubnets(this.list.map((s) => s.id));
       for (const s of this.list) {
@@ -53,6 +62,7 @@ export class PodSubnets {
       this.core.log.warn({ err: errText(err) }, 'describeSubnets failed; pod subnets keep their order');
       return false;
     }
+    this.rankedAt = now;
     // Stable: ties keep the discovery order (the node's subnet first).
     this.list = [...this.list].sort((a, b) => (b.availableIps ?? -1) - (a.availableIps ?? -1));
     return true;

@@ -41,6 +41,46 @@ describe('Daemon: discovered subnets ranked by free addresses', () => {
     assert.equal(r.describes, plain.describes + 1, 'free counts re-read once, before the create');
   });
 
+  test('the grows of one burst share one read: counts ranked within 10 s are not re-read', async () => {
+    const provider = new MemoryProvider({
+      subnets: [
+        { id: 'subnet-aaaa0001', cidr: '10.1.0.0/24' },
+        { id: 'subnet-bbbb0002', cidr: '10.2.0.0/24' },
+      ],
+      primarySecondaryIps: 9,
+      maxInterfaces: 4,
+    });
+    const h = await startHarness({
+      provider,
+      pool: { warmEniTarget: 1 },
+      daemon: { podSubnetIds: ['subnet-aaaa0001', 'subnet-bbbb0002'], rankSubnetsByFreeIps: true },
+    });
+    let pods = 0;
+    const grow = async (n: number) => {
+      for (let k = 0; k < n; k++) {
+        await h.daemon.allocate({ containerId: `c${pods++}${'0'.repeat(20)}`, ifName: 'eth0' });
+      }
+      await h.daemon.reconcileNow();
+    };
+    const reads = () => provider.calls.describeSubnets ?? 0;
+    try {
+      await h.daemon.reconcileNow();
+      await grow(1); // WARM_ENI_TARGET=1 over 1 pod: a second interface, subnets ranked first
+      const first = reads();
+      assert.equal(provider.interfaces.length, 2);
+      h.clock.advance(5_000);
+      await grow(9); // a third interface 5 s later: the same ranking serves
+      assert.equal(provider.interfaces.length, 3);
+      assert.equal(reads(), first, 'no re-read within 10 s');
+      h.clock.advance(10_000);
+      await grow(9); // a fourth 15 s after the read: read again
+      assert.equal(provider.interfaces.length, 4);
+      assert.equal(reads(), first + 1);
+    } finally {
+      await h.close();
+    }
+  });
+
   test('without it (POD_SUBNET_IDS) the configured order is kept', async () => {
     const r = await firstNewInterfaceSubnet(false);
     assert.equal(r.subnet, 'subnet-bbbb0002');
