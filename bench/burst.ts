@@ -373,7 +373,7 @@ function report(results: RunResult[]): string {
   const lines = [
     '# Burst of pods against a slow cloud: vpc-ipam vs the AWS VPC CNI v1.23.2',
     '',
-    `Written by \`node bench/burst.ts --write\` on ${new Date().toISOString().slice(0, 10)}, ${cpus().length} vCPUs, load average ${loadavg()
+    `Written by \`node bench/burst.ts ${process.argv.slice(2).join(' ')}\` on ${new Date().toISOString().slice(0, 10)}, ${cpus().length} vCPUs, load average ${loadavg()
       .map((l) => l.toFixed(1))
       .join(
         ' / ',

@@ -10,8 +10,9 @@
 //
 // Bursts: the kubelet starts pods a few at a time, so the requests waiting at any moment undercount
 // a burst. The engine learns the arrival rate from the allocations of the last `burstWindowMs` and,
-// while a burst is under way, grows ahead by as many IPs as arrived in that window (what the next
-// window is expected to bring while new interfaces take seconds to become usable). When the burst
+// while a burst is under way and the pool is short (requests wait, or demand alone is above what it
+// holds), grows ahead by as many IPs as arrived in that window (what the next window is expected to
+// bring while new interfaces take seconds to become usable). When the burst
 // ends the window empties, the target falls back to the warm targets and the surplus goes after
 // the shrink delay. Interfaces still in node setup count as capacity on the way, so growth does not
 // stall until they are usable (their IPs are still handed out only once they are).
@@ -171,8 +172,8 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const cooling = sum(ifs, (i) => i.cooling);
   const free = sum(ifs, (i) => i.freeIps.length);
   const used = assigned + cooling;
-  const ahead = burstAhead(state.recentAllocations ?? [], now, targets);
-  const demand = used + state.pending + ahead;
+  const burst = burstAhead(state.recentAllocations ?? [], now, targets);
+  const demand = used + state.pending;
 
   const availableSubnets = subnetsUsable(state.subnets, now);
   const blockedSubnets = new Set(
@@ -197,18 +198,21 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const ceiling = Math.max(used, Math.min(ifCapacity, podCap));
   const maxPods = maxPodsFor(limits);
 
-  let desired: number;
-  let targetWords: string;
-  if (ipMode) {
-    const warm = targets.warmIpTarget ?? 0;
-    const floor = targets.minimumIpTarget ?? 0;
-    desired = Math.max(demand + warm, floor);
-    targetWords = `WARM_IP_TARGET=${targets.warmIpTarget ?? 'unset'} MINIMUM_IP_TARGET=${targets.minimumIpTarget ?? 'unset'}`;
-  } else {
-    const inUseIfs = perIf === 0 ? 0 : Math.ceil(demand / perIf);
-    desired = (inUseIfs + targets.warmEniTarget) * perIf;
-    targetWords = `WARM_ENI_TARGET=${targets.warmEniTarget}`;
-  }
+  const warm = targets.warmIpTarget ?? 0;
+  const floor = targets.minimumIpTarget ?? 0;
+  const targetFor = (d: number) =>
+    ipMode
+      ? Math.max(d + warm, floor)
+      : ((perIf === 0 ? 0 : Math.ceil(d / perIf)) + targets.warmEniTarget) * perIf;
+  const targetWords = ipMode
+    ? `WARM_IP_TARGET=${targets.warmIpTarget ?? 'unset'} MINIMUM_IP_TARGET=${targets.minimumIpTarget ?? 'unset'}`
+    : `WARM_ENI_TARGET=${targets.warmEniTarget}`;
+  let desired = targetFor(demand);
+  // Grow ahead of a burst only when the pool is short anyway (requests wait, or demand alone is
+  // above what it holds): a burst the pool is keeping up with, or one that has just been served,
+  // adds nothing that would only be given back.
+  const ahead = burst > 0 && (state.pending > 0 || desired > total) ? burst : 0;
+  if (ahead > 0) desired = targetFor(demand + ahead);
   desired = Math.max(used, Math.min(desired, ceiling));
 
   const actions: PoolAction[] = [];

@@ -154,6 +154,25 @@ describe('pool engine: growing ahead of a burst', () => {
     assert.deepEqual(calm.actions, [{ kind: 'create', subnetId: 'subnet-a', ipCount: 9 }]);
   });
 
+  test('a burst the pool keeps up with, or one just served, grows nothing ahead', () => {
+    // The end of a 110-pod burst on an m5.4xlarge: every pod has its IP, one whole interface is
+    // free (WARM_ENI_TARGET=1), 81 pods arrived within the window. Growing ahead now would create
+    // three interfaces only to delete them after the shrink delay.
+    const ifs = [iface(0, 29, 29), iface(1, 29, 29), iface(2, 29, 29), iface(3, 29, 23), iface(4, 29, 0)];
+    const end = plan(state(ifs, { recentAllocations: arrivals(81, 9000) }), m54xlarge, targets(), NOW);
+    assert.equal(end.ahead, 0);
+    assert.deepEqual(end.actions, []);
+    // The same arrivals with requests waiting: the pool is short, so it grows ahead.
+    const short = plan(
+      state(ifs, { pending: 3, recentAllocations: arrivals(81, 9000) }),
+      m54xlarge,
+      targets(),
+      NOW,
+    );
+    assert.equal(short.ahead, 81);
+    assert.equal(short.actions.length, 3);
+  });
+
   test('a trickle of pods (below burstMinArrivals) grows exactly as without the window', () => {
     const s = state([iface(0, 9, 3)], { recentAllocations: arrivals(3, 9000) });
     const p = plan(s, m5large, targets(), NOW);
