@@ -254,9 +254,10 @@ export class CloudIntents {
           }
         }
         if (rec) {
+          const ips = ds.ipsOf(intent.interfaceId).length;
           core.parts.drift.noteRecent(core.parts.drift.recent.deletedInterfaces, [intent.interfaceId]);
           core.parts.interfaces.forget(intent.interfaceId);
-          core.parts.subnets.adjust(rec.subnetId, -(ds.ipsOf(intent.interfaceId).length + 1));
+          core.parts.subnets.adjust(rec.subnetId, -(ips + 1));
           await core.parts.interfaces.runNodeSetup();
         }
         core.log.info({ interfaceId: intent.interfaceId }, 'finished an interrupted delete');
