@@ -188,7 +188,9 @@ export async function startupRead<T>(core: DaemonCore, what: string, read: () =>
         { err: errText(err), attempt: attempt + 1, waitMs },
         `start-up: cannot ${what} yet; retrying`,
       );
-      await delay(waitMs);
+      // A timer that holds the process: nothing else does yet (no socket), and an unref'd one
+      // would let Node exit (13, top-level await unsettled) in the middle of the wait.
+      await new Promise((r) => setTimeout(r, waitMs));
     }
   }
 }
