@@ -3,7 +3,8 @@
 // Unix socket (POST /v1/cni) and relays the answer: the daemon runs every CNI semantic in
 // TypeScript (src/cni/run.ts). When the daemon cannot be reached (socket missing or refused, or a
 // daemon without /v1/cni), it runs the Node plugin beside it (vpc-cni-node) with the same env and
-// stdin instead, so a DEL still cleans up while the daemon is down. It forwards only CNI_*
+// stdin instead, so a DEL still cleans up while the daemon is down (an ADD with nothing on the
+// socket gets "try again later" at once: nothing could allocate its IP). It forwards only CNI_*
 // variables and holds no credentials.
 package main
 
@@ -61,7 +62,11 @@ const planVersion = 1
 const maxPlans = 4
 
 // errUnreachable: nothing was sent (or the daemon has no /v1/cni): the fallback may run.
-var errUnreachable = errors.New("daemon unreachable")
+// errNoDaemon (one of those): nothing listens on the socket.
+var (
+	errUnreachable = errors.New("daemon unreachable")
+	errNoDaemon    = fmt.Errorf("%w: no daemon on the socket", errUnreachable)
+)
 
 func main() {
 	stdin, err := io.ReadAll(io.LimitReader(os.Stdin, maxStdin+1))
@@ -69,7 +74,7 @@ func main() {
 		fail("", fmt.Sprintf("cannot read the network config from stdin (at most %d bytes)", maxStdin), 7)
 	}
 	var conf netConf
-	_ = json.Unmarshal(stdin, &conf) // a bad config is the daemon's (or fallback's) to report
+	badJSON := json.Unmarshal(stdin, &conf) != nil // the daemon's (or fallback's) to report
 	socket := defaultSocket
 	if strings.HasPrefix(conf.SocketPath, "/") {
 		socket = conf.SocketPath
@@ -87,6 +92,11 @@ func main() {
 	body, _ := json.Marshal(map[string]any{"env": env, "stdin": string(stdin), "apply": planVersion})
 	deadline := time.Now().Add(timeout + margin)
 	out, err := forward(socket, "/v1/cni", body, deadline)
+	if errors.Is(err, errNoDaemon) && env["CNI_COMMAND"] == "ADD" && !badJSON {
+		// The fallback could only say the same after starting a 126 MB executable (there is no
+		// daemon to allocate from), on every retry of the runtime while the daemon restarts.
+		fail(conf.CniVersion, fmt.Sprintf("vpc-ipamd is not reachable on %s (%v); try again later", socket, err), codeTryAgain)
+	}
 	if errors.Is(err, errUnreachable) {
 		os.Exit(runFallback(stdin, err))
 	}
@@ -119,7 +129,7 @@ func forward(socket, path string, body []byte, deadline time.Time) (answer, erro
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) && (errno == syscall.ENOENT || errno == syscall.ECONNREFUSED || errno == syscall.EACCES) {
-			return a, fmt.Errorf("%w: %v", errUnreachable, err)
+			return a, fmt.Errorf("%w: %v", errNoDaemon, err)
 		}
 		return a, err
 	}

@@ -3,6 +3,7 @@
 // an older daemon without /v1/cni, a 500), and with no daemon at all (the Node fallback answers).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,7 +102,8 @@ describe('vpc-cni shim', () => {
     );
     assert.equal(missing.code, 0);
     assert.ok((missing.out?.supportedVersions as string[] | undefined)?.includes('1.1.0'));
-    // ADD without a daemon: the fallback says why, as "try again later".
+    // ADD without a daemon: the shim says why, as "try again later", without starting the fallback
+    // (it could only say the same: nothing can allocate).
     const add = await runShim(
       bin,
       {
@@ -121,7 +123,8 @@ describe('vpc-cni shim', () => {
     );
     assert.equal(add.code, 1);
     assert.equal(add.out?.code, 11);
-    assert.match(String(add.out?.msg), /not reachable/);
+    assert.match(String(add.out?.msg), /vpc-ipamd is not reachable on .*none\.sock.*try again later/);
+    assert.ok(!existsSync(join(dir, 'fb.log')), 'the Node fallback did not run (it would log the ADD)');
     const sock = join(dir, 'old.sock');
     const d = await standIn(sock, () => ({
       status: 404,
