@@ -60,6 +60,18 @@ export interface PluginDeps {
   apply?: (plan: NetPlan) => Promise<void>;
 }
 
+/**
+ * PluginDeps.apply's rejection when a later DEL or ADD of the same attachment took over while this
+ * ADD waited (its shim was killed): the ADD stops and touches nothing, the later command owns the
+ * attachment (the veth, the IP-keyed routes and rules, the allocation).
+ */
+export class ApplyCancelledError extends Error {
+  constructor(why: string) {
+    super(`ADD cancelled: ${why}`);
+    this.name = 'ApplyCancelledError';
+  }
+}
+
 export function versionInfo(requested: string | undefined): Record<string, unknown> {
   return { cniVersion: requested ?? '1.1.0', supportedVersions: [...SUPPORTED_VERSIONS] };
 }
@@ -177,12 +189,28 @@ export async function cmdAdd(
     }
   } catch (e) {
     const msg = (e as Error).message;
-    deps.log.error('wiring failed; rolling back', { error: msg });
-    await rollback(env, conf, deps, hostName, alloc.ip);
-    try {
-      await deps.daemon.release({ containerId: env.containerId, ifName: env.ifName });
-    } catch (re) {
-      deps.log.warn('release after failed ADD did not succeed', { error: (re as Error).message });
+    if (e instanceof ApplyCancelledError) {
+      deps.log.warn('ADD cancelled by a later command of this attachment; leaving everything to it', {
+        error: msg,
+      });
+      throw new CniError(ErrorCode.TRY_AGAIN_LATER, msg);
+    }
+    // Rules and routes are keyed by IP: touch them (and release) only while this attachment still
+    // holds this IP and it is routed to no other veth — a DEL may have freed it for another pod.
+    const ours = await stillHolds(env, deps, hostName, alloc.ip);
+    deps.log.error(
+      ours ? 'wiring failed; rolling back' : 'wiring failed; the attachment moved on, no rollback',
+      {
+        error: msg,
+      },
+    );
+    if (ours) {
+      await rollback(env, conf, deps, hostName, alloc.ip);
+      try {
+        await deps.daemon.release({ containerId: env.containerId, ifName: env.ifName });
+      } catch (re) {
+        deps.log.warn('release after failed ADD did not succeed', { error: (re as Error).message });
+      }
     }
     throw new CniError(ErrorCode.WIRING_FAILED, `failed to wire pod interface ${env.ifName}: ${msg}`);
   }
@@ -248,6 +276,20 @@ function base(env: CniEnv, alloc: Allocation) {
 
 function ms(since: number): number {
   return Math.round((performance.now() - since) * 10) / 10;
+}
+
+/**
+ * True while the daemon still holds `ip` for this attachment and no other veth has its /32 route.
+ * Unsure (the daemon did not answer): false, so nothing another pod may own is touched.
+ */
+async function stillHolds(env: CniEnv, deps: PluginDeps, hostName: string, ip: string): Promise<boolean> {
+  try {
+    const held = await deps.daemon.getAllocation({ containerId: env.containerId, ifName: env.ifName });
+    return held?.ip === ip && !(await routedElsewhere(deps.ip, hostName, ip));
+  } catch (e) {
+    deps.log.warn('cannot tell whether the attachment still holds its IP', { error: (e as Error).message });
+    return false;
+  }
 }
 
 async function rollback(

@@ -10,13 +10,21 @@
 // run here (on failure: rollback, release, CNI error) and the shim gets the final answer (or, after
 // a "File exists" cleanup, one more plan). So the daemon's event loop never forks per ADD. Other
 // shims and ipvlan mode: the daemon runs `ip -batch` processes itself (argument arrays, no shell).
+//
+// One attachment, one command at a time: an ADD and a DEL of the same container id + ifname run one
+// after the other here, and a DEL or a new ADD first cancels an ADD still waiting for its shim (the
+// runtime killed that shim). The cancelled ADD stops without touching anything (ApplyCancelledError):
+// the command that cancelled it owns the attachment, and a rollback 20 s later could otherwise
+// delete the routes and rules of another pod that got the IP meanwhile.
 
 import { randomUUID } from 'node:crypto';
 import { clientOver, type Transport } from '../cni/daemon-client.ts';
+import { ApplyCancelledError } from '../cni/plugin.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
 import { CniError, ErrorCode, formatError, LATEST_VERSION } from '../cni/spec.ts';
 import { checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
 import type { ApiError } from './api-types.ts';
+import { KeyedMutex } from './key-lock.ts';
 import type { Routes } from './server.ts';
 import { MAX_GC_BODY_BYTES, ValidationError } from './validate.ts';
 
@@ -34,7 +42,10 @@ export const MAX_CNI_BODY_BYTES = MAX_GC_BODY_BYTES;
 
 /** The plan format the shim declares it applies (`apply` in POST /v1/cni). */
 export const NET_PLAN_VERSION = 1;
-/** How long an ADD waits for the shim's report before it rolls back (the runtime DELs anyway). */
+/**
+ * How long an ADD waits for the shim's report before it rolls back (the runtime DELs anyway; that
+ * DEL cancels the wait at once). VPC_IPAM_CNI_APPLY_TIMEOUT overrides it.
+ */
 export const APPLY_REPORT_TIMEOUT_MS = 20_000;
 
 export interface CniRequest {
@@ -95,6 +106,9 @@ export function parseAppliedReport(body: unknown): AppliedReport {
 class ShimSession {
   private respond: ((a: ShimAnswer) => void) | undefined;
   private waiting: { done(err: Error | null): void } | undefined;
+  private ticket: string | undefined;
+  /** Why a later command of the same attachment took over (set once). */
+  private cancelled: string | undefined;
   private readonly sessions: ShimSessions;
   private readonly timeoutMs: number;
   constructor(sessions: ShimSessions, timeoutMs: number) {
@@ -117,10 +131,12 @@ class ShimSession {
 
   readonly apply = (plan: NetPlan): Promise<void> =>
     new Promise((resolve, reject) => {
+      if (this.cancelled !== undefined) throw new ApplyCancelledError(this.cancelled);
       checkNetPlan(plan);
       const ticket = randomUUID();
       const timer = setTimeout(() => {
         this.sessions.forget(ticket);
+        this.ticket = undefined;
         this.waiting = undefined;
         reject(new Error(`the shim did not report the wiring within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
@@ -132,6 +148,7 @@ class ShimSession {
           else resolve();
         },
       };
+      this.ticket = ticket;
       this.sessions.hold(ticket, this);
       this.answer({ apply: plan, ticket });
     });
@@ -140,25 +157,79 @@ class ShimSession {
     const next = this.next();
     const w = this.waiting;
     this.waiting = undefined;
+    this.ticket = undefined;
     w?.done(error === null ? null : new Error(error));
     return next;
   }
+
+  /**
+   * A later command of the same attachment took over: a wait for the shim ends now, and any later
+   * apply is refused, both with ApplyCancelledError (the ADD then touches nothing). The ticket is
+   * forgotten, so a shim that reports after all is told the ADD is gone.
+   */
+  cancel(why: string): void {
+    if (this.cancelled !== undefined) return;
+    this.cancelled = why;
+    if (this.ticket !== undefined) this.sessions.forget(this.ticket);
+    this.ticket = undefined;
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.done(new ApplyCancelledError(why));
+  }
 }
 
-/** The ADDs waiting for a shim's report, by ticket. */
+/** The attachment a forwarded command is for (raw env: runCni validates it), or null. */
+export function attachmentOf(env: Record<string, string>): string | null {
+  const id = env.CNI_CONTAINERID;
+  const ifName = env.CNI_IFNAME;
+  return id && ifName ? `${id}/${ifName}` : null;
+}
+
+/**
+ * The ADDs waiting for a shim's report, by ticket; and the commands of each attachment, one at a
+ * time, where a DEL or a new ADD cancels the ADD before it (see the header).
+ */
 export class ShimSessions {
   private readonly open = new Map<string, ShimSession>();
+  /** The ADD of each attachment that may still hand out a plan. */
+  private readonly adds = new Map<string, ShimSession>();
+  private readonly locks = new KeyedMutex();
   private readonly timeoutMs: number;
   constructor(timeoutMs = APPLY_REPORT_TIMEOUT_MS) {
     this.timeoutMs = timeoutMs;
   }
 
-  /** Runs a command whose wiring the shim applies; resolves with the shim's first answer. */
-  start(run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>): Promise<ShimAnswer> {
+  /**
+   * Runs an ADD or DEL of `key` after the commands of `key` before it; an ADD of `key` still
+   * waiting for its shim is cancelled first, so that wait ends now. `session`: this ADD's, which a
+   * later command may cancel in turn. Other commands (and no key) run at once.
+   */
+  serialize<T>(
+    command: string | undefined,
+    key: string | null,
+    session: ShimSession | undefined,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    if (key === null || (command !== 'ADD' && command !== 'DEL')) return run();
+    this.adds.get(key)?.cancel(`a later ${command} of ${key} took over`);
+    if (command === 'ADD' && session) this.adds.set(key, session);
+    return this.locks.run(key, run).finally(() => {
+      if (session && this.adds.get(key) === session) this.adds.delete(key);
+    });
+  }
+
+  /**
+   * Runs a command whose wiring the shim applies; resolves with the shim's first answer (the
+   * command goes on until the shim has reported). `of`: the command and attachment (serialize).
+   */
+  start(
+    run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>,
+    of: { command?: string; key: string | null } = { key: null },
+  ): Promise<ShimAnswer> {
     const session = new ShimSession(this, this.timeoutMs);
     const first = session.next();
     // runCni never rejects; should it ever, the shim still gets a CNI error, and nothing is unhandled.
-    run(session.apply).then(
+    this.serialize(of.command, of.key, session, () => run(session.apply)).then(
       (outcome) => session.answer(outcome),
       (e: unknown) => {
         const err = new CniError(ErrorCode.INTERNAL, `internal error: ${(e as Error)?.message ?? e}`);
@@ -223,6 +294,9 @@ export function runForShim(
 ): Promise<ShimAnswer> {
   const client = clientOver(inProcessTransport(routes, toApiError));
   const ctx = { daemon: () => client, via: 'daemon' as const, started: performance.now() };
-  if (req.apply !== NET_PLAN_VERSION) return runCni(req.env, req.stdin, ctx);
-  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply }));
+  const of = { command: req.env.CNI_COMMAND, key: attachmentOf(req.env) };
+  if (req.apply !== NET_PLAN_VERSION) {
+    return sessions.serialize(of.command, of.key, undefined, () => runCni(req.env, req.stdin, ctx));
+  }
+  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply }), of);
 }

@@ -392,6 +392,15 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     parse: seconds(0, 86400),
   },
   {
+    name: 'VPC_IPAM_CNI_APPLY_TIMEOUT',
+    default: '20',
+    accepted: 'seconds > 0 (decimals allowed)',
+    description:
+      "How long a veth ADD waits for the CNI shim's report that it applied the wiring, then rolls back. A DEL or a new ADD of the same attachment ends the wait at once (the ADD then touches nothing); lowered only by tests.",
+    group: 'daemon',
+    parse: seconds(0.01, 600),
+  },
+  {
     name: 'VPC_IPAM_SHUTDOWN_TIMEOUT',
     default: '10',
     accepted: 'seconds >= 0 (decimals allowed)',
@@ -601,6 +610,8 @@ export interface DaemonConfig {
   shutdownTimeoutMs: number;
   /** VPC_IPAM_GC_GRACE: CNI GC skips allocations younger than this. */
   gcGraceMs: number;
+  /** VPC_IPAM_CNI_APPLY_TIMEOUT: a veth ADD's wait for the shim's wiring report. */
+  cniApplyTimeoutMs: number;
   nodeSetup: boolean;
   /** Taking nodes over from the AWS VPC CNI (takeover/); only used with cloud aws. */
   takeover: { enabled: boolean; awsCheckpointPath: string; awsVethPrefix: string };
@@ -704,6 +715,7 @@ export function loadConfig(env: Env): DaemonConfig {
       : null,
     shutdownTimeoutMs: Math.round((get<number>('VPC_IPAM_SHUTDOWN_TIMEOUT') ?? 10) * 1000),
     gcGraceMs: Math.round((get<number>('VPC_IPAM_GC_GRACE') ?? 60) * 1000),
+    cniApplyTimeoutMs: Math.round((get<number>('VPC_IPAM_CNI_APPLY_TIMEOUT') ?? 20) * 1000),
     nodeSetup: get<boolean>('VPC_IPAM_NODE_SETUP') ?? true,
     takeover: {
       enabled: get<boolean>('VPC_IPAM_AWS_CNI_TAKEOVER') ?? true,

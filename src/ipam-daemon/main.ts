@@ -182,6 +182,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     daemon,
     logger: log,
     onRequest: (route, status, ms) => metrics.onRequest(route, status, ms),
+    applyReportTimeoutMs: config.cniApplyTimeoutMs,
   });
   if (config.cniConflist) {
     // Only now, with the socket answering: until the conflist exists kubelet keeps the node NotReady

@@ -40,6 +40,8 @@ export interface ServerOptions {
   onRequest?: (route: string, status: number, durationMs: number) => void;
   /** Open connections at most; more are closed at once (default MAX_SOCKET_CONNECTIONS). */
   maxConnections?: number;
+  /** How long an ADD waits for the shim's wiring report (default APPLY_REPORT_TIMEOUT_MS). */
+  applyReportTimeoutMs?: number;
 }
 
 /** Far above a node's concurrent CNI commands; bounds what one local client can hold open. */
@@ -66,8 +68,8 @@ export type Routes = Record<string, Partial<Record<'GET' | 'POST', Handler>>>;
  * runs a CNI command for the shim (cni-host.ts), so both paths share one validation and one set
  * of answers.
  */
-export function apiRoutes(daemon: Daemon): Routes {
-  const shims = new ShimSessions();
+export function apiRoutes(daemon: Daemon, applyReportTimeoutMs?: number): Routes {
+  const shims = new ShimSessions(applyReportTimeoutMs);
   const routes: Routes = {
     '/v1/allocate': {
       POST: async (body) => daemon.allocate(parseAllocateRequest(await body())),
@@ -124,7 +126,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   const { daemon, logger: log } = opts;
   await prepareSocketPath(opts.socketPath);
 
-  const routes = apiRoutes(daemon);
+  const routes = apiRoutes(daemon, opts.applyReportTimeoutMs);
 
   const server = createServer(
     {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { ApplyCancelledError } from '../../../src/cni/plugin.ts';
 import type { NetPlan } from '../../../src/cni/wiring/net-ops.ts';
 import {
   inProcessTransport,
@@ -205,6 +206,99 @@ describe('wiring applied by the shim (ShimSessions)', () => {
     assert.ok('stdout' in a);
     assert.equal(a.exitCode, 1);
     assert.match(a.stdout, /"code":999.*internal error: boom/);
+  });
+
+  test('a DEL of the same attachment cancels an ADD waiting for its shim at once, and runs after it', async () => {
+    const sessions = new ShimSessions(60_000); // the shim was kill -9'd: it will never report
+    const order: string[] = [];
+    let addFailure: unknown;
+    const key = 'c1/eth0';
+    const add = await sessions.start(
+      async (apply) => {
+        await apply(plan).catch((e: unknown) => {
+          addFailure = e;
+        });
+        order.push('ADD ended');
+        return final('add\n');
+      },
+      { command: 'ADD', key },
+    );
+    assert.ok('ticket' in add);
+    const started = performance.now();
+    const del = await sessions.serialize('DEL', key, undefined, async () => {
+      order.push('DEL ran');
+      return final('del\n');
+    });
+    assert.ok(performance.now() - started < 1_000, 'the DEL did not wait for the report timeout');
+    assert.deepEqual(del, final('del\n'));
+    assert.ok(addFailure instanceof ApplyCancelledError, String(addFailure));
+    assert.match((addFailure as Error).message, /a later DEL of c1\/eth0 took over/);
+    assert.deepEqual(order, ['ADD ended', 'DEL ran'], 'the DEL runs only once the ADD has stopped');
+    assert.equal(sessions.size, 0);
+    assert.throws(() => sessions.report({ ticket: add.ticket, error: null }), /unknown or expired/);
+  });
+
+  test('a new ADD of the same attachment cancels the old one, even before it handed out its plan', async () => {
+    const sessions = new ShimSessions(60_000);
+    const key = 'c1/eth0';
+    let allocated!: () => void;
+    const allocating = new Promise<void>((r) => {
+      allocated = r;
+    });
+    let oldFailure: unknown;
+    // The old ADD is still allocating (its answer will never be read: the runtime gave up on it).
+    void sessions.start(
+      async (apply) => {
+        await allocating;
+        await apply(plan).catch((e: unknown) => {
+          oldFailure = e;
+        });
+        return final('old\n');
+      },
+      { command: 'ADD', key },
+    );
+    const retried = sessions.start(
+      async (apply) => {
+        await apply(plan);
+        return final('new\n');
+      },
+      { command: 'ADD', key },
+    );
+    allocated();
+    const second = await retried;
+    assert.ok(
+      oldFailure instanceof ApplyCancelledError,
+      'the old ADD hands out no plan after it was cancelled',
+    );
+    assert.ok('ticket' in second, 'the retried ADD gets its own plan');
+    assert.equal(sessions.size, 1);
+    assert.deepEqual(await sessions.report({ ticket: second.ticket, error: null }), final('new\n'));
+  });
+
+  test('other attachments and CHECK cancel nothing; a late report after cancel is refused', async () => {
+    const sessions = new ShimSessions(60_000);
+    const add = await sessions.start(
+      async (apply) => {
+        await apply(plan);
+        return final('a\n');
+      },
+      { command: 'ADD', key: 'c1/eth0' },
+    );
+    assert.ok('ticket' in add);
+    await sessions.serialize('DEL', 'c2/eth0', undefined, async () => final('other\n'));
+    await sessions.serialize('CHECK', 'c1/eth0', undefined, async () => final('check\n'));
+    await sessions.serialize('DEL', 'c1/net1', undefined, async () => final('other if\n'));
+    assert.equal(sessions.size, 1, 'still waiting for its own shim');
+    assert.deepEqual(await sessions.report({ ticket: add.ticket, error: null }), final('a\n'));
+  });
+
+  test('a restarted daemon knows no ticket of the old one: the shim gets an error, nothing runs', () => {
+    // The sessions live only in the process: a shim reporting to a new daemon is refused (it then
+    // fails the ADD with "try again later"; the runtime's DEL cleans up through the new daemon).
+    assert.throws(
+      () => new ShimSessions().report({ ticket: '0b7e4f4c-3f7e-4e56-a0a4-4bb1c43d1f0e', error: null }),
+      ValidationError,
+    );
   });
 
   test('report and request shapes', () => {
