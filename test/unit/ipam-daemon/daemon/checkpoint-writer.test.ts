@@ -69,6 +69,48 @@ describe('checkpoint writer', () => {
     await writer.finish(true);
   });
 
+  test('random pool changes: after every write the checkpoint read back equals the datastore', async () => {
+    const path = join(dir, 'r', 'checkpoint.json');
+    const { clock, ds, writer } = setup(path);
+    ds.addIps(
+      'eni-1',
+      Array.from({ length: 12 }, (_, i) => `10.0.0.${20 + i}`),
+    );
+    await writer.persist();
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    let nextIp = 40;
+    const sorted = <T>(xs: T[]) => xs.map((x) => JSON.stringify(x)).sort();
+    for (let step = 0; step < 300; step++) {
+      // A few changes between two writes, as concurrent requests and the pool loop make them.
+      for (let n = rnd(4) + 1; n > 0; n--) {
+        const op = rnd(6);
+        const k = key(rnd(10));
+        if (op <= 1 && !ds.get(k)) ds.assign(k, clock.now());
+        else if (op === 2) ds.release(k, clock.now());
+        else if (op === 3) {
+          clock.advance(rnd(20_000));
+          ds.tick(clock.now());
+        } else if (op === 4) {
+          // The pool gives a free or cooling IP back to the cloud.
+          const ip = [...ds.coolingEntries().map((c) => c.ip), '10.0.0.20'][rnd(2)];
+          if (ip && ds.ipState(ip)?.state !== 'assigned') ds.dropIps([ip]);
+        } else ds.addIps('eni-1', [`10.0.0.${nextIp++ % 250}`]);
+      }
+      await writer.persist();
+      const cp = await loadCheckpoint(path);
+      assert.equal(cp.kind, 'ok');
+      if (cp.kind !== 'ok') return;
+      assert.deepEqual(sorted(cp.data.allocations), sorted(ds.list()), `step ${step}: allocations`);
+      assert.deepEqual(sorted(cp.data.cooling), sorted(ds.coolingEntries()), `step ${step}: cooling`);
+    }
+    assert.ok(writer.writes.journalLines > 100, `${writer.writes.journalLines} journal records`);
+    await writer.finish(true);
+  });
+
   test('intents are durable when setIntent resolves, survive compaction, and are cleared by null', async () => {
     const path = join(dir, 'b', 'checkpoint.json');
     const { writer } = setup(path);
