@@ -423,23 +423,35 @@ export function stopChild(child: ChildProcess): Promise<void> {
 }
 
 export function daemonGet(socketPath: string, path: string): Promise<{ status: number; body: unknown }> {
+  return daemonCall(socketPath, 'GET', path);
+}
+
+/** One request on the daemon's socket; `body` is sent as JSON. */
+export function daemonCall(
+  socketPath: string,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  timeoutMs = 3000,
+): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', agent: false, timeout: 3000 }, (res) => {
+    const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+    const req = request({ socketPath, path, method, headers, agent: false, timeout: timeoutMs }, (res) => {
       let text = '';
       res.on('data', (c: Buffer) => {
         text += c.toString();
       });
       res.on('end', () => {
-        let body: unknown = text;
+        let parsed: unknown = text;
         try {
-          body = JSON.parse(text);
+          parsed = JSON.parse(text);
         } catch {}
-        resolve({ status: res.statusCode ?? 0, body });
+        resolve({ status: res.statusCode ?? 0, body: parsed });
       });
     });
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
 
