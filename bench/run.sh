@@ -14,3 +14,5 @@ node bench/cni-add-del.ts --iterations 60 --concurrency 50 --write
 echo "== bench/burst.ts (a burst of pods against a slow cloud: vpc-ipam vs the AWS VPC CNI)"
 node bench/burst.ts --runs m5.large:30 --write
 node bench/burst.ts --runs m5.4xlarge:110 --write --out burst-m5.4xlarge.md
+echo "== bench/daemon-restart.ts (vpc-ipamd kill -9 to ready: the bundle vs the sources)"
+node bench/daemon-restart.ts --restarts 8 --write
