@@ -10,6 +10,7 @@
 // Needs: root, iproute2, iptables, nsenter, LocalStack on VPC_IPAM_EC2_ENDPOINT. Unit level:
 // test/unit/ipam-daemon/cni-host.test.ts (session cancel), test/unit/cni/plugin-add-rollback.test.ts.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,8 +71,8 @@ describe('an ADD whose shim was killed never rolls back over a later command (lo
     return { ...s, ip: (o.out!.ips as { address: string }[])[0]!.address.split('/')[0]!, result: o.out! };
   }
 
-  /** An ADD through a shim that takes the plan and dies: answers the IP the plan wires. */
-  async function addShimKilled(s: { id: string; nsPath: string }): Promise<string> {
+  /** An ADD through a shim that takes the plan and dies: the IP the plan wires, and its ticket. */
+  async function addShimKilled(s: { id: string; nsPath: string }): Promise<{ ip: string; ticket: string }> {
     const r = await daemonCall(
       node.socketPath,
       'POST',
@@ -92,7 +93,8 @@ describe('an ADD whose shim was killed never rolls back over a later command (lo
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const body = r.body as { apply?: unknown; ticket?: string };
     assert.ok(body.apply && body.ticket, `the daemon handed out a plan: ${JSON.stringify(r.body)}`);
-    return (await held(s.id)) ?? assert.fail(`${s.id} holds no IP after its plan was handed out`);
+    const ip = (await held(s.id)) ?? assert.fail(`${s.id} holds no IP after its plan was handed out`);
+    return { ip, ticket: body.ticket };
   }
 
   async function held(id: string): Promise<string | null> {
@@ -206,7 +208,7 @@ describe('an ADD whose shim was killed never rolls back over a later command (lo
   test("DEL after the killed ADD, the IP goes to pod B at once: B's route, rule and traffic survive", async () => {
     const fillers = await oneFreeOnPrimary();
     const a = await sandbox();
-    const ip = await addShimKilled(a);
+    const { ip } = await addShimKilled(a);
     const started = performance.now();
     await del(a.id, a.nsPath); // the runtime's DEL after the failed ADD (no prevResult: none came)
     assert.ok(performance.now() - started < scaled(15_000), 'the DEL did not wait for the stale ADD');
@@ -221,11 +223,33 @@ describe('an ADD whose shim was killed never rolls back over a later command (lo
 
   test('a retried ADD of the same attachment keeps its veth, its rule and its IP', async () => {
     const c = await sandbox();
-    const ip = await addShimKilled(c);
+    const { ip } = await addShimKilled(c);
     const retried = await add(c); // the runtime retries the same container id + ifname
     assert.equal(retried.ip, ip, 'the retry is handed the attachment it already holds');
     await new Promise((r) => setTimeout(r, PAST_TIMEOUT_MS));
     await assertWired(retried);
     await del(retried.id, retried.nsPath, retried.result);
+  });
+
+  test('the daemon is kill -9ed while the ADD waits: the new one refuses the ticket, and no rollback follows', async () => {
+    // The open session dies with the process (no timer survives it); this guards that it stays so.
+    const fillers = await oneFreeOnPrimary();
+    const a = await sandbox();
+    const { ip, ticket } = await addShimKilled(a);
+    const old = node.daemon ?? assert.fail('no daemon');
+    const exited = once(old, 'exit');
+    old.kill('SIGKILL');
+    await exited;
+    await vpc.respawnDaemon(node);
+    const late = await daemonCall(node.socketPath, 'POST', '/v1/cni/applied', { ticket, error: null });
+    assert.equal(late.status, 400, 'a report to the restarted daemon is refused (the shim answers 11)');
+    assert.equal(await held(a.id), ip, "the checkpoint kept the allocation for the runtime's DEL");
+    await del(a.id, a.nsPath);
+    const b = await add(await sandbox());
+    assert.equal(b.ip, ip, 'precondition: B got the IP the interrupted ADD had');
+    await new Promise((r) => setTimeout(r, PAST_TIMEOUT_MS));
+    await assertWired(b);
+    await del(b.id, b.nsPath, b.result);
+    for (const f of fillers) await unhold(f);
   });
 });

@@ -275,6 +275,29 @@ describe('wiring applied by the shim (ShimSessions)', () => {
     assert.deepEqual(await sessions.report({ ticket: second.ticket, error: null }), final('new\n'));
   });
 
+  test('without a plan (ipvlan, an older shim) the DEL of an attachment waits for its ADD to finish', async () => {
+    const sessions = new ShimSessions(60_000);
+    const order: string[] = [];
+    let wired!: () => void;
+    const wiring = new Promise<void>((r) => {
+      wired = r;
+    });
+    const add = sessions.serialize('ADD', 'c1/eth0', undefined, async () => {
+      await wiring; // the daemon runs `ip` itself: nothing to cancel, the wiring completes
+      order.push('ADD wired');
+      return final('add\n');
+    });
+    const del = sessions.serialize('DEL', 'c1/eth0', undefined, async () => {
+      order.push('DEL cleaned');
+      return final('del\n');
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(order, [], 'the DEL does not clean up under a running ADD');
+    wired();
+    await Promise.all([add, del]);
+    assert.deepEqual(order, ['ADD wired', 'DEL cleaned']);
+  });
+
   test('other attachments and CHECK cancel nothing; a late report after cancel is refused', async () => {
     const sessions = new ShimSessions(60_000);
     const add = await sessions.start(
