@@ -8,13 +8,15 @@ import type {
   ApiError,
   AttachmentKey,
   GcResponse,
+  ReleaseRequest,
   ReleaseResponse,
 } from '../ipam-daemon/api-types.ts';
 import { CniError, ErrorCode } from './spec.ts';
 
 export interface DaemonClient {
   allocate(req: AllocateRequest): Promise<Allocation>;
-  release(key: AttachmentKey): Promise<ReleaseResponse>;
+  /** `key.ip`: only while the key still holds that IP. */
+  release(key: ReleaseRequest): Promise<ReleaseResponse>;
   /** null when the daemon holds nothing for the key. */
   getAllocation(key: AttachmentKey): Promise<Allocation | null>;
   /** `network`: the CNI network name; the daemon collects only that network's allocations. */

@@ -207,7 +207,8 @@ export async function cmdAdd(
     if (ours) {
       await rollback(env, conf, deps, hostName, alloc.ip);
       try {
-        await deps.daemon.release({ containerId: env.containerId, ifName: env.ifName });
+        // Guarded again under the key's lock in the daemon, should a command have come between.
+        await deps.daemon.release({ containerId: env.containerId, ifName: env.ifName, ip: alloc.ip });
       } catch (re) {
         deps.log.warn('release after failed ADD did not succeed', { error: (re as Error).message });
       }

@@ -3,7 +3,7 @@
 // `curl --unix-socket`. This file is the contract: both sides import these types.
 //
 //   POST /v1/allocate       AllocateRequest  -> 200 Allocation | 503 ApiError (code NO_IP, retryable)
-//   POST /v1/release        ReleaseRequest   -> 200 ReleaseResponse (released: null when unknown)
+//   POST /v1/release        ReleaseRequest   -> 200 ReleaseResponse (released: null when unknown, or not that ip)
 //   GET  /v1/allocation?containerId=..&ifName=..  -> 200 Allocation | 404 ApiError
 //   GET  /v1/allocations                      -> 200 { allocations: AllocationRecord[] }
 //   POST /v1/gc             GcRequest        -> 200 GcResponse (releases what is not listed)
@@ -63,7 +63,13 @@ export interface Allocation extends AttachmentKey {
   hostVeth?: string;
 }
 
-export type ReleaseRequest = AttachmentKey;
+export interface ReleaseRequest extends AttachmentKey {
+  /**
+   * Release only while the key still holds this IP (else released: null). A failed ADD releases
+   * its own allocation this way: a DEL may have freed it and a new ADD of the key taken another.
+   */
+  ip?: string;
+}
 
 export interface ReleaseResponse {
   /** The IP returned to the pool, or null when the key held nothing (DEL is idempotent). */

@@ -32,6 +32,7 @@ import type {
   AttachmentKey,
   GcResponse,
   PoolStatus,
+  ReleaseRequest,
   ReleaseResponse,
 } from './api-types.ts';
 import { CheckpointWriter } from './daemon/checkpoint-writer.ts';
@@ -158,7 +159,8 @@ export class Daemon extends EventEmitter {
     return this.core.parts.requests.allocate(req);
   }
 
-  release(key: AttachmentKey): Promise<ReleaseResponse> {
+  /** `key.ip`: only while the key still holds that IP. */
+  release(key: ReleaseRequest): Promise<ReleaseResponse> {
     return this.core.parts.requests.release(key);
   }
 

@@ -1,8 +1,8 @@
 // Validation of everything that arrives on the socket. Each validator returns the clean value or
 // throws a ValidationError naming the field and the rule, which the server turns into a 400.
 
-import { MAX_CONTAINER_ID, validateContainerId } from '../netutils/validate.ts';
-import type { AllocateRequest, AttachmentKey, GcRequest } from './api-types.ts';
+import { MAX_CONTAINER_ID, validateContainerId, validateIpv4 } from '../netutils/validate.ts';
+import type { AllocateRequest, AttachmentKey, GcRequest, ReleaseRequest } from './api-types.ts';
 
 export class ValidationError extends Error {
   override name = 'ValidationError';
@@ -148,10 +148,23 @@ export function parseAllocateRequest(body: unknown): AllocateRequest {
   return req;
 }
 
-export function parseReleaseRequest(body: unknown): AttachmentKey {
+export function parseReleaseRequest(body: unknown): ReleaseRequest {
   const o = asObject(body, 'release request');
-  rejectUnknown(o, ['containerId', 'ifName'], 'release request');
-  return parseAttachmentKey(o, 'release request');
+  rejectUnknown(o, ['containerId', 'ifName', 'ip'], 'release request');
+  const key: ReleaseRequest = parseAttachmentKey(o, 'release request');
+  if (o.ip !== undefined) key.ip = validIp(o.ip);
+  return key;
+}
+
+function validIp(v: unknown): string {
+  if (typeof v === 'string') {
+    try {
+      return validateIpv4(v);
+    } catch {
+      // the message below names the rule
+    }
+  }
+  throw new ValidationError('ip must be a dotted IPv4 address');
 }
 
 export function parseGcRequest(body: unknown): GcRequest {

@@ -8,6 +8,7 @@ import type {
   Allocation,
   AllocationRecord,
   AttachmentKey,
+  ReleaseRequest,
   ReleaseResponse,
 } from '../api-types.ts';
 import { keyOf, type StoredAllocation } from '../datastore.ts';
@@ -90,7 +91,8 @@ export class Requests {
     });
   }
 
-  async release(key: AttachmentKey): Promise<ReleaseResponse> {
+  /** `key.ip`: only while the key holds that IP (asked under the key's lock). */
+  async release(key: ReleaseRequest): Promise<ReleaseResponse> {
     this.assertNotStopped();
     const { core } = this;
     const k = keyOf(key);
@@ -98,7 +100,7 @@ export class Requests {
       const ds = core.mustDs();
       // A pod recovered from its host route is known by its veth, which its own key names.
       const stored = ds.get(key) ?? this.recoveredFor(key);
-      if (!stored) return { released: null };
+      if (!stored || (key.ip !== undefined && stored.ip !== key.ip)) return { released: null };
       const rec = ds.toRecord(stored);
       ds.release(stored, core.clock.now());
       await core.parts.checkpoint.persist();

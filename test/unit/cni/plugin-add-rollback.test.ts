@@ -38,8 +38,8 @@ function fakes(o: { applyError: Error; held: Allocation | null; routedTo?: strin
   const touched: string[] = [];
   const daemon: DaemonClient = {
     allocate: async () => alloc,
-    release: async () => {
-      touched.push('release');
+    release: async (key) => {
+      touched.push(`release ${key.containerId}/${key.ifName} if ${key.ip}`);
       return { released: alloc.ip };
     },
     getAllocation: async () => o.held,
@@ -83,7 +83,7 @@ describe('ADD failure path: never touch what another command now owns', () => {
       `rule del to ${alloc.ip}/32 lookup main priority 512`,
       `rule del from ${alloc.ip}/32 priority 1536`,
       `link del dev ${ours}`,
-      'release',
+      `release c1/eth0 if ${alloc.ip}`,
     ]);
   });
 

@@ -1,5 +1,6 @@
 // The request path's bounds (daemon/requests.ts): requests waiting for the pool to grow are capped
-// (each holds a connection and drives growth), so a flood of unique keys is refused at once.
+// (each holds a connection and drives growth), so a flood of unique keys is refused at once; a
+// release that names an IP frees it only while the key still holds that IP.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { NoIpError } from '../../../../src/ipam-daemon/daemon.ts';
@@ -35,6 +36,28 @@ describe('requests', () => {
       assert.ok(Date.now() - started < 300, 'refused without waiting');
       const served = await Promise.all(waiting);
       assert.equal(new Set(served.map((a) => a.ip)).size, 3, 'the waiting three are served');
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a release naming an IP frees it only while the key still holds that IP', async () => {
+    const h = await startHarness();
+    try {
+      await h.daemon.reconcileNow();
+      const first = await h.daemon.allocate(pod(1));
+      // A failed ADD's own release, after a DEL freed the IP and a new ADD of the key took another.
+      await h.daemon.release(pod(1));
+      h.clock.advance(60_000); // past the cooldown: the old IP may go to anyone
+      await h.daemon.reconcileNow();
+      const other = await h.daemon.allocate(pod(2)); // takes an IP out of the way
+      const retried = await h.daemon.allocate(pod(1));
+      assert.notEqual(retried.ip, first.ip, 'precondition: the retried ADD holds another IP');
+      assert.deepEqual(await h.daemon.release({ ...pod(1), ip: first.ip }), { released: null });
+      assert.equal(h.daemon.get(pod(1))?.ip, retried.ip, 'the retried ADD keeps its IP');
+      assert.deepEqual(await h.daemon.release({ ...pod(1), ip: retried.ip }), { released: retried.ip });
+      assert.equal(h.daemon.get(pod(1)), null);
+      assert.ok(other.ip);
     } finally {
       await h.close();
     }
