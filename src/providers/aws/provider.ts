@@ -206,7 +206,8 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
    * refuses an address the subnet does not have (InsufficientFreeAddressesInSubnet).
    */
   const subnetSeen = new Map<string, { info: SubnetInfo; at: number }>();
-  const SUBNET_FRESH_MS = 5_000;
+  // Longer than the daemon's subnet ranking reuse (RANK_FRESH_MS, 10 s): one read serves a burst.
+  const SUBNET_FRESH_MS = 15_000;
   const recentSubnet = (id: string): SubnetInfo | undefined => {
     const e = subnetSeen.get(id);
     return e && now() - e.at <= SUBNET_FRESH_MS ? e.info : undefined;
@@ -341,10 +342,18 @@ export function createAwsProvider(options: AwsProviderOptions): CloudProvider & 
     });
   }
 
-  async function subnet(id: string): Promise<SubnetInfo> {
-    const [s] = await describeSubnets([id]);
-    if (!s) throw new NotFoundError(`subnet ${id} not found`, { cloudCode: 'InvalidSubnetID.NotFound' });
-    return s;
+  /** Reads of one subnet in flight: parallel creates in one subnet share one DescribeSubnets. */
+  const subnetReads = new Map<string, Promise<SubnetInfo>>();
+  function subnet(id: string): Promise<SubnetInfo> {
+    const inFlight = subnetReads.get(id);
+    if (inFlight) return inFlight;
+    const read = (async () => {
+      const [s] = await describeSubnets([id]);
+      if (!s) throw new NotFoundError(`subnet ${id} not found`, { cloudCode: 'InvalidSubnetID.NotFound' });
+      return s;
+    })().finally(() => subnetReads.delete(id));
+    subnetReads.set(id, read);
+    return read;
   }
 
   async function subnetCidrs(ids: string[]): Promise<Map<string, string>> {
