@@ -350,7 +350,7 @@ async function main(): Promise<void> {
           process.stderr.write(`[burst] ${engine} ${type} ${n} pods, ${config.name}\n`);
           const r = await oneRun(cp, engine, type, Number(n), config, plugin);
           process.stderr.write(
-            `[burst]   p50 ${fmt(percentile(samples(r), 50) / 1000, 2)} s, max ${fmt(Math.max(...samples(r)) / 1000, 2)} s, did not finish ${r.failed}, try-again ${r.tryAgain}, EC2 ${all(r.calls)}, idle ${r.idle} of ${r.totalIps}\n`,
+            `[burst]   p50 ${secs(percentile(samples(r), 50))}, max ${secs(Math.max(...samples(r)))}, did not finish ${r.failed}, try-again ${r.tryAgain}, EC2 ${all(r.calls)}, idle ${r.idle} of ${r.totalIps}\n`,
           );
           results.push(r);
         }
@@ -368,8 +368,11 @@ async function main(): Promise<void> {
 /** Time-to-address samples of the pods the node can hold; one that never got one is +Infinity. */
 const samples = (r: RunResult) => [...r.ttaMs, ...Array<number>(r.failed).fill(Number.POSITIVE_INFINITY)];
 
+/** Seconds, or the bound for a pod that did not finish. */
+const secs = (ms: number) => (Number.isFinite(ms) ? `${fmt(ms / 1000, 2)} s` : `> ${GIVE_UP_MS / 1000} s`);
+
 function report(results: RunResult[]): string {
-  const s = (ms: number) => (Number.isFinite(ms) ? `${fmt(ms / 1000, 2)} s` : `> ${GIVE_UP_MS / 1000} s`);
+  const s = secs;
   const lines = [
     '# Burst of pods against a slow cloud: vpc-ipam vs the AWS VPC CNI v1.23.2',
     '',
