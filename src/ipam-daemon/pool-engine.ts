@@ -10,9 +10,9 @@
 //
 // Bursts: the kubelet starts pods a few at a time, so the requests waiting at any moment undercount
 // a burst. The engine learns the arrival rate from the allocations of the last `burstWindowMs` and,
-// while a burst is under way and the pool is short (requests wait, or demand alone is above what it
-// holds), grows ahead by as many IPs as arrived in that window (what the next window is expected to
-// bring while new interfaces take seconds to become usable). When the burst
+// while a burst is under way and outruns the pool (requests wait for an IP), grows ahead by as many
+// IPs as arrived in that window (what the next window is expected to bring while new interfaces take
+// seconds to become usable). When the burst
 // ends the window empties, the target falls back to the warm targets and the surplus goes after
 // the shrink delay. Interfaces still in node setup count as capacity on the way, so growth does not
 // stall until they are usable (their IPs are still handed out only once they are).
@@ -208,10 +208,9 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
     ? `WARM_IP_TARGET=${targets.warmIpTarget ?? 'unset'} MINIMUM_IP_TARGET=${targets.minimumIpTarget ?? 'unset'}`
     : `WARM_ENI_TARGET=${targets.warmEniTarget}`;
   let desired = targetFor(demand);
-  // Grow ahead of a burst only when the pool is short anyway (requests wait, or demand alone is
-  // above what it holds): a burst the pool is keeping up with, or one that has just been served,
-  // adds nothing that would only be given back.
-  const ahead = burst > 0 && (state.pending > 0 || desired > total) ? burst : 0;
+  // Grow ahead of a burst only while demand outruns the pool (requests wait for an IP): a burst
+  // the pool is keeping up with, or one just served, adds nothing that would only be given back.
+  const ahead = burst > 0 && state.pending > 0 ? burst : 0;
   if (ahead > 0) desired = targetFor(demand + ahead);
   desired = Math.max(used, Math.min(desired, ceiling));
 

@@ -138,20 +138,22 @@ describe('pool engine: interfaces in node setup', () => {
 });
 
 describe('pool engine: growing ahead of a burst', () => {
-  test('ENI mode: the first allocations of a burst create every interface the node still has room for, in one plan', () => {
-    // 8 pods arrived within 1 s on an m5.large with its primary's 9 IPs: expect as many again.
-    const s = state([iface(0, 9, 8)], { recentAllocations: arrivals(8, 1000) });
-    const p = plan(s, m5large, targets(), NOW);
-    assert.equal(p.ahead, 8);
+  test('ENI mode: a burst that outruns the pool creates the interfaces the next window needs, in one plan', () => {
+    // m5.4xlarge, the primary's 29 IPs in use, 2 requests waiting, 40 pods within the window:
+    // expect as many again, so 3 new interfaces (plus the warm one) instead of 2.
+    const s = state([iface(0, 29, 29)], { pending: 2, recentAllocations: arrivals(40, 4000) });
+    const p = plan(s, m54xlarge, targets(), NOW);
+    assert.equal(p.ahead, 40);
     assert.deepEqual(p.actions, [
-      { kind: 'create', subnetId: 'subnet-a', ipCount: 9 },
-      { kind: 'create', subnetId: 'subnet-a', ipCount: 9 },
+      { kind: 'create', subnetId: 'subnet-a', ipCount: 29 },
+      { kind: 'create', subnetId: 'subnet-a', ipCount: 29 },
+      { kind: 'create', subnetId: 'subnet-a', ipCount: 29 },
     ]);
-    assert.match(p.why, /8 ahead \(burst\)/);
-    // Without the arrival rate: one interface (WARM_ENI_TARGET=1 over 8 in use).
-    const calm = plan(state([iface(0, 9, 8)]), m5large, targets(), NOW);
+    assert.match(p.why, /40 ahead \(burst\)/);
+    // Without the arrival rate: what the waiting requests need plus WARM_ENI_TARGET=1.
+    const calm = plan(state([iface(0, 29, 29)], { pending: 2 }), m54xlarge, targets(), NOW);
     assert.equal(calm.ahead, 0);
-    assert.deepEqual(calm.actions, [{ kind: 'create', subnetId: 'subnet-a', ipCount: 9 }]);
+    assert.equal(calm.actions.length, 2);
   });
 
   test('a burst the pool keeps up with, or one just served, grows nothing ahead', () => {
@@ -183,18 +185,21 @@ describe('pool engine: growing ahead of a burst', () => {
 
   test('IP mode: warm target plus the burst, in one step', () => {
     const t = targets({ warmIpTarget: 5, minimumIpTarget: 10 });
-    const s = state([iface(0, 9, 9), iface(1, 3, 1)], { recentAllocations: arrivals(10, 3000) });
+    const s = state([iface(0, 9, 9), iface(1, 3, 3)], { pending: 1, recentAllocations: arrivals(10, 3000) });
     const p = plan(s, m5large, t, NOW);
-    // demand 10 in use + 10 ahead + 5 warm = 25: the second interface filled, a third created.
-    assert.equal(p.desired, 25);
+    // 12 in use + 1 waiting + 10 ahead + 5 warm = 28, capped at the node's 27: the second
+    // interface filled, a third created.
+    assert.equal(p.desired, 27);
     assert.deepEqual(p.actions, [
       { kind: 'assign', interfaceId: 'eni-1', count: 6 },
-      { kind: 'create', subnetId: 'subnet-a', ipCount: 7 },
+      { kind: 'create', subnetId: 'subnet-a', ipCount: 9 },
     ]);
+    const calm = plan(state([iface(0, 9, 9), iface(1, 3, 3)], { pending: 1 }), m5large, t, NOW);
+    assert.equal(calm.desired, 18);
   });
 
   test('never beyond the instance, MAX_ENI, MAX_PODS or a subnet', () => {
-    const huge = { recentAllocations: arrivals(500, 5000) };
+    const huge = { pending: 1, recentAllocations: arrivals(500, 5000) };
     const p = plan(state([iface(0, 9, 9)], huge), m5large, targets(), NOW);
     assert.equal(p.desired, 27);
     assert.equal(p.actions.length, 2);
@@ -387,8 +392,11 @@ describe('pool engine: a burst against a slow cloud (simulated)', () => {
       assert.equal(learned.served.length, capacity);
       assert.equal(blind.served.length, capacity);
       const worst = (r: Run) => Math.max(...r.waits);
+      // An m5.large fills all 3 interfaces on the first waiting request anyway; a larger node
+      // gets its interfaces a round earlier.
+      const better = limits === m5large ? worst(learned) <= worst(blind) : worst(learned) < worst(blind);
       assert.ok(
-        worst(learned) < worst(blind),
+        better,
         `longest wait ${worst(learned)} s with the arrival rate vs ${worst(blind)} s without`,
       );
       // After the shrink delay the surplus is gone: the same idle IPs and interfaces as without.
