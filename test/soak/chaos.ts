@@ -565,6 +565,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
           status.assigned === 0 &&
           status.cooling === 0 &&
           status.free <= warmBound &&
+          // Nothing being given back: an unassign or an ENI delete in flight is not settled.
+          status.interfaces.every((i) => (i.ips ?? []).every((x) => x.state !== 'releasing')) &&
           (await disagreements(node, status)).length === 0
         )
           break;
@@ -630,7 +632,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     report.seconds = Math.round((Date.now() - started) / 1000);
     const errors = await cleanup.run();
     for (const e of errors) log(`cleanup: ${e}`);
-    rmSync(dir, { recursive: true, force: true });
+    // The daemons' logs are what explains a violation: kept then.
+    if (violations.length > 0) log(`soak: violations; daemon logs kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
   return report;
 }
