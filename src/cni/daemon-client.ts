@@ -11,6 +11,7 @@ import type {
   ReleaseRequest,
   ReleaseResponse,
 } from '../ipam-daemon/api-types.ts';
+import { writeDeferredRelease } from './deferred-release.ts';
 import { CniError, ErrorCode } from './spec.ts';
 
 export interface DaemonClient {
@@ -23,6 +24,8 @@ export interface DaemonClient {
   gc(valid: AttachmentKey[], network?: string): Promise<GcResponse>;
   /** null when ready, else the reason. */
   readiness(): Promise<string | null>;
+  /** Notes a release for the daemon to make once it runs again (a DEL while it is down). */
+  deferRelease?(key: ReleaseRequest): Promise<void>;
 }
 
 export interface HttpAnswer {
@@ -81,7 +84,10 @@ export function parseHttpResponse(raw: Buffer): { status: number; body: string }
 }
 
 export function createDaemonClient(socketPath: string, timeoutMs: number): DaemonClient {
-  return clientOver(socketTransport(socketPath, timeoutMs));
+  return {
+    ...clientOver(socketTransport(socketPath, timeoutMs)),
+    deferRelease: (key) => writeDeferredRelease(socketPath, key),
+  };
 }
 
 /**

@@ -360,8 +360,21 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
       if (!(e instanceof DaemonUnreachableError)) throw e;
     }
   }
-  // The host side is clean; the daemon frees the IP on its next GC / pod-watch pass.
-  deps.log.warn('DEL: vpc-ipamd unreachable; host side cleaned, IP release deferred to daemon GC', { ip });
+  // The host side is clean; the daemon frees the IP when it runs again (deferred-release.ts), or
+  // on its next GC / pod-watch pass if the note cannot be written.
+  let noted = false;
+  if (deps.daemon.deferRelease) {
+    try {
+      await deps.daemon.deferRelease(ip ? { ...key, ip } : key);
+      noted = true;
+    } catch (e) {
+      deps.log.warn('DEL: cannot note the release for vpc-ipamd', { error: (e as Error).message });
+    }
+  }
+  deps.log.warn(
+    `DEL: vpc-ipamd unreachable; host side cleaned, IP release deferred to ${noted ? 'its restart' : 'daemon GC'}`,
+    { ip },
+  );
   return null;
 }
 

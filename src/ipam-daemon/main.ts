@@ -161,6 +161,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     podRoutes: podRoutesReader(config, ipTool),
     hostVeths: () => listHostVeths(ipTool),
     gcGraceMs: config.gcGraceMs,
+    socketPath: config.socketPath,
     ...(takeover ? { takeover } : {}),
     vethPrefix: config.vethPrefix,
     ...(discovered ? { rankSubnetsByFreeIps: true } : {}),

@@ -78,6 +78,11 @@ export interface DaemonOptions {
   maxWaiters?: number;
   /** CNI GC leaves allocations younger than this alone (an ADD may still be in flight). Default 60 s. */
   gcGraceMs?: number;
+  /**
+   * The socket the plugins talk to: releases they noted while the daemon was down (a DEL it
+   * missed) are made each pool round (src/cni/deferred-release.ts). Unset: none are read.
+   */
+  socketPath?: string;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */
   resync?: Partial<ResyncOptions>;
   /** Taking the node over from the AWS VPC CNI (takeover/): adopt its ENIs and running pods. */

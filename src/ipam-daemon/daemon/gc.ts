@@ -4,9 +4,10 @@
 // CNI GC also leaves alone another network's allocations and ones young enough to be an ADD in
 // flight.
 
+import { readDeferredReleases, removeDeferredRelease } from '../../cni/deferred-release.ts';
 import type { AttachmentKey, GcResponse, ReleaseResponse } from '../api-types.ts';
 import { keyOf } from '../datastore.ts';
-import type { DaemonCore } from './core.ts';
+import { type DaemonCore, errText } from './core.ts';
 import { isWired } from './route-guard.ts';
 
 export const DEFAULT_GC_GRACE_MS = 60_000;
@@ -75,4 +76,31 @@ export async function releaseIfUnwired(
   const wiring = await routes.wiring();
   if (!wiring) return { released: null, kept: true };
   return requests.releaseIf(key, async (a) => !isWired(wiring, a, core.opts.vethPrefix));
+}
+
+/**
+ * The releases plugins noted while this daemon was down (a DEL it never saw): each key is freed
+ * while it still holds the noted IP, and its note removed. Returns how many were released.
+ */
+export async function releaseDeferred(core: DaemonCore): Promise<number> {
+  const socketPath = core.opts.socketPath;
+  if (!socketPath) return 0;
+  let released = 0;
+  let notes: Awaited<ReturnType<typeof readDeferredReleases>>;
+  try {
+    notes = await readDeferredReleases(socketPath);
+  } catch (err) {
+    core.log.warn({ err: errText(err) }, 'cannot read the releases plugins deferred; retrying');
+    return 0;
+  }
+  for (const { file, key } of notes) {
+    try {
+      if (key && (await core.parts.requests.release(key)).released) released++;
+      await removeDeferredRelease(file);
+    } catch (err) {
+      core.log.warn({ file, err: errText(err) }, 'a deferred release failed; retrying');
+    }
+  }
+  if (released > 0) core.log.info({ released }, 'released allocations DELeted while the daemon was down');
+  return released;
 }

@@ -17,6 +17,7 @@ import {
   plan,
 } from '../pool-engine.ts';
 import { type DaemonCore, delay, errText } from './core.ts';
+import { releaseDeferred } from './gc.ts';
 
 /** How soon node setup is retried while an attached interface is not visible in the node yet. */
 export const SETUP_RETRY_MS = 500;
@@ -201,7 +202,10 @@ export class PoolLoop {
     try {
       return await this.planAndRun();
     } finally {
-      if (this.core.state === 'ready') await this.core.parts.intents.resume();
+      if (this.core.state === 'ready') {
+        await this.core.parts.intents.resume();
+        await releaseDeferred(this.core);
+      }
     }
   }
 

@@ -3,7 +3,11 @@
 // (a host route to its IP, or its host veth). On the in-memory cloud with injected route and link
 // tables; the plugin's side is in test/unit/cni, the real kernel in test/e2e.
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { deferredReleaseDir, writeDeferredRelease } from '../../../../src/cni/deferred-release.ts';
 import type { AllocateRequest, GcResponse } from '../../../../src/ipam-daemon/api-types.ts';
 import { hostVethName } from '../../../../src/netutils/names.ts';
 import { call, type Harness, startHarness, startWiredHarness } from '../harness.ts';
@@ -137,6 +141,32 @@ describe("the pod watcher's release", () => {
       assert.deepEqual(held(h), []);
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('releases plugins deferred while the daemon was down', () => {
+  test('each noted DEL frees its key (only while it holds the noted IP) and its note goes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ipamd-deferred-'));
+    const socketPath = join(dir, 'ipamd.sock');
+    const h = await startHarness({ daemon: { socketPath } });
+    try {
+      await h.daemon.reconcileNow();
+      const ips = [];
+      for (let n = 0; n < 4; n++) ips.push((await h.daemon.allocate(pod(n))).ip);
+      // What the plugin's DEL writes when the daemon is unreachable (src/cni/plugin.ts cmdDel).
+      await writeDeferredRelease(socketPath, { containerId: 'c0', ifName: 'eth0', ip: ips[0]! });
+      await writeDeferredRelease(socketPath, { containerId: 'c1', ifName: 'eth0' }); // IP unknown
+      await writeDeferredRelease(socketPath, { containerId: 'c2', ifName: 'eth0', ip: ips[3]! }); // not c2's
+      await writeFile(join(deferredReleaseDir(socketPath), 'junk.json'), '{"containerId":"../x"}');
+      await h.daemon.reconcileNow();
+      assert.deepEqual(held(h), ['c2', 'c3'], 'c0 and c1 freed; c2 kept (the note names another IP)');
+      assert.deepEqual(await readdir(deferredReleaseDir(socketPath)), [], 'every note handled and removed');
+      // Freed IPs serve the pool again (after their cooldown), not growth.
+      assert.equal(h.daemon.status().assigned, 2);
+    } finally {
+      await h.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
