@@ -180,6 +180,10 @@ ${row(`${C} concurrent ADDs, wall, median of ${ROUNDS} (ms)`, median(v.burst), m
 - ipvlan DEL is ${verdict(delRatio)} (median ratio ${delRatio.toFixed(2)}).
 - An ipvlan ADD does what a routed one does (host veth, host /32 route, pod addresses and routes) plus
   the ipvlan slave and one \`ip -j addr\` to find the ENI's interface by MAC, minus the policy rules.
+- The two modes take different paths: a routed veth ADD is planned by the daemon and applied by the
+  shim with netlink (no process forked), while an ipvlan ADD is wired by the daemon with \`ip -batch\`
+  (three \`ip\` processes, one through nsenter); DEL is run by the daemon with \`ip\` in both modes.
+  Part of the ADD ratio is that path difference, not the kernel work of the mode.
 `;
 }
 

@@ -55,7 +55,13 @@ export class IpvlanVpc {
     this.node2 = await this.vpc.addNode(small);
     this.vpc.startSyncLoop(300);
     const env = { AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS: ONPREM_CIDR, VPC_IPAM_ALLOCATE_WAIT: '20' };
-    await Promise.all([this.vpc.startDaemon(this.node1, env), this.vpc.startDaemon(this.node2, env)]);
+    // allSettled: when one daemon fails, the other's start must finish (and register its cleanup)
+    // before the suite's after() cleans up, or its process outlives the run and node --test never ends
+    const started = await Promise.allSettled([
+      this.vpc.startDaemon(this.node1, env),
+      this.vpc.startDaemon(this.node2, env),
+    ]);
+    for (const s of started) if (s.status === 'rejected') throw s.reason;
     for (const ns of [this.vpc.inet, this.vpc.onprem]) {
       const s = await startProbeServer(ns, PORT);
       this.cleanup.add(`probe server ${ns}`, () => s.stop());

@@ -367,7 +367,7 @@ export class LocalVpc {
       VPC_IPAM_EC2_ENDPOINT: `http://127.0.0.1:${this.lsPort}`,
       VPC_IPAM_IMDS_ENDPOINT: `http://127.0.0.1:${imds.port}`,
       // under TCG (the VM) a metadata read can outlast the 2 s default while the daemon starts
-      ...(SLOWDOWN > 1 ? { VPC_IPAM_IMDS_TIMEOUT: String(2 * SLOWDOWN) } : {}),
+      ...(SLOWDOWN > 1 ? { VPC_IPAM_IMDS_TIMEOUT: String(Math.min(60, 4 * SLOWDOWN)) } : {}),
       VPC_IPAM_AWS_PICK_ADDRESSES: 'true',
       VPC_IPAM_SOCKET: node.socketPath,
       VPC_IPAM_CHECKPOINT: join(node.dir, 'checkpoint.json'),
