@@ -432,7 +432,7 @@ export function daemonCall(
   method: 'GET' | 'POST',
   path: string,
   body?: unknown,
-  timeoutMs = 3000,
+  timeoutMs = scaled(3000), // stretched under TCG (the VM), where 3 s was too short for a busy daemon
 ): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
     const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
