@@ -5,6 +5,7 @@
 // vpcCniConfig / addLikeKubelet: the vpc-cni config and the retried ADD the e2e suites and the demo use.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { SLOWDOWN, scaled } from './slowdown.ts';
 
 export interface CniCall {
   command: 'ADD' | 'DEL' | 'CHECK' | 'VERSION' | 'GC' | 'STATUS';
@@ -91,6 +92,9 @@ export function vpcCniConfig(
     socketPath: node.socketPath,
     mtu: 1500,
     logFile: node.cniLog ?? join(node.dir, 'cni.log'),
+    // under TCG (the VM) a busy node's ADD outlasts the default 30 s daemon request timeout, the
+    // shim gives up, the runtime retries and redoes the wiring over and over
+    ...(SLOWDOWN > 1 ? { timeoutMs: Math.min(600_000, scaled(30_000)) } : {}),
     ...extra,
   };
 }
