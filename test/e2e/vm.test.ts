@@ -1,7 +1,8 @@
 // The data-plane suites that need a stock kernel, run inside a VM (Debian's 6.1 kernel under
-// qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md): the node setup suite
-// with iptables-legacy; VPC_IPAM_VM_SUITES picks others (the ipvlan suites, the local VPC suite). One boot for all phases;
-// every test inside comes back as a subtest here, failures with the guest's message.
+// qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md): ipvlan SNAT with
+// iptables-nft, then the node setup and ipvlan SNAT suites with iptables-legacy.
+// VPC_IPAM_VM_SUITES picks others (test/e2e/ipvlan.vm.ts, the local VPC suite). One boot for all
+// phases; every test inside comes back as a subtest here, failures with the guest's message.
 //
 // Needs: root, scripts/setup.sh (kernel, qemu, virtme-ng), the LocalStack venv. Fails (never skips)
 // without them.
@@ -11,7 +12,12 @@ import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
 import { ROOT, replayPhase, runInVm, type VmOutcome, type VmPhase, vmTools } from '../helpers/vm.ts';
 
 const DEFAULT_PHASES: VmPhase[] = [
-  { label: 'node setup, iptables-legacy', iptables: 'legacy', files: ['test/e2e/node-setup.test.ts'] },
+  { label: 'ipvlan SNAT, iptables-nft', iptables: 'nft', files: ['test/e2e/ipvlan-snat.vm.ts'] },
+  {
+    label: 'node setup and ipvlan SNAT, iptables-legacy',
+    iptables: 'legacy',
+    files: ['test/e2e/node-setup.test.ts', 'test/e2e/ipvlan-snat.vm.ts'],
+  },
 ];
 
 /**
@@ -35,26 +41,29 @@ const phases = process.env.VPC_IPAM_VM_SUITES
   : DEFAULT_PHASES;
 
 // TCG is slow: one boot plus every phase, well above what the phases need when the host is idle.
-const TIMEOUT_MS = 40 * 60_000;
+const TIMEOUT_MS = 60 * 60_000;
 
 describe('in a VM with a stock Debian kernel (qemu TCG, virtme-ng)', { timeout: TIMEOUT_MS + 60_000 }, () => {
   let outcome: VmOutcome;
 
-  before(async () => {
-    if (process.getuid?.() !== 0) throw new Error('the VM suites need root (the guest runs as the caller)');
-    vmTools();
-    await ensurePluginBuilt({ daemon: true }); // the guest sees the checkout read-only: build dist/ here
-    outcome = await runInVm({
-      phases,
-      outDir: join(ROOT, '.run', 'vm', `run-${process.pid}`),
-      timeoutMs: TIMEOUT_MS,
-    });
-    const total = Math.round(outcome.bootToEndMs / 1000);
-    console.log(`# VM run (${outcome.kernel}): ${total} s from boot to power-off`);
-    if (outcome.guestError && outcome.phases.every((p) => p.exitCode === null)) {
-      throw new Error(`${outcome.guestError}; see ${outcome.consoleLog}`);
-    }
-  });
+  before(
+    async () => {
+      if (process.getuid?.() !== 0) throw new Error('the VM suites need root (the guest runs as the caller)');
+      vmTools();
+      await ensurePluginBuilt({ daemon: true }); // the guest sees the checkout read-only: build dist/ here
+      outcome = await runInVm({
+        phases,
+        outDir: join(ROOT, '.run', 'vm', `run-${process.pid}`),
+        timeoutMs: TIMEOUT_MS,
+      });
+      const total = Math.round(outcome.bootToEndMs / 1000);
+      console.log(`# VM run (${outcome.kernel}): ${total} s from boot to power-off`);
+      if (outcome.guestError && outcome.phases.every((p) => p.exitCode === null)) {
+        throw new Error(`${outcome.guestError}; see ${outcome.consoleLog}`);
+      }
+    },
+    { timeout: TIMEOUT_MS + 30_000 },
+  );
 
   for (const [i, phase] of phases.entries()) {
     test(phase.label, (t) => replayPhase(t, outcome, i));
