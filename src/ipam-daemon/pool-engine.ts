@@ -87,6 +87,8 @@ export interface PoolState {
   cordoned?: boolean;
   /** When the recent allocations were made (ms, same clock as `now`), for the arrival rate. */
   recentAllocations?: readonly number[];
+  /** The pool grew ahead of a burst since it was last at or below its plain target (from the previous plan). */
+  grewAhead?: boolean;
 }
 
 export interface PoolLimits {
@@ -143,6 +145,8 @@ export interface Plan {
   noIp: NoIpInfo | null;
   /** Carry into the next state. */
   excessSince: number | null;
+  /** Carry into the next state. */
+  grewAhead: boolean;
 }
 
 /** Interfaces the node may hold: the instance limit, or MAX_ENI if lower. */
@@ -207,15 +211,18 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const targetWords = ipMode
     ? `WARM_IP_TARGET=${targets.warmIpTarget ?? 'unset'} MINIMUM_IP_TARGET=${targets.minimumIpTarget ?? 'unset'}`
     : `WARM_ENI_TARGET=${targets.warmEniTarget}`;
-  let desired = targetFor(demand);
+  const clampTarget = (d: number) => Math.max(used, Math.min(d, ceiling));
+  // What the pool needs without the look-ahead: in IP mode only this may create interfaces.
+  const baseDesired = clampTarget(targetFor(demand));
   // Grow ahead of a burst only while demand outruns the pool (requests wait for an IP): a burst
   // the pool is keeping up with, or one just served, adds nothing that would only be given back.
   const ahead = burst > 0 && state.pending > 0 ? burst : 0;
-  if (ahead > 0) desired = targetFor(demand + ahead);
-  desired = Math.max(used, Math.min(desired, ceiling));
+  const desired = ahead > 0 ? clampTarget(targetFor(demand + ahead)) : baseDesired;
 
   const actions: PoolAction[] = [];
   let excessSince: number | null = null;
+  // Still holding what a look-ahead brought in, until the pool is back at its plain target.
+  let grewAhead = state.grewAhead === true && total > baseDesired;
   let growth = 0;
   let decision: string;
   const backoff = state.cloudBackoff && state.cloudBackoff.until > now ? state.cloudBackoff : null;
@@ -232,6 +239,15 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   } else if (desired > total) {
     let need = desired - total;
     if (ipMode) need = Math.min(Math.max(need, targets.minGrowStep), ceiling - total);
+    // IP mode: the look-ahead fills interfaces that exist or are on the way, but a new interface is
+    // created only for what the pool needs without it (requests waiting plus the warm targets): an
+    // interface created for look-ahead alone cost a create and, after the shrink delay, a delete
+    // (a 110-pod burst on an m5.4xlarge created five where three would do).
+    let baseNeed = Number.POSITIVE_INFINITY;
+    if (ipMode) {
+      baseNeed = baseDesired > total ? Math.max(baseDesired - total, targets.minGrowStep) : 0;
+      baseNeed = Math.min(baseNeed, need);
+    }
     // Fill existing interfaces first (lowest device index first).
     for (const i of ifs) {
       if (need <= 0) break;
@@ -242,11 +258,13 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       const left = budget.get(i.subnetId);
       if (left !== null && left !== undefined) budget.set(i.subnetId, left - n);
       need -= n;
+      baseNeed -= n;
       growth += n;
     }
-    // Then new interfaces, in the preferred subnets that still have room.
+    // Then new interfaces, in the preferred subnets that still have room (each filled with as much
+    // of the look-ahead as it holds).
     let creates = 0;
-    while (need > 0 && creates < canCreate) {
+    while (need > 0 && baseNeed > 0 && creates < canCreate) {
       const subnet = availableSubnets.find((s) => {
         const left = budget.get(s.id);
         return left === null || left === undefined || left >= 2;
@@ -257,17 +275,26 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       actions.push({ kind: 'create', subnetId: subnet.id, ipCount: n });
       if (left !== null && left !== undefined) budget.set(subnet.id, left - n - 1);
       need -= n;
+      baseNeed -= n;
       growth += n;
       creates++;
     }
+    if (ahead > 0 && growth > 0) grewAhead = true;
     const why = cordoned ? ': node is unschedulable, no new interface' : '';
-    decision = `grow by ${growth}${need > 0 ? ` (${need} more cannot be had${why})` : ''}`;
+    const short =
+      need <= 0
+        ? ''
+        : baseNeed <= 0
+          ? ` (${need} ahead left out: no new interface for the look-ahead alone)`
+          : ` (${need} more cannot be had${why})`;
+    decision = `grow by ${growth}${short}`;
   } else if (
-    (total > desired && !(ipMode && total - desired < targets.minGrowStep)) ||
+    (total > desired && !(ipMode && total - desired < targets.minGrowStep && !grewAhead)) ||
     emptyDeletable.length > 0
   ) {
     // IP mode keeps up to minGrowStep - 1 extra IPs (hysteresis): what one grow step brought in is
-    // not given back right away, or churn would cost a grow and a shrink call per pod.
+    // not given back right away, or churn would cost a grow and a shrink call per pod. What the
+    // look-ahead brought in beyond the burst is not such a step: it goes after the shrink delay.
     const since = state.excessSince ?? now;
     excessSince = since;
     const waited = now - since;
@@ -302,6 +329,7 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
           ? `shrink: ${released.join(', ')}`
           : 'above target, but nothing can be given back';
       excessSince = actions.length > 0 ? null : since;
+      if (actions.length > 0) grewAhead = false;
     }
   } else {
     decision = 'at target';
@@ -330,6 +358,7 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
     maxPods,
     noIp,
     excessSince,
+    grewAhead,
   };
 
   function explainNoIp(): NoIpInfo {

@@ -25,6 +25,7 @@ export const SETUP_RETRY_MS = 500;
 export class PoolLoop {
   private readonly core: DaemonCore;
   private excessSince: number | null = null;
+  private grewAhead = false;
   cloudBackoff: CloudBackoff | null = null;
   errorStreak = 0;
   private lastPlan: Plan | null = null;
@@ -112,6 +113,7 @@ export class PoolLoop {
         recentAllocations: this.arrivals,
         pending: this.core.parts.requests.waiting,
         excessSince: this.excessSince,
+        grewAhead: this.grewAhead,
         subnets: this.core.parts.subnets.list,
         cloudBackoff: this.cloudBackoff,
         cordoned: this.unschedulable && !this.core.opts.pool.manageEnisNonSchedulable,
@@ -233,6 +235,7 @@ export class PoolLoop {
     }
     this.lastPlan = p;
     this.excessSince = p.excessSince;
+    this.grewAhead = p.grewAhead;
     if (p.actions.length === 0) return false;
     core.log.info({ actions: p.actions, why: p.why }, 'pool plan');
     // Take IPs and interfaces out of circulation synchronously, before any await, so no allocation

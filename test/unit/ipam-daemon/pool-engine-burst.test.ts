@@ -183,19 +183,69 @@ describe('pool engine: growing ahead of a burst', () => {
     assert.equal(p.desired, off.desired);
   });
 
-  test('IP mode: warm target plus the burst, in one step', () => {
+  test('IP mode: warm target plus the burst, in one step, on the interfaces it has', () => {
     const t = targets({ warmIpTarget: 5, minimumIpTarget: 10 });
     const s = state([iface(0, 9, 9), iface(1, 3, 3)], { pending: 1, recentAllocations: arrivals(10, 3000) });
     const p = plan(s, m5large, t, NOW);
-    // 12 in use + 1 waiting + 10 ahead + 5 warm = 28, capped at the node's 27: the second
-    // interface filled, a third created.
+    // 12 in use + 1 waiting + 10 ahead + 5 warm = 28, capped at the node's 27; the second
+    // interface is filled, but no third is created: the waiting request and the warm IPs fit on
+    // the second (12 + 1 + 5 = 18), the rest is look-ahead alone.
     assert.equal(p.desired, 27);
-    assert.deepEqual(p.actions, [
-      { kind: 'assign', interfaceId: 'eni-1', count: 6 },
-      { kind: 'create', subnetId: 'subnet-a', ipCount: 9 },
-    ]);
+    assert.deepEqual(p.actions, [{ kind: 'assign', interfaceId: 'eni-1', count: 6 }]);
+    assert.match(p.why, /grow by 6 \(9 ahead left out: no new interface for the look-ahead alone\)/);
+    assert.equal(p.grewAhead, true);
     const calm = plan(state([iface(0, 9, 9), iface(1, 3, 3)], { pending: 1 }), m5large, t, NOW);
     assert.equal(calm.desired, 18);
+    assert.equal(calm.grewAhead, false);
+  });
+
+  test('IP mode: an interface is created for requests waiting, never for the look-ahead alone', () => {
+    const t = targets({ warmIpTarget: 5, minimumIpTarget: 10 });
+    // m5.4xlarge: the primary holds 20 (all in use), 40 pods arrived within the window.
+    const burstOf = { recentAllocations: arrivals(40, 4000) };
+    // 3 waiting: 20 + 3 + 5 warm = 28 fits on the primary (29): it is filled, nothing created,
+    // although 20 + 3 + 40 + 5 = 68 would take two more interfaces.
+    const fits = plan(state([iface(0, 20, 20)], { ...burstOf, pending: 3 }), m54xlarge, t, NOW);
+    assert.equal(fits.desired, 68);
+    assert.deepEqual(fits.actions, [{ kind: 'assign', interfaceId: 'eni-0', count: 9 }]);
+    // An interface on the way (in node setup) is filled by the look-ahead too, still no create.
+    const onTheWay = plan(
+      state([iface(0, 29, 29), iface(1, 10, 0, { usable: false, settingUp: true })], {
+        ...burstOf,
+        pending: 6,
+      }),
+      m54xlarge,
+      t,
+      NOW,
+    );
+    assert.deepEqual(onTheWay.actions, [{ kind: 'assign', interfaceId: 'eni-1', count: 19 }]);
+    // 16 waiting on a full node: one interface, holding as much of the look-ahead as it takes
+    // (29), not the two the look-ahead alone would ask for.
+    const short = plan(state([iface(0, 29, 29)], { ...burstOf, pending: 16 }), m54xlarge, t, NOW);
+    assert.deepEqual(short.actions, [{ kind: 'create', subnetId: 'subnet-a', ipCount: 29 }]);
+    // ENI mode keeps creating ahead (its unit is a whole interface anyway).
+    const eni = plan(state([iface(0, 29, 29)], { ...burstOf, pending: 16 }), m54xlarge, targets(), NOW);
+    assert.equal(eni.actions.filter((a) => a.kind === 'create').length, 3);
+  });
+
+  test('IP mode: a look-ahead surplus below one grow step goes after the shrink delay', () => {
+    // The end of a 110-pod burst: 4 full interfaces (116 IPs), 110 in use, WARM_IP_TARGET=5: one
+    // above target. A grow step's surplus (minGrowStep - 1) is kept; the look-ahead's is not.
+    const t = targets({ warmIpTarget: 5, minimumIpTarget: 10 });
+    const ifs = [iface(0, 29, 29), iface(1, 29, 29), iface(2, 29, 29), iface(3, 29, 23)];
+    const since = NOW - 60_000;
+    const kept = plan(state(ifs, { excessSince: since }), m54xlarge, t, NOW);
+    assert.deepEqual(kept.actions, []);
+    assert.match(kept.why, /at target/);
+    const ahead = plan(state(ifs, { excessSince: since, grewAhead: true }), m54xlarge, t, NOW);
+    assert.deepEqual(ahead.actions, [{ kind: 'unassign', interfaceId: 'eni-3', ips: ['10.0.3.15'] }]);
+    assert.equal(ahead.grewAhead, false, 'given back: plain hysteresis again');
+    const early = plan(state(ifs, { excessSince: NOW - 10_000, grewAhead: true }), m54xlarge, t, NOW);
+    assert.deepEqual(early.actions, [], 'not before the shrink delay');
+    assert.equal(early.grewAhead, true);
+    // Back at its plain target (the surplus was taken by pods): the mark is dropped.
+    const used = [iface(0, 29, 29), iface(1, 29, 29), iface(2, 29, 29), iface(3, 29, 26)];
+    assert.equal(plan(state(used, { grewAhead: true }), m54xlarge, t, NOW).grewAhead, false);
   });
 
   test('never beyond the instance, MAX_ENI, MAX_PODS or a subnet', () => {
@@ -238,6 +288,8 @@ interface Run {
   waits: number[];
   /** Cloud calls made (create, assign, unassign, delete). */
   calls: number;
+  /** Interfaces created (each also costs a delete if it is given back). */
+  creates: number;
   /** IPs held and not in use once settled. */
   idle: number;
   total: number;
@@ -279,7 +331,9 @@ function burst(
   const served: number[] = [];
   const waits: number[] = [];
   let excessSince: number | null = null;
+  let grewAhead = false;
   let calls = 0;
+  let creates = 0;
   let peak = 1;
   let lastServed = 0;
   let busyUntil = Number.NEGATIVE_INFINITY; // the loop runs one plan's actions at a time
@@ -307,7 +361,16 @@ function burst(
   }
   const total = ifs.reduce((n, i) => n + i.total, 0);
   const used = ifs.reduce((n, i) => n + i.assigned, 0);
-  return { served, waits, calls, idle: total - used, total, interfaces: ifs.length, peakInterfaces: peak };
+  return {
+    served,
+    waits,
+    calls,
+    creates,
+    idle: total - used,
+    total,
+    interfaces: ifs.length,
+    peakInterfaces: peak,
+  };
 
   function step(s: number, pending: number): void {
     const nowMs = s * 1000;
@@ -316,17 +379,19 @@ function burst(
       if ((landing[k] as { at: number }).at <= s) landing.splice(k, 1);
     if (s < busyUntil) return;
     const p = plan(
-      state(structuredClone(ifs), { pending, excessSince, recentAllocations: recent }),
+      state(structuredClone(ifs), { pending, excessSince, grewAhead, recentAllocations: recent }),
       limits,
       t,
       nowMs,
     );
     excessSince = p.excessSince;
+    grewAhead = p.grewAhead;
     if (p.actions.length === 0) return;
     busyUntil = s + callS;
     for (const a of p.actions) {
       calls++;
       if (a.kind === 'create') {
+        if (s >= 0) creates++;
         const used = new Set([...ifs.map((i) => i.deviceIndex), ...attaching]);
         let d = 1;
         while (used.has(d)) d++;
@@ -402,8 +467,24 @@ describe('pool engine: a burst against a slow cloud (simulated)', () => {
       // After the shrink delay the surplus is gone: the same idle IPs and interfaces as without.
       assert.equal(learned.idle, blind.idle, 'idle IPs after settling');
       assert.equal(learned.interfaces, blind.interfaces);
+      if (over.warmIpTarget !== undefined) {
+        // IP mode: the look-ahead fills interfaces but creates none of its own, so it creates no
+        // more interfaces than the pool without it, and makes no more cloud calls.
+        assert.equal(learned.creates, blind.creates, 'interfaces created');
+        assert.ok(learned.calls <= blind.calls, `${learned.calls} cloud calls vs ${blind.calls}`);
+      }
     });
   }
+
+  test('IP mode, m5.4xlarge, 110 pods: three interfaces created, none deleted', () => {
+    const r = burst(m54xlarge, targets({ warmIpTarget: 5, minimumIpTarget: 10 }), 110);
+    // 110 pods + 5 warm = 115 IPs = the primary + 3 interfaces of 29. Creating ahead made 5 (two
+    // deleted again after the shrink delay: ~14 of the bench's EC2 calls).
+    assert.equal(r.creates, 3);
+    assert.equal(r.peakInterfaces, 4);
+    assert.equal(r.interfaces, 4);
+    assert.equal(r.idle, 5);
+  });
 
   test('every interface the burst needs is created in the first plans, not one per round', () => {
     const r = burst(m54xlarge, targets(), 110, { usableS: 5 });
