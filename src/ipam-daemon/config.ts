@@ -260,7 +260,7 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     default: '10',
     accepted: 'seconds >= 0 (decimals allowed; 0 turns it off)',
     description:
-      'Arrival-rate window: while a burst of pods is under way (at least 4 allocations within it) and requests wait for an IP, the pool grows ahead by as many IPs as arrived within it, so new interfaces are attaching before the pods that need them ask; after the burst the surplus goes after VPC_IPAM_SHRINK_DELAY.',
+      'Arrival-rate window: while a burst of pods is under way (at least 4 allocations within it) and requests wait for an IP, the pool grows ahead by as many IPs as arrived within it, so new interfaces are attaching before the pods that need them ask (in IP mode, WARM_IP_TARGET/MINIMUM_IP_TARGET, it fills the interfaces the node has or has on the way and creates one only for requests waiting); after the burst the surplus goes after VPC_IPAM_SHRINK_DELAY.',
     group: 'warm-pool',
     parse: seconds(0, 3600),
   },

@@ -12,7 +12,8 @@
 // a burst. The engine learns the arrival rate from the allocations of the last `burstWindowMs` and,
 // while a burst is under way and outruns the pool (requests wait for an IP), grows ahead by as many
 // IPs as arrived in that window (what the next window is expected to bring while new interfaces take
-// seconds to become usable). When the burst
+// seconds to become usable); in IP mode that look-ahead only fills interfaces held or on the way,
+// and a new interface is created only for what the pool needs without it. When the burst
 // ends the window empties, the target falls back to the warm targets and the surplus goes after
 // the shrink delay. Interfaces still in node setup count as capacity on the way, so growth does not
 // stall until they are usable (their IPs are still handed out only once they are).
@@ -110,7 +111,7 @@ export interface PoolTargets {
   /** IP mode: grow by at least this many IPs per call. */
   minGrowStep: number;
   shrinkDelayMs: number;
-  /** Arrival-rate window: grow ahead by the allocations seen within it. 0 or unset: off. */
+  /** Arrival-rate window: grow ahead by the allocations seen within it (IP mode: on interfaces held or on the way). 0 or unset: off. */
   burstWindowMs?: number;
   /** Fewer allocations than this within the window is not a burst (no growing ahead). */
   burstMinArrivals?: number;
