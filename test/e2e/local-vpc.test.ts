@@ -7,7 +7,7 @@
 // (default http://127.0.0.1:4566). Fails (never skips) without them.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -33,11 +33,12 @@ import {
   LocalVpc,
   ONPREM_CIDR,
   ONPREM_SERVER,
+  prepareLocalVpcSuite,
   type VpcNode,
   type VpcPod,
   whileRuleRemoved,
 } from '../helpers/local-vpc.ts';
-import { deleteCluster, requireLocalStack, seedCluster, uniqueClusterName } from '../helpers/localstack.ts';
+import { uniqueClusterName } from '../helpers/localstack.ts';
 import {
   addVethPair,
   Cleanup,
@@ -45,11 +46,9 @@ import {
   ip,
   ipJson,
   listNetns,
-  requireNetnsPrivileges,
   run,
   runPrefix,
 } from '../helpers/netns.ts';
-import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
 import { probe, probeEventually, startProbeServer } from '../helpers/probe.ts';
 import { scaled } from '../helpers/slowdown.ts';
 
@@ -109,12 +108,9 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
   }
 
   before(async () => {
-    requireNetnsPrivileges(['ip', 'nsenter', 'iptables-save', 'iptables-restore', 'sysctl']);
-    await requireLocalStack();
-    plugin = await ensurePluginBuilt();
-    const seed = await seedCluster({ clusterName });
-    cleanup.add('LocalStack cluster', () => deleteCluster({ clusterName }));
-    cleanup.add('temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const prepared = await prepareLocalVpcSuite(clusterName, dir, cleanup);
+    plugin = prepared.plugin;
+    const seed = prepared.seed;
     const big = seed.instances.find((i) => i.type === 'm5.4xlarge');
     const small = seed.instances.find((i) => i.type === 'm5.large');
     assert.ok(big && small, 'seed has an m5.4xlarge and an m5.large');

@@ -5,7 +5,7 @@
 // after its last pod is gone. Unit-level version: test/unit/ipam-daemon/daemon/interfaces.test.ts.
 // Needs: root, iproute2, iptables, nsenter, LocalStack on VPC_IPAM_EC2_ENDPOINT.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,10 +13,9 @@ import { DescribeNetworkInterfacesCommand } from '@aws-sdk/client-ec2';
 import { localEc2Client } from '../../localstack/seed.ts';
 import type { PoolStatus } from '../../src/ipam-daemon/api-types.ts';
 import { addLikeKubelet, execPlugin, vpcCniConfig } from '../helpers/cni-runtime.ts';
-import { daemonGet, LocalVpc, type VpcNode } from '../helpers/local-vpc.ts';
-import { deleteCluster, requireLocalStack, seedCluster, uniqueClusterName } from '../helpers/localstack.ts';
-import { Cleanup, createNetns, listNetns, requireNetnsPrivileges, runPrefix } from '../helpers/netns.ts';
-import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
+import { daemonGet, LocalVpc, prepareLocalVpcSuite, type VpcNode } from '../helpers/local-vpc.ts';
+import { uniqueClusterName } from '../helpers/localstack.ts';
+import { Cleanup, createNetns, listNetns, runPrefix } from '../helpers/netns.ts';
 import { probeEventually, startProbeServer } from '../helpers/probe.ts';
 
 const PORT = 7000;
@@ -86,12 +85,9 @@ describe('pod subnet change under running pods (local VPC)', { timeout: 600_000 
   }
 
   before(async () => {
-    requireNetnsPrivileges(['ip', 'nsenter', 'iptables-save', 'iptables-restore', 'sysctl']);
-    await requireLocalStack();
-    plugin = await ensurePluginBuilt();
-    const seed = await seedCluster({ clusterName });
-    cleanup.add('LocalStack cluster', () => deleteCluster({ clusterName }));
-    cleanup.add('temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const prepared = await prepareLocalVpcSuite(clusterName, dir, cleanup);
+    plugin = prepared.plugin;
+    const seed = prepared.seed;
     // The tiny /27 and a node subnet share the first zone: the old and the new pod subnet.
     const tiny = seed.subnets.find((s) => s.role === 'tiny');
     assert.ok(tiny, 'seed has the tiny subnet');

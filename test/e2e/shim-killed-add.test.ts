@@ -11,16 +11,22 @@
 // test/unit/ipam-daemon/cni-host.test.ts (session cancel), test/unit/cni/plugin-add-rollback.test.ts.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { hostVethName, PRIO_TO_POD } from '../../src/netutils/names.ts';
 import { addLikeKubelet, execPlugin, vpcCniConfig } from '../helpers/cni-runtime.ts';
-import { daemonCall, daemonGet, INTERNET_SERVER, LocalVpc, type VpcNode } from '../helpers/local-vpc.ts';
-import { deleteCluster, requireLocalStack, seedCluster, uniqueClusterName } from '../helpers/localstack.ts';
-import { Cleanup, createNetns, ipJson, requireNetnsPrivileges, runPrefix } from '../helpers/netns.ts';
-import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
+import {
+  daemonCall,
+  daemonGet,
+  INTERNET_SERVER,
+  LocalVpc,
+  prepareLocalVpcSuite,
+  type VpcNode,
+} from '../helpers/local-vpc.ts';
+import { uniqueClusterName } from '../helpers/localstack.ts';
+import { Cleanup, createNetns, ipJson, runPrefix } from '../helpers/netns.ts';
 import { probeEventually, startProbeServer } from '../helpers/probe.ts';
 import { scaled } from '../helpers/slowdown.ts';
 
@@ -179,12 +185,9 @@ describe('an ADD whose shim was killed never rolls back over a later command (lo
   }
 
   before(async () => {
-    requireNetnsPrivileges(['ip', 'nsenter', 'iptables-save', 'iptables-restore', 'sysctl']);
-    await requireLocalStack();
-    plugin = await ensurePluginBuilt();
-    const seed = await seedCluster({ clusterName });
-    cleanup.add('LocalStack cluster', () => deleteCluster({ clusterName }));
-    cleanup.add('temp dir', () => rmSync(dir, { recursive: true, force: true }));
+    const prepared = await prepareLocalVpcSuite(clusterName, dir, cleanup);
+    plugin = prepared.plugin;
+    const seed = prepared.seed;
     const small = seed.instances.find((i) => i.type === 'm5.large');
     assert.ok(small, 'seed has an m5.large');
     vpc = new LocalVpc(seed, prefix, dir, cleanup);

@@ -14,7 +14,7 @@
 // sync() re-reads LocalStack and converges links, routes and filters; the sync loop runs it after
 // every change the daemons make (attach, assign, unassign).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
@@ -24,8 +24,37 @@ import { DAEMON_NODE_FLAGS } from '../../src/ipam-daemon/node-flags.ts';
 import { normalizeMac } from '../../src/providers/aws/mac.ts';
 import { type ImdsFake, liveEc2Source, startImdsFake } from '../fakes/imds-aws.ts';
 import { serveUnixToTcp, startNetnsForwarder } from './forwarder.ts';
-import { addVethPair, type Cleanup, createNetns, ip, ipBatch, netnsPath, run } from './netns.ts';
+import { deleteCluster, requireLocalStack, seedCluster } from './localstack.ts';
+import {
+  addVethPair,
+  type Cleanup,
+  createNetns,
+  ip,
+  ipBatch,
+  netnsPath,
+  requireNetnsPrivileges,
+  run,
+} from './netns.ts';
+import { ensurePluginBuilt } from './plugin-binary.ts';
 import { SLOWDOWN, scaled } from './slowdown.ts';
+
+/**
+ * The common start of a local-VPC suite: privileges and LocalStack checked, the plugin built, a
+ * cluster seeded; the cluster and the suite's temp dir are removed by `cleanup`.
+ */
+export async function prepareLocalVpcSuite(
+  clusterName: string,
+  dir: string,
+  cleanup: Cleanup,
+): Promise<{ plugin: string; seed: SeedResult }> {
+  requireNetnsPrivileges(['ip', 'nsenter', 'iptables-save', 'iptables-restore', 'sysctl']);
+  await requireLocalStack();
+  const plugin = await ensurePluginBuilt();
+  const seed = await seedCluster({ clusterName });
+  cleanup.add('LocalStack cluster', () => deleteCluster({ clusterName }));
+  cleanup.add('temp dir', () => rmSync(dir, { recursive: true, force: true }));
+  return { plugin, seed };
+}
 
 export const INTERNET_SERVER = '203.0.113.10';
 export const ONPREM_SERVER = '198.51.100.10';
