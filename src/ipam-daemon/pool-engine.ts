@@ -194,8 +194,22 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const fillable = (i: EngineInterface) =>
     onTheWay(i) && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
   const cordoned = state.cordoned === true;
-  const slotsForNew = cordoned ? 0 : Math.max(0, maxIfs - ifs.length);
-  const canCreate = availableSubnets.length > 0 ? slotsForNew : 0;
+  // Ours, empty, and never to serve a pod (outside the pod subnets): a slot that is only waiting to
+  // be given back. A grow that needs the slot deletes it at once instead of after the shrink delay.
+  const deadSlots = cordoned
+    ? []
+    : ifs.filter(
+        (i) =>
+          i.deletable &&
+          !i.usable &&
+          i.settingUp !== true &&
+          i.total === 0 &&
+          i.assigned === 0 &&
+          i.cooling === 0,
+      );
+  const slotsForNew = cordoned ? 0 : Math.max(0, maxIfs - ifs.length + deadSlots.length);
+  const canCreate = availableSubnets.length > 0 ? Math.max(0, maxIfs - ifs.length) : 0;
+  let makingRoom = 0;
   // Pod IPs this node could hold: room on usable interfaces (and those in node setup) plus
   // interfaces it could still create.
   const ifCapacity = sum(ifs.filter(onTheWay), () => perIf) + slotsForNew * perIf;
@@ -280,6 +294,13 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       growth += n;
       creates++;
     }
+    // No slot left for what is still needed: free the dead ones now; the next round creates there.
+    if (need > 0 && baseNeed > 0 && availableSubnets.length > 0) {
+      for (const i of deadSlots.slice(0, Math.ceil(need / Math.max(1, perIf)))) {
+        actions.push({ kind: 'delete', interfaceId: i.id });
+        makingRoom++;
+      }
+    }
     if (ahead > 0 && growth > 0) grewAhead = true;
     const why = cordoned ? ': node is unschedulable, no new interface' : '';
     const short =
@@ -288,7 +309,11 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
         : baseNeed <= 0
           ? ` (${need} ahead left out: no new interface for the look-ahead alone)`
           : ` (${need} more cannot be had${why})`;
-    decision = `grow by ${growth}${short}`;
+    const room =
+      makingRoom > 0
+        ? `; deleting ${makingRoom} empty interface(s) outside the pod subnets to make room`
+        : '';
+    decision = `grow by ${growth}${short}${room}`;
   } else if (
     (total > desired && !(ipMode && total - desired < targets.minGrowStep && !grewAhead)) ||
     emptyDeletable.length > 0
@@ -370,6 +395,12 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
         message: `the pool is growing by ${growth} IP(s) (${total} held, ${used} in use); retry in a few seconds`,
       };
     }
+    if (makingRoom > 0) {
+      return {
+        reason: 'pool-growing',
+        message: `${makingRoom} empty interface(s) outside the pod subnets are being deleted to make room for a new one; retry in a few seconds`,
+      };
+    }
     const coolingNote = cooling > 0 ? `; ${cooling} released IP(s) are in cooldown and free up shortly` : '';
     const arriving = sum(
       ifs.filter((i) => i.settingUp === true),
@@ -395,7 +426,11 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
       };
     }
     const usableFull = !ifs.some(fillable);
-    if (usableFull && ifs.length >= maxIfs && !ifs.some((i) => i.usable && i.total < perIf)) {
+    if (
+      usableFull &&
+      ifs.length - deadSlots.length >= maxIfs &&
+      !ifs.some((i) => i.usable && i.total < perIf)
+    ) {
       if (limits.maxEni !== null && limits.maxEni < limits.maxInterfaces) {
         return {
           reason: 'max-eni',

@@ -626,6 +626,68 @@ describe('pool engine: subnets and backoff', () => {
     assert.equal(p.ceiling, 18);
   });
 
+  test('empty interfaces outside the pod subnets are deleted at once when a grow needs their slot', () => {
+    // A pod-subnet change left two of our ENIs in the old subnet (retired: usable false, no pods),
+    // and the primary is full: without the delete the node would say instance-limit at 9 pods.
+    const sim = newSim({ primaryIps: 9 });
+    assignPods(sim, 9);
+    for (const d of [1, 2])
+      sim.ifs.push({
+        id: `eni-old${d}`,
+        deviceIndex: d,
+        subnetId: 'subnet-old',
+        usable: false,
+        deletable: true,
+        total: 0,
+        assigned: 0,
+        cooling: 0,
+        freeIps: [],
+      });
+    sim.pending = 1;
+    const p = plan(stateOf(sim), m5large, targets(), sim.now);
+    assert.deepEqual(p.actions.map((a) => (a.kind === 'delete' ? a.interfaceId : a.kind)).sort(), [
+      'eni-old1',
+      'eni-old2',
+    ]);
+    assert.equal(p.ceiling, 27, 'the dead slots count as room');
+    assert.equal(p.noIp?.reason, 'pool-growing');
+    assert.match(p.noIp?.message ?? '', /2 empty interface\(s\) outside the pod subnets are being deleted/);
+    apply(sim, p);
+    const next = plan(stateOf(sim), m5large, targets(), sim.now);
+    assert.deepEqual(
+      next.actions.map((a) => a.kind),
+      ['create', 'create'],
+      'the freed slots are used on the next round',
+    );
+  });
+
+  test('a dead slot is kept while the grow does not need it, and a retired interface with a pod is never deleted', () => {
+    const sim = newSim({ primaryIps: 9 });
+    assignPods(sim, 1);
+    sim.ifs.push({
+      id: 'eni-old',
+      deviceIndex: 1,
+      subnetId: 'subnet-old',
+      usable: false,
+      deletable: true,
+      total: 1,
+      assigned: 1,
+      cooling: 0,
+      freeIps: [],
+    });
+    sim.pending = 30;
+    const busy = plan(stateOf(sim), m5large, targets(), sim.now);
+    assert.ok(!busy.actions.some((a) => a.kind === 'delete'), 'its pod keeps the interface');
+    assert.equal(busy.actions.filter((a) => a.kind === 'create').length, 1, 'one free slot');
+    const empty = newSim({ primaryIps: 9 });
+    empty.ifs.push({ ...(sim.ifs[1] as EngineInterface), total: 0, assigned: 0 });
+    const calm = plan(stateOf(empty), m5large, targets({ shrinkDelayMs: 60_000 }), empty.now);
+    assert.ok(
+      !calm.actions.some((a) => a.kind === 'delete'),
+      'room on a free slot: the dead one waits for the shrink delay',
+    );
+  });
+
   test('the why line carries the numbers', () => {
     const sim = newSim();
     const p = plan(stateOf(sim), m5large, targets(), sim.now);
