@@ -332,6 +332,8 @@ async function main(): Promise<void> {
     const wireMs = done.map((l) => l.wireMs ?? Number.NaN);
     const byShim = done.filter((l) => l.wiredBy === 'shim').length;
     const allocatedAt = inDaemon.filter((l) => l.msg === 'allocated').map((l) => l.ms ?? 0);
+    const delDone = inDaemon.filter((l) => l.msg === 'DEL done');
+    const delByShim = delDone.filter((l) => l.wiredBy === 'shim').length;
     const viaFallback = logLines.filter((l) => l.via === 'plugin').length;
 
     const [o, r] = times as [{ add: number[]; del: number[] }, { add: number[]; del: number[] }];
@@ -390,13 +392,20 @@ async function main(): Promise<void> {
             `${fmt(median(o.add))} vs ${fmt(median(a.add))} ms`,
           )
         : `- ADD no slower than the real AWS VPC CNI plugin with its daemon: **not measured** (${awsReason}).`,
+      a.del.length > 0
+        ? verdict(
+            median(o.del) <= median(a.del) * (1 + PAR),
+            `DEL on par or better than the real AWS VPC CNI (within ${PAR * 100}% of it or faster)`,
+            `${fmt(median(o.del))} vs ${fmt(median(a.del))} ms`,
+          )
+        : `- DEL on par with the real AWS VPC CNI plugin with its daemon: **not measured** (${awsReason}).`,
     ];
     const report = [
       '# CNI ADD/DEL benchmark: vpc-cni (shim) vs ptp + host-local (ipMasq)',
       '',
       `Command: \`npx node bench/cni-add-del.ts --iterations ${N} --concurrency ${C} --rounds ${ROUNDS} --write\` (as root, LocalStack running; part of \`npm run bench\`; written by the script).`,
       `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, kernel ${(await run('uname', ['-r'])).stdout.trim()}, load average at the end ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} (a shared machine: medians move with its load).`,
-      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=0; bundled and with its V8 flags, as the image runs it) runs the command and hands the pod's wiring back as a plan, which the shim applies with netlink and reports; ptp uses host-local and installs its ipMasq iptables rules. "p99" needs at least 1,000 samples, else the max is shown.`,
+      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=0; bundled and with its V8 flags, as the image runs it) runs the command and hands the pod's wiring (ADD) or host-side teardown (DEL) back as a plan, which the shim applies with netlink and reports; ptp uses host-local and installs its ipMasq iptables rules. "p99" needs at least 1,000 samples, else the max is shown.`,
       '',
       '## Goals',
       '',
@@ -428,6 +437,14 @@ async function main(): Promise<void> {
       `| wiring: the plan to the shim, applied there with netlink, reported back (median; ${byShim} of ${done.length} ADDs wired by the shim, the rest by \`ip -batch\` in the daemon) | ${fmt(median(wireMs))} ms |`,
       `| in the daemon: the whole ADD, from the shim's request to the final answer (median) | ${fmt(median(addInternal))} ms |`,
       `| ADDs/DELs that went to the Node fallback instead of the daemon | ${viaFallback} |`,
+      '',
+      '## Where a vpc-cni DEL goes (sequential DELs)',
+      '',
+      '| component | time |',
+      '|---|---:|',
+      `| the shim's exec + one socket round trip (VERSION through the daemon, median) | ${fmt(shimExec)} ms |`,
+      `| teardown: the plan to the shim, applied there with netlink, reported back (median; ${delByShim} of ${delDone.length} DELs cleaned by the shim, the rest by \`ip\` in the daemon) | ${fmt(median(delDone.map((l) => l.wireMs ?? Number.NaN)))} ms |`,
+      `| in the daemon: the whole DEL, from the shim's request to the IP released (median) | ${fmt(median(delDone.map((l) => l.ms ?? Number.NaN)))} ms |`,
       '',
       '## The real AWS VPC CNI',
       '',

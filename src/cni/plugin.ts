@@ -33,7 +33,7 @@ import {
   observeIpvlan,
   planIpvlanAdd,
 } from './wiring/ipvlan.ts';
-import type { NetPlan } from './wiring/net-ops.ts';
+import { DEL_PLAN_VERSION, type NetPlan } from './wiring/net-ops.ts';
 import {
   applyVethAdd,
   cleanupHost,
@@ -45,6 +45,7 @@ import {
   podIpFromHost,
   routedElsewhere,
   settle,
+  vethDelPlan,
   vethNetPlan,
 } from './wiring/veth.ts';
 
@@ -58,16 +59,18 @@ export interface PluginDeps {
    * rejects with the first failing op. Absent: this process wires with deps.ip.
    */
   apply?: (plan: NetPlan) => Promise<void>;
+  /** The plan version `apply` takes (the shim's); DEL goes through it from DEL_PLAN_VERSION on. */
+  planVersion?: number;
 }
 
 /**
  * PluginDeps.apply's rejection when a later DEL or ADD of the same attachment took over while this
- * ADD waited (its shim was killed): the ADD stops and touches nothing, the later command owns the
- * attachment (the veth, the IP-keyed routes and rules, the allocation).
+ * ADD (or DEL) waited (its shim was killed): the command stops and touches nothing more, the later
+ * command owns the attachment (the veth, the IP-keyed routes and rules, the allocation).
  */
 export class ApplyCancelledError extends Error {
-  constructor(why: string) {
-    super(`ADD cancelled: ${why}`);
+  constructor(why: string, command = 'ADD') {
+    super(`${command} cancelled: ${why}`);
     this.name = 'ApplyCancelledError';
   }
 }
@@ -314,23 +317,20 @@ async function rollback(
   return problems;
 }
 
-export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
-  const key = { containerId: env.containerId, ifName: env.ifName };
-  let hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
-  let daemonUp = true;
-  let alloc: Allocation | null | undefined; // undefined: not asked yet
-  const ask = async (): Promise<Allocation | null> => {
-    if (alloc !== undefined) return alloc;
-    try {
-      alloc = await deps.daemon.getAllocation(key);
-    } catch (e) {
-      if (!(e instanceof DaemonUnreachableError)) throw e;
-      daemonUp = false;
-      alloc = null;
-    }
-    return alloc;
-  };
-  let ip = ipFromPrevResult(conf.prevResult, env.ifName) ?? (await ask())?.ip ?? null;
+/**
+ * DEL's host side with `ip` processes: finds the IP's veth (and the IP from the veth's route when
+ * nothing else named it), then removes the rules and the veth. Returns the IP whose rules it took.
+ */
+async function delHostSide(
+  env: CniEnv,
+  conf: PluginConfig,
+  deps: PluginDeps,
+  ours: string,
+  known: string | null,
+  ask: () => Promise<Allocation | null>,
+): Promise<string | null> {
+  let hostName = ours;
+  let ip = known;
   if (ip && (await routedElsewhere(deps.ip, hostName, ip))) {
     // A pod another plugin wired (adopted from aws-node): the daemon names its host veth, and the
     // IP must be routed to exactly that veth before we touch it.
@@ -351,10 +351,59 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
   if (problems.length > 0) {
     throw new CniError(ErrorCode.WIRING_FAILED, `cleanup of ${hostName} failed: ${problems.join('; ')}`);
   }
+  return ip;
+}
+
+export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps): Promise<null> {
+  const key = { containerId: env.containerId, ifName: env.ifName };
+  const hostName = hostVethName(env.containerId, env.ifName, conf.vethPrefix);
+  let daemonUp = true;
+  let alloc: Allocation | null | undefined; // undefined: not asked yet
+  const ask = async (): Promise<Allocation | null> => {
+    if (alloc !== undefined) return alloc;
+    try {
+      alloc = await deps.daemon.getAllocation(key);
+    } catch (e) {
+      if (!(e instanceof DaemonUnreachableError)) throw e;
+      daemonUp = false;
+      alloc = null;
+    }
+    return alloc;
+  };
+  const started = performance.now();
+  let ip = ipFromPrevResult(conf.prevResult, env.ifName) ?? (await ask())?.ip ?? null;
+  // Who cleaned the host side, and how long it took (the log's breakdown).
+  let wiredBy: 'shim' | 'ip' = 'ip';
+  let wireMs: number | undefined;
+  const apply = (deps.planVersion ?? 1) >= DEL_PLAN_VERSION && conf.mode === 'veth' ? deps.apply : undefined;
+  // A veth another plugin made (adopted from aws-node) has another name: the `ip` path finds it.
+  const adopted = async () => {
+    const a = await ask();
+    return a?.hostVeth !== undefined && a.hostVeth !== hostName;
+  };
+  if (apply && ip && !(await adopted())) {
+    const t = performance.now();
+    try {
+      await apply(vethDelPlan(hostName, ip));
+      wiredBy = 'shim';
+      wireMs = ms(t);
+    } catch (e) {
+      if (e instanceof ApplyCancelledError) throw new CniError(ErrorCode.TRY_AGAIN_LATER, e.message);
+      // Nothing is released yet: clean up here with `ip` (the steps are all safe to repeat).
+      deps.log.warn('the shim did not apply the DEL plan; cleaning up with ip', {
+        error: (e as Error).message,
+      });
+    }
+  }
+  if (wiredBy === 'ip') {
+    const t = performance.now();
+    ip = await delHostSide(env, conf, deps, hostName, ip, ask);
+    wireMs = ms(t);
+  }
   if (daemonUp) {
     try {
       const r = await deps.daemon.release(key);
-      deps.log.info('DEL done', { released: r.released, ip });
+      deps.log.info('DEL done', { released: r.released, ip, wiredBy, wireMs, ms: ms(started) });
       return null;
     } catch (e) {
       if (!(e instanceof DaemonUnreachableError)) throw e;

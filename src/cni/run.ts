@@ -26,6 +26,8 @@ export interface RunContext {
   started: number;
   /** The shim applies wiring plans (PluginDeps.apply); absent: this process runs `ip`. */
   apply?: PluginDeps['apply'];
+  /** The plan version the shim applies (PluginDeps.planVersion). */
+  planVersion?: number;
 }
 
 const netnsExists = async (path: string) => {
@@ -94,7 +96,10 @@ export async function runCni(
     // bootMs: the plugin process's start to our first line of code (the runtime's bootstrap cost).
     log.bind(ctx.via === 'plugin' ? { ...fields, bootMs: Math.round(started * 10) / 10 } : fields);
     const deps: PluginDeps = { ip: createIpTool(spawnRunner), daemon: ctx.daemon(conf), netnsExists, log };
-    if (ctx.apply) deps.apply = ctx.apply;
+    if (ctx.apply) {
+      deps.apply = ctx.apply;
+      deps.planVersion = ctx.planVersion ?? 1;
+    }
     const result = await dispatch(parsed, conf, deps);
     log.debug('done', { ms: Math.round(performance.now() - started) });
     return { stdout: result ? line(result) : '', exitCode: 0 };

@@ -4,18 +4,22 @@
 // The plugin's daemon calls go to the Daemon in-process, through the same validation and error
 // mapping as the socket, so a command behaves the same whichever process runs it.
 //
-// Wiring: a shim that says it can (`apply: 1`) gets the pod's wiring as a plan (NetPlan) instead of
+// Wiring: a shim that says it can (`apply: N`) gets the pod's wiring as a plan (NetPlan) instead of
 // the final answer, applies it with netlink in its own small process and reports back on
 // POST /v1/cni/applied {ticket, error}; the ADD then goes on in TypeScript exactly as if `ip` had
 // run here (on failure: rollback, release, CNI error) and the shim gets the final answer (or, after
-// a "File exists" cleanup, one more plan). So the daemon's event loop never forks per ADD. Other
-// shims and ipvlan mode: the daemon runs `ip -batch` processes itself (argument arrays, no shell).
+// a "File exists" cleanup, one more plan). A veth DEL (plan version 2) likewise gets its host-side
+// teardown as a plan, and releases the IP only after the shim reported it applied (a failed plan:
+// the daemon cleans up with `ip`, then releases). So the daemon's event loop forks nothing per ADD
+// or DEL. Older shims, ipvlan mode, and a DEL of an adopted (aws-node) veth: the daemon runs
+// `ip -batch` processes itself (argument arrays, no shell).
 //
 // One attachment, one command at a time: an ADD and a DEL of the same container id + ifname run one
-// after the other here, and a DEL or a new ADD first cancels an ADD still waiting for its shim (the
-// runtime killed that shim). The cancelled ADD stops without touching anything (ApplyCancelledError):
-// the command that cancelled it owns the attachment, and a rollback 20 s later could otherwise
-// delete the routes and rules of another pod that got the IP meanwhile.
+// after the other here, and a DEL or a new ADD first cancels an ADD or DEL still waiting for its
+// shim (the runtime killed that shim). The cancelled command stops without touching anything more
+// (ApplyCancelledError; a DEL releases nothing): the command that cancelled it owns the attachment,
+// and a rollback 20 s later could otherwise delete the routes and rules of another pod that got the
+// IP meanwhile.
 
 import { randomUUID } from 'node:crypto';
 import { clientOver, type Transport } from '../cni/daemon-client.ts';
@@ -40,11 +44,16 @@ export const CNI_ENV_KEYS = [
 /** A GC's network config lists every attachment on the node (see MAX_GC_BODY_BYTES). */
 export const MAX_CNI_BODY_BYTES = MAX_GC_BODY_BYTES;
 
-/** The plan format the shim declares it applies (`apply` in POST /v1/cni). */
-export const NET_PLAN_VERSION = 1;
+/**
+ * The newest plan format the daemon sends; the shim declares the one it applies (`apply` in
+ * POST /v1/cni) and gets plans of at most that version: 1 wires a veth ADD, 2 (DEL_PLAN_VERSION)
+ * also deletes for a veth DEL.
+ */
+export const NET_PLAN_VERSION = 2;
 /**
  * How long an ADD waits for the shim's report before it rolls back (the runtime DELs anyway; that
- * DEL cancels the wait at once). VPC_IPAM_CNI_APPLY_TIMEOUT overrides it.
+ * DEL cancels the wait at once), and a DEL before it cleans up with `ip` itself.
+ * VPC_IPAM_CNI_APPLY_TIMEOUT overrides it.
  */
 export const APPLY_REPORT_TIMEOUT_MS = 20_000;
 
@@ -102,7 +111,7 @@ export function parseAppliedReport(body: unknown): AppliedReport {
   return { ticket, error };
 }
 
-/** One ADD whose wiring a shim applies: hands plans out, turns the shim's reports back into results. */
+/** One ADD or DEL whose wiring a shim applies: hands plans out, turns the shim's reports back into results. */
 class ShimSession {
   private respond: ((a: ShimAnswer) => void) | undefined;
   private waiting: { done(err: Error | null): void } | undefined;
@@ -111,9 +120,11 @@ class ShimSession {
   private cancelled: string | undefined;
   private readonly sessions: ShimSessions;
   private readonly timeoutMs: number;
-  constructor(sessions: ShimSessions, timeoutMs: number) {
+  private readonly command: string;
+  constructor(sessions: ShimSessions, timeoutMs: number, command = 'ADD') {
     this.sessions = sessions;
     this.timeoutMs = timeoutMs;
+    this.command = command;
   }
 
   /** The shim's next answer: a plan (apply was called) or the final outcome. */
@@ -131,7 +142,7 @@ class ShimSession {
 
   readonly apply = (plan: NetPlan): Promise<void> =>
     new Promise((resolve, reject) => {
-      if (this.cancelled !== undefined) throw new ApplyCancelledError(this.cancelled);
+      if (this.cancelled !== undefined) throw new ApplyCancelledError(this.cancelled, this.command);
       checkNetPlan(plan);
       const ticket = randomUUID();
       const timer = setTimeout(() => {
@@ -174,7 +185,7 @@ class ShimSession {
     this.ticket = undefined;
     const w = this.waiting;
     this.waiting = undefined;
-    w?.done(new ApplyCancelledError(why));
+    w?.done(new ApplyCancelledError(why, this.command));
   }
 }
 
@@ -186,13 +197,13 @@ export function attachmentOf(env: Record<string, string>): string | null {
 }
 
 /**
- * The ADDs waiting for a shim's report, by ticket; and the commands of each attachment, one at a
- * time, where a DEL or a new ADD cancels the ADD before it (see the header).
+ * The commands waiting for a shim's report, by ticket; and the commands of each attachment, one at
+ * a time, where a DEL or a new ADD cancels the ADD or DEL before it (see the header).
  */
 export class ShimSessions {
   private readonly open = new Map<string, ShimSession>();
-  /** The ADD of each attachment that may still hand out a plan. */
-  private readonly adds = new Map<string, ShimSession>();
+  /** The ADD or DEL of each attachment that may still hand out a plan. */
+  private readonly current = new Map<string, ShimSession>();
   private readonly locks = new KeyedMutex();
   private readonly timeoutMs: number;
   constructor(timeoutMs = APPLY_REPORT_TIMEOUT_MS) {
@@ -200,9 +211,9 @@ export class ShimSessions {
   }
 
   /**
-   * Runs an ADD or DEL of `key` after the commands of `key` before it; an ADD of `key` still
-   * waiting for its shim is cancelled first, so that wait ends now. `session`: this ADD's, which a
-   * later command may cancel in turn. Other commands (and no key) run at once.
+   * Runs an ADD or DEL of `key` after the commands of `key` before it; an ADD or DEL of `key` still
+   * waiting for its shim is cancelled first, so that wait ends now. `session`: this command's, which
+   * a later command may cancel in turn. Other commands (and no key) run at once.
    */
   serialize<T>(
     command: string | undefined,
@@ -211,10 +222,10 @@ export class ShimSessions {
     run: () => Promise<T>,
   ): Promise<T> {
     if (key === null || (command !== 'ADD' && command !== 'DEL')) return run();
-    this.adds.get(key)?.cancel(`a later ${command} of ${key} took over`);
-    if (command === 'ADD' && session) this.adds.set(key, session);
+    this.current.get(key)?.cancel(`a later ${command} of ${key} took over`);
+    if (session) this.current.set(key, session);
     return this.locks.run(key, run).finally(() => {
-      if (session && this.adds.get(key) === session) this.adds.delete(key);
+      if (session && this.current.get(key) === session) this.current.delete(key);
     });
   }
 
@@ -226,7 +237,7 @@ export class ShimSessions {
     run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>,
     of: { command?: string; key: string | null } = { key: null },
   ): Promise<ShimAnswer> {
-    const session = new ShimSession(this, this.timeoutMs);
+    const session = new ShimSession(this, this.timeoutMs, of.command);
     const first = session.next();
     // runCni never rejects; should it ever, the shim still gets a CNI error, and nothing is unhandled.
     this.serialize(of.command, of.key, session, () => run(session.apply)).then(
@@ -295,8 +306,9 @@ export function runForShim(
   const client = clientOver(inProcessTransport(routes, toApiError));
   const ctx = { daemon: () => client, via: 'daemon' as const, started: performance.now() };
   const of = { command: req.env.CNI_COMMAND, key: attachmentOf(req.env) };
-  if (req.apply !== NET_PLAN_VERSION) {
+  if (req.apply === undefined || req.apply < 1) {
     return sessions.serialize(of.command, of.key, undefined, () => runCni(req.env, req.stdin, ctx));
   }
-  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply }), of);
+  const planVersion = Math.min(req.apply, NET_PLAN_VERSION);
+  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply, planVersion }), of);
 }

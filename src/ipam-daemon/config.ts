@@ -396,7 +396,7 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     default: '20',
     accepted: 'seconds > 0 (decimals allowed)',
     description:
-      "How long a veth ADD waits for the CNI shim's report that it applied the wiring, then rolls back. A DEL or a new ADD of the same attachment ends the wait at once (the ADD then touches nothing); lowered only by tests.",
+      "How long a veth ADD waits for the CNI shim's report that it applied the wiring, then rolls back (a veth DEL: then cleans up with ip itself). A DEL or a new ADD of the same attachment ends the wait at once (the waiting command then touches nothing more); lowered only by tests.",
     group: 'daemon',
     parse: seconds(0.01, 600),
   },

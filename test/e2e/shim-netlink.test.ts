@@ -1,19 +1,22 @@
 // The shim's plan executor (src/cni/shim/apply.go) on real network namespaces: the plan the
 // daemon builds for a pod, applied by dist/vpc-cni with netlink, must leave exactly the kernel
 // state that `ip -batch` makes from the same ops (the daemon-side path, proven end to end by
-// local-vpc.test.ts), and a failing op must stop the plan and be reported by name. The plan comes
-// from a stand-in socket here so each case can hand the shim the plan it needs.
+// local-vpc.test.ts), and a failing op must stop the plan and be reported by name. A DEL's plan
+// must leave nothing of the pod behind, succeed again when run twice or after the pod netns is
+// gone, and leave the IP's rules alone once the IP routes to another veth. The plan comes from a
+// stand-in socket here so each case can hand the shim the plan it needs.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ipArgv, type NetPlan } from '../../src/cni/wiring/net-ops.ts';
-import { planVethAdd, vethNetPlan } from '../../src/cni/wiring/veth.ts';
+import { planVethAdd, vethDelPlan, vethNetPlan } from '../../src/cni/wiring/veth.ts';
 import { execPlugin } from '../helpers/cni-runtime.ts';
 import {
   Cleanup,
   createNetns,
+  ip,
   ipBatch,
   ipJson,
   requireNetnsPrivileges,
@@ -71,8 +74,14 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
     assert.deepEqual(errors, []);
   });
 
-  /** Runs an ADD through the shim in `node`; the stand-in hands it `plan`, then a final answer. */
-  async function shimApplies(node: string, podPath: string, plan: NetPlan, sock: string) {
+  /** Runs an ADD (or DEL) through the shim in `node`; the stand-in hands it `plan`, then a final answer. */
+  async function shimApplies(
+    node: string,
+    podPath: string,
+    plan: NetPlan,
+    sock: string,
+    command: 'ADD' | 'DEL' = 'ADD',
+  ) {
     const final = { stdout: '{"cniVersion":"1.0.0"}\n', exitCode: 0 };
     const d = await standIn(sock, (_body, url) => ({
       status: 200,
@@ -81,7 +90,7 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
     try {
       const o = await execPlugin(
         bin,
-        { command: 'ADD', containerId: spec.containerId, netns: podPath, ifName: spec.ifName },
+        { command, containerId: spec.containerId, netns: podPath, ifName: spec.ifName },
         { cniVersion: '1.0.0', name: 'vpc', type: 'vpc-cni', socketPath: sock },
         node,
       );
@@ -89,8 +98,8 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
       assert.equal(reports.length, 1, JSON.stringify(d.seen));
       assert.equal(
         (JSON.parse(d.seen[0]!.body) as { apply?: number }).apply,
-        1,
-        'the shim says it applies plans',
+        2,
+        'the shim says it applies plans, DEL deletions included (version 2)',
       );
       return { o, report: JSON.parse(reports[0]!.body) as { ticket: string; error: string | null } };
     } finally {
@@ -156,6 +165,80 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
     assert.equal(podAddrs[0]?.addr_info.length, 1, 'op 0 (the address) applied');
     const routes = await ipJson<Row>(pod, 'route', 'show');
     assert.ok(!routes.some((r) => r.dst === 'default'), 'nothing after the failing op');
+  });
+
+  /** The node's state that names the pod: its host veth, routes through it, rules of its IP. */
+  async function podLeftovers(node: string, hostName: string) {
+    const links = await ipJson<Row>(node, 'link', 'show', 'type', 'veth');
+    const routes = await ipJson<Row>(node, 'route', 'show', 'table', 'all');
+    const rules = await ipJson<Row>(node, 'rule', 'show');
+    return {
+      links: links.filter((l) => l.ifname === hostName).map((l) => l.ifname),
+      routes: routes.filter((r) => r.dst === spec.ip).map((r) => `${r.dst} dev ${r.dev}`),
+      rules: rules.filter((r) => r.src === spec.ip || r.dst === spec.ip).map((r) => r.priority),
+    };
+  }
+
+  test('DEL: the plan leaves nothing of the pod; run again, or after the pod netns is gone, it succeeds', async () => {
+    const [node, pod] = ['nd', 'pd'].map((n) => `${prefix}-${n}`) as [string, string];
+    for (const ns of [node, pod]) await createNetns(ns, cleanup);
+    const podPath = `/run/netns/${pod}`;
+    const p = planVethAdd({ ...spec, netns: podPath });
+    const add = await shimApplies(node, podPath, vethNetPlan(p, podPath), join(dir, 'da.sock'));
+    assert.equal(add.report.error, null);
+    const wired = await podLeftovers(node, p.hostName);
+    assert.deepEqual(wired, {
+      links: [p.hostName],
+      routes: [`${spec.ip} dev ${p.hostName}`],
+      rules: [512, 1536],
+    });
+
+    const del = vethDelPlan(p.hostName, spec.ip);
+    const first = await shimApplies(node, podPath, del, join(dir, 'd1.sock'), 'DEL');
+    assert.deepEqual(first.report, { ticket: TICKET, error: null });
+    assert.deepEqual(await podLeftovers(node, p.hostName), { links: [], routes: [], rules: [] });
+    assert.deepEqual(
+      await ipJson(pod, 'link', 'show', 'dev', spec.ifName).catch(() => []),
+      [],
+      'the pod end went with the host end',
+    );
+    // The runtime may call DEL again (and must get success): everything is gone already.
+    const again = await shimApplies(node, podPath, del, join(dir, 'd2.sock'), 'DEL');
+    assert.equal(again.report.error, null);
+    // The pod netns deleted before the DEL: the plan touches only the node's side.
+    await ip(null, 'netns', 'del', pod);
+    const gone = await shimApplies(node, podPath, del, join(dir, 'd3.sock'), 'DEL');
+    assert.equal(gone.report.error, null);
+  });
+
+  test("DEL: once the IP routes to another pod's veth, its rules are that pod's and stay", async () => {
+    const [node, pod, other] = ['ng', 'pg', 'og'].map((n) => `${prefix}-${n}`) as [string, string, string];
+    for (const ns of [node, pod, other]) await createNetns(ns, cleanup);
+    const podPath = `/run/netns/${pod}`;
+    const p = planVethAdd({ ...spec, netns: podPath });
+    // The same IP wired to another attachment (a stale DEL after the IP moved on) ...
+    const q = planVethAdd({ ...spec, containerId: 'shimnetlink1', netns: `/run/netns/${other}` });
+    await ipBatch(
+      node,
+      [...q.linkLines, ...q.hostLines].map((l) => l.join(' ')),
+    );
+    // ... and our veth still there, without its route (the other pod's `replace` took it).
+    await ipBatch(
+      node,
+      p.linkLines.map((l) => l.join(' ')),
+    );
+    const r = await shimApplies(node, podPath, vethDelPlan(p.hostName, spec.ip), join(dir, 'g.sock'), 'DEL');
+    assert.equal(r.report.error, null);
+    assert.deepEqual(await podLeftovers(node, p.hostName), {
+      links: [],
+      routes: [`${spec.ip} dev ${q.hostName}`],
+      rules: [512, 1536],
+    });
+    assert.equal(
+      (await ipJson(node, 'link', 'show', 'dev', q.hostName)).length,
+      1,
+      "the other pod's veth stays",
+    );
   });
 
   test('an unknown op or a missing netns is an error, not a crash', async () => {

@@ -1,13 +1,17 @@
 // The plan executor: applies the wiring the daemon computed (src/cni/wiring/net-ops.ts NetPlan)
-// with netlink, in this process, so an ADD forks no `ip`/`nsenter`. Generic on purpose: it knows
-// six kinds of kernel change and nothing about CNI; the daemon decides what to change, checks
-// the result and rolls back on failure. It stops at the first failing op and names it.
+// with netlink, in this process, so an ADD or DEL forks no `ip`/`nsenter`. Generic on purpose: it
+// knows eight kinds of kernel change and one precondition, and nothing about CNI; the daemon
+// decides what to change, checks the result and rolls back on failure. It stops at the first
+// failing op and names it. The deletions succeed when the thing is already gone (a DEL is
+// idempotent).
 package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -23,7 +27,7 @@ type netOp struct {
 	Peer      string `json:"peer"`
 	PeerMac   string `json:"peerMac"`
 	PeerNetns string `json:"peerNetns"`
-	// up, addr, route, neigh
+	// up, addr, route, neigh, linkDel
 	Dev  string `json:"dev"`
 	Cidr string `json:"cidr"`
 	// route
@@ -32,7 +36,7 @@ type netOp struct {
 	ScopeLink bool   `json:"scopeLink"`
 	Proto     int    `json:"proto"`
 	Replace   bool   `json:"replace"`
-	// rule
+	// rule, ruleDel (table 0: any)
 	From     string `json:"from"`
 	To       string `json:"to"`
 	Table    int    `json:"table"`
@@ -43,8 +47,13 @@ type netOp struct {
 
 type netPlan struct {
 	Steps []struct {
-		Netns string  `json:"netns"`
-		Ops   []netOp `json:"ops"`
+		Netns string `json:"netns"`
+		// The step runs only while the main table's route to Dst is absent or goes out one of Devs.
+		OnlyIfRoute *struct {
+			Dst  string   `json:"dst"`
+			Devs []string `json:"devs"`
+		} `json:"onlyIfRoute"`
+		Ops []netOp `json:"ops"`
 	} `json:"steps"`
 }
 
@@ -110,6 +119,15 @@ func applyPlan(raw json.RawMessage) error {
 		if err != nil {
 			return err
 		}
+		if g := step.OnlyIfRoute; g != nil {
+			run, err := routeAbsentOrVia(h, g.Dst, g.Devs)
+			if err != nil {
+				return fmt.Errorf("step %d onlyIfRoute %s: %v", i, g.Dst, err)
+			}
+			if !run {
+				continue
+			}
+		}
 		for j, op := range step.Ops {
 			if err := applyOp(h, ns, op); err != nil {
 				desc, _ := json.Marshal(op)
@@ -163,7 +181,7 @@ func applyOp(h *netlink.Handle, ns *namespaces, o netOp) error {
 		return h.AddrAdd(link, addr)
 	case "route":
 		return route(h, o)
-	case "rule":
+	case "rule", "ruleDel":
 		rule := netlink.NewRule()
 		rule.Family, rule.Table, rule.Priority, rule.Protocol = unix.AF_INET, o.Table, o.Priority, uint8(o.Proto)
 		cidr := o.To
@@ -179,7 +197,23 @@ func applyOp(h *netlink.Handle, ns *namespaces, o netOp) error {
 		} else {
 			rule.Dst = ipnet
 		}
-		return h.RuleAdd(rule)
+		if o.Op == "rule" {
+			return h.RuleAdd(rule)
+		}
+		if err := h.RuleDel(rule); !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
+	case "linkDel":
+		link, err := h.LinkByName(o.Dev)
+		if err == nil {
+			err = h.LinkDel(link)
+		}
+		var gone netlink.LinkNotFoundError
+		if errors.As(err, &gone) || errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return err
 	case "neigh":
 		link, err := h.LinkByName(o.Dev)
 		if err != nil {
@@ -196,6 +230,26 @@ func applyOp(h *netlink.Handle, ns *namespaces, o netOp) error {
 		})
 	}
 	return fmt.Errorf("unknown op %q", o.Op)
+}
+
+// routeAbsentOrVia: true while no main-table route to dst exists, or each goes out one of devs.
+func routeAbsentOrVia(h *netlink.Handle, dst string, devs []string) (bool, error) {
+	_, ipnet, err := net.ParseCIDR(dst)
+	if err != nil {
+		return false, err
+	}
+	routes, err := h.RouteListFiltered(unix.AF_INET, &netlink.Route{Dst: ipnet, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range routes {
+		link, err := h.LinkByIndex(r.LinkIndex)
+		if err != nil || !slices.Contains(devs, link.Attrs().Name) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func route(h *netlink.Handle, o netOp) error {

@@ -55,8 +55,9 @@ type answer struct {
 	Ticket   string          `json:"ticket"`
 }
 
-// The plan format apply.go executes (src/ipam-daemon/cni-host.ts NET_PLAN_VERSION).
-const planVersion = 1
+// The plan format apply.go executes (src/ipam-daemon/cni-host.ts NET_PLAN_VERSION; 2 adds DEL's
+// deletions and the onlyIfRoute precondition).
+const planVersion = 2
 
 // A plan, then (after a "File exists" clean-up) at most a few more: never loop forever.
 const maxPlans = 4

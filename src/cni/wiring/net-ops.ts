@@ -1,7 +1,10 @@
 // The wiring of a pod as data: a few kinds of kernel changes, each one `ip` line or one netlink
 // request. The daemon builds them (all CNI semantics stay in TypeScript) and either renders them
 // as `ip -batch` lines (ipArgv) or hands them to the shim, which applies them in-process with
-// netlink (src/cni/shim/apply.go) so an ADD forks no `ip`/`nsenter` from the daemon. Pure.
+// netlink (src/cni/shim/apply.go) so an ADD or DEL forks no `ip`/`nsenter` from the daemon. Pure.
+
+/** The plan version (the shim's `apply`) from which the shim knows linkDel, ruleDel and onlyIfRoute. */
+export const DEL_PLAN_VERSION = 2;
 
 /** The main routing table's number (`lookup main`). */
 export const TABLE_MAIN = 254;
@@ -32,11 +35,20 @@ export type NetOp =
   /** Exactly one of from/to (a CIDR). */
   | { op: 'rule'; from?: string; to?: string; table: number; priority: number; proto?: number }
   /** A permanent neighbour entry. */
-  | { op: 'neigh'; dev: string; ip: string; mac: string };
+  | { op: 'neigh'; dev: string; ip: string; mac: string }
+  /** Deletes a link (a veth takes its peer and its routes with it); done if it is gone already. */
+  | { op: 'linkDel'; dev: string }
+  /** Deletes a rule (exactly one of from/to; no table: any); done if none matches. */
+  | { op: 'ruleDel'; from?: string; to?: string; table?: number; priority: number };
 
 /** Ops that run in one network namespace: netns undefined is the caller's (the node's). */
 export interface NetStep {
   netns?: string;
+  /**
+   * Run the step only while the main table's route to dst is absent or goes out one of devs (else
+   * it is skipped, not failed): rules keyed by a pod IP belong to whichever veth the IP routes to.
+   */
+  onlyIfRoute?: { dst: string; devs: string[] };
   ops: NetOp[];
 }
 
@@ -93,6 +105,14 @@ export function ipArgv(o: NetOp): string[] {
     }
     case 'neigh':
       return ['neigh', 'add', o.ip, 'lladdr', o.mac, 'dev', o.dev, 'nud', 'permanent'];
+    case 'linkDel':
+      return ['link', 'del', 'dev', o.dev];
+    case 'ruleDel': {
+      const [dir, cidr] = o.from !== undefined ? ['from', o.from] : ['to', o.to ?? ''];
+      const table =
+        o.table === undefined ? [] : ['lookup', o.table === TABLE_MAIN ? 'main' : String(o.table)];
+      return ['rule', 'del', dir, cidr, ...table, 'priority', String(o.priority)];
+    }
   }
 }
 
@@ -107,8 +127,15 @@ export function checkNetPlan(plan: NetPlan): void {
     if (step.netns !== undefined && !step.netns.startsWith('/')) {
       throw new Error(`netns must be an absolute path: ${step.netns}`);
     }
+    const guard = step.onlyIfRoute;
+    if (
+      guard &&
+      (!cidr.test(guard.dst) || guard.devs.length === 0 || !guard.devs.every((d) => ifname.test(d)))
+    ) {
+      throw new Error(`bad onlyIfRoute: ${JSON.stringify(guard)}`);
+    }
     for (const o of step.ops) {
-      const dev = o.op === 'veth' ? o.name : o.op === 'rule' ? undefined : o.dev;
+      const dev = o.op === 'veth' ? o.name : o.op === 'rule' || o.op === 'ruleDel' ? undefined : o.dev;
       if (dev !== undefined && !ifname.test(dev)) throw bad(o, 'interface name');
       switch (o.op) {
         case 'veth':
@@ -122,16 +149,19 @@ export function checkNetPlan(plan: NetPlan): void {
           if (!cidr.test(o.dst) || (o.via !== undefined && !ip.test(o.via))) throw bad(o, 'dst/via');
           break;
         case 'rule':
+        case 'ruleDel': {
           if ((o.from === undefined) === (o.to === undefined)) throw bad(o, 'exactly one of from/to');
           if (!cidr.test(o.from ?? o.to ?? '')) throw bad(o, 'cidr');
-          if (!Number.isInteger(o.table) || o.table <= 0 || !Number.isInteger(o.priority)) {
+          const tableOk = o.op === 'ruleDel' && o.table === undefined ? true : Number.isInteger(o.table);
+          if (!tableOk || (o.table ?? 1) <= 0 || !Number.isInteger(o.priority))
             throw bad(o, 'table/priority');
-          }
           break;
+        }
         case 'neigh':
           if (!ip.test(o.ip) || !mac.test(o.mac)) throw bad(o, 'ip/mac');
           break;
         case 'up':
+        case 'linkDel':
           break;
       }
     }

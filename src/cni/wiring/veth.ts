@@ -1,6 +1,7 @@
 // Routed veth wiring (the default mode). Planning is pure (NetOps, also rendered as `ip -batch`
-// lines). Through the shim, ADD applies the plan with netlink in the shim (vethNetPlan); run by
-// the Node plugin or daemon itself it costs two processes (host batch, pod batch via nsenter).
+// lines). Through the shim, ADD and DEL apply their plans with netlink in the shim (vethNetPlan,
+// vethDelPlan); run by the Node plugin or daemon itself an ADD costs two processes (host batch,
+// pod batch via nsenter) and a DEL two or three (route lookups, cleanup batch).
 //
 // Pod:  <ip>/32 on <ifName>; 169.254.1.1 scope link; default via 169.254.1.1; a permanent
 //       neighbour 169.254.1.1 -> host veth MAC (so the pod never ARPs for its gateway).
@@ -106,19 +107,37 @@ export function vethNetPlan(plan: VethPlan, netns: string): NetPlan {
   };
 }
 
+/** The rules a pod IP has on the host (ADD's hostOps), as deletions: from any table. */
+function podRuleDels(ip: string): NetOp[] {
+  const ip32 = `${ip}/32`;
+  return [
+    { op: 'ruleDel', to: ip32, table: TABLE_MAIN, priority: PRIO_TO_POD },
+    { op: 'ruleDel', from: ip32, priority: PRIO_FROM_POD },
+  ];
+}
+
 /**
  * Host-side cleanup for one attachment: the rules (when the IP is known) and the host veth (which
  * takes its peer, the /32 route and the pod-side state with it). Safe to run when parts are gone.
  */
 export function planHostCleanup(hostName: string, ip: string | null): string[][] {
-  const lines: string[][] = [];
-  if (ip) {
-    const ip32 = `${ip}/32`;
-    lines.push(['rule', 'del', 'to', ip32, 'lookup', 'main', 'priority', String(PRIO_TO_POD)]);
-    lines.push(['rule', 'del', 'from', ip32, 'priority', String(PRIO_FROM_POD)]);
-  }
-  lines.push(['link', 'del', 'dev', hostName]);
-  return lines;
+  const ops: NetOp[] = [...(ip ? podRuleDels(ip) : []), { op: 'linkDel', dev: hostName }];
+  return ops.map(ipArgv);
+}
+
+/**
+ * DEL as one plan for the shim, host side only (the pod netns may be gone; the veth takes its peer
+ * with it): the IP's rules only while the IP routes to this veth or nowhere — a stale DEL, retried
+ * after the IP went to another pod, must leave that pod's rules alone — then the veth. Every op
+ * succeeds when its object is gone already, so a repeated DEL succeeds too.
+ */
+export function vethDelPlan(hostName: string, ip: string): NetPlan {
+  return {
+    steps: [
+      { onlyIfRoute: { dst: `${ip}/32`, devs: [hostName] }, ops: podRuleDels(ip) },
+      { ops: [{ op: 'linkDel', dev: hostName }] },
+    ],
+  };
 }
 
 /** Resolves to the error instead of rejecting, so a batch can run while other work is awaited. */

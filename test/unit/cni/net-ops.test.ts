@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { checkNetPlan, ipArgv, type NetOp, TABLE_MAIN } from '../../../src/cni/wiring/net-ops.ts';
-import { planVethAdd, vethNetPlan } from '../../../src/cni/wiring/veth.ts';
+import { planHostCleanup, planVethAdd, vethDelPlan, vethNetPlan } from '../../../src/cni/wiring/veth.ts';
 
 describe('wiring plan as data (net-ops)', () => {
   test('each op renders as the ip line that makes the same change', () => {
@@ -40,6 +40,12 @@ describe('wiring plan as data (net-ops)', () => {
         { op: 'neigh', dev: 'eth0', ip: '169.254.1.1', mac: '02:00:00:00:00:01' },
         'neigh add 169.254.1.1 lladdr 02:00:00:00:00:01 dev eth0 nud permanent',
       ],
+      [{ op: 'linkDel', dev: 'vpc1' }, 'link del dev vpc1'],
+      [
+        { op: 'ruleDel', to: '10.0.0.5/32', table: TABLE_MAIN, priority: 512 },
+        'rule del to 10.0.0.5/32 lookup main priority 512',
+      ],
+      [{ op: 'ruleDel', from: '10.0.0.5/32', priority: 1536 }, 'rule del from 10.0.0.5/32 priority 1536'],
     ];
     for (const [op, line] of cases) assert.equal(ipArgv(op).join(' '), line);
   });
@@ -62,6 +68,32 @@ describe('wiring plan as data (net-ops)', () => {
     checkNetPlan(plan);
   });
 
+  test("the DEL plan for the shim: the IP's rules only while it routes to this veth or nowhere, then the veth; node side only", () => {
+    const plan = vethDelPlan('vpc0123456789a', '10.64.1.9');
+    assert.deepEqual(plan, {
+      steps: [
+        {
+          onlyIfRoute: { dst: '10.64.1.9/32', devs: ['vpc0123456789a'] },
+          ops: [
+            { op: 'ruleDel', to: '10.64.1.9/32', table: TABLE_MAIN, priority: 512 },
+            { op: 'ruleDel', from: '10.64.1.9/32', priority: 1536 },
+          ],
+        },
+        { ops: [{ op: 'linkDel', dev: 'vpc0123456789a' }] },
+      ],
+    });
+    // The same deletions, in the same order, as the daemon-side `ip -batch` cleanup.
+    assert.deepEqual(
+      plan.steps.flatMap((s) => s.ops.map(ipArgv)),
+      planHostCleanup('vpc0123456789a', '10.64.1.9'),
+    );
+    assert.ok(
+      plan.steps.every((s) => s.netns === undefined),
+      'nothing in the pod netns (it may be gone)',
+    );
+    checkNetPlan(plan);
+  });
+
   test('a malformed plan is refused before it leaves the daemon', () => {
     const bad: NetOp[] = [
       { op: 'up', dev: 'a b' },
@@ -73,6 +105,11 @@ describe('wiring plan as data (net-ops)', () => {
       { op: 'rule', from: '10.0.0.1/32', to: '10.0.0.2/32', table: 3, priority: 1 },
       { op: 'rule', to: '10.0.0.1/32', table: 0, priority: 1 },
       { op: 'neigh', dev: 'eth0', ip: '169.254.1.1', mac: 'zz' },
+      { op: 'linkDel', dev: 'a;b' },
+      { op: 'ruleDel', priority: 512 },
+      { op: 'ruleDel', to: '10.0.0.1', priority: 512 },
+      { op: 'ruleDel', from: '10.0.0.1/32', table: 0, priority: 512 },
+      { op: 'ruleDel', from: '10.0.0.1/32', priority: 1.5 },
       {
         op: 'veth',
         name: 'v',
@@ -86,5 +123,12 @@ describe('wiring plan as data (net-ops)', () => {
     for (const op of bad)
       assert.throws(() => checkNetPlan({ steps: [{ ops: [op] }] }), /bad/, JSON.stringify(op));
     assert.throws(() => checkNetPlan({ steps: [{ netns: 'rel', ops: [] }] }), /absolute/);
+    for (const onlyIfRoute of [
+      { dst: '10.0.0.1', devs: ['vpc1'] },
+      { dst: '10.0.0.1/32', devs: [] },
+      { dst: '10.0.0.1/32', devs: ['bad name'] },
+    ]) {
+      assert.throws(() => checkNetPlan({ steps: [{ onlyIfRoute, ops: [] }] }), /onlyIfRoute/);
+    }
   });
 });

@@ -10,19 +10,8 @@ import { ApplyCancelledError, cmdAdd, type PluginDeps } from '../../../src/cni/p
 import { CniError } from '../../../src/cni/spec.ts';
 import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
 import { hostVethName } from '../../../src/netutils/names.ts';
+import { alloc } from './allocation-fixture.ts';
 
-const alloc: Allocation = {
-  containerId: 'c1',
-  ifName: 'eth0',
-  ip: '10.0.1.7',
-  interfaceId: 'eni-1',
-  interfaceMac: '02:00:00:00:00:01',
-  deviceIndex: 0,
-  subnetCidr: '10.0.1.0/24',
-  gateway: '10.0.1.1',
-  routeTable: 0,
-  vpcCidrs: ['10.0.0.0/16'],
-};
 const env = parseEnv({
   CNI_COMMAND: 'ADD',
   CNI_CONTAINERID: 'c1',

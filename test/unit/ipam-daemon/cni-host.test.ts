@@ -238,6 +238,43 @@ describe('wiring applied by the shim (ShimSessions)', () => {
     assert.throws(() => sessions.report({ ticket: add.ticket, error: null }), /unknown or expired/);
   });
 
+  test('a retried DEL cancels a DEL waiting for its killed shim at once (it releases nothing), and runs after it', async () => {
+    const sessions = new ShimSessions(60_000);
+    const key = 'c1/eth0';
+    const order: string[] = [];
+    let firstFailure: unknown;
+    const first = await sessions.start(
+      async (apply) => {
+        await apply(plan).then(
+          () => order.push('first DEL released'),
+          (e: unknown) => {
+            firstFailure = e;
+          },
+        );
+        order.push('first DEL ended');
+        return final('del1\n');
+      },
+      { command: 'DEL', key },
+    );
+    assert.ok('ticket' in first);
+    const started = performance.now();
+    const retried = await sessions.start(
+      async (apply) => {
+        await apply(plan);
+        order.push('retried DEL released');
+        return final('del2\n');
+      },
+      { command: 'DEL', key },
+    );
+    assert.ok(performance.now() - started < 1_000, 'the retried DEL did not wait for the report timeout');
+    assert.ok('ticket' in retried, 'the retried DEL hands out its own plan');
+    assert.ok(firstFailure instanceof ApplyCancelledError, String(firstFailure));
+    assert.match((firstFailure as Error).message, /^DEL cancelled: a later DEL of c1\/eth0 took over/);
+    assert.deepEqual(await sessions.report({ ticket: retried.ticket, error: null }), final('del2\n'));
+    assert.deepEqual(order, ['first DEL ended', 'retried DEL released']);
+    assert.throws(() => sessions.report({ ticket: first.ticket, error: null }), /unknown or expired/);
+  });
+
   test('a new ADD of the same attachment cancels the old one, even before it handed out its plan', async () => {
     const sessions = new ShimSessions(60_000);
     const key = 'c1/eth0';
