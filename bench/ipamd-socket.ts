@@ -11,10 +11,11 @@
 // run, in the same directory.
 //
 // Each cycle is one POST /v1/allocate + one POST /v1/release for a fresh container id, over one
-// keep-alive connection per client (the "new connection" row opens one per call, as the old
-// plugin did). Every answered change is durable first (group commit: one fdatasync per batch).
-// The client is a minimal HTTP/1.1 client on node:net, so the client's own CPU (same machine)
-// takes as little as possible from the daemon's.
+// keep-alive connection per client, in the socket's frames (src/ipam-daemon/frame.ts, what the CNI
+// shim and plugin speak); an HTTP/1.1 row at the highest concurrency shows the other framing side
+// by side, and the "new connection" row opens one per call, as the shim and the plugin do. Every
+// answered change is durable first (group commit: one disk flush per batch). The clients are
+// minimal (node:net), so their own CPU (same machine) takes as little as possible from the daemon's.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants, existsSync } from 'node:fs';
@@ -24,6 +25,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { bundleDaemon } from '../scripts/bundle-daemon.ts';
+import { encodeFrame, FrameReader } from '../src/ipam-daemon/frame.ts';
 import { DAEMON_NODE_FLAGS } from '../src/ipam-daemon/node-flags.ts';
 import { fmt, median, percentile, tail, verdict } from './stats.ts';
 
@@ -50,8 +52,53 @@ const GOAL_RSS_MIB = 96;
 /** "Flat": RSS from the first 10% of the run to the end grows by at most this much. */
 const FLAT_MIB = 4;
 
-/** One keep-alive connection answering one request at a time (what each client does). */
-class Conn {
+type Framing = 'frame' | 'http';
+
+/** A client's connection: one request at a time. */
+interface Conn {
+  post(path: string, body: string): Promise<number>;
+  close(): void;
+}
+
+function openConn(path: string, framing: Framing): Promise<Conn> {
+  return framing === 'frame' ? FrameConn.open(path) : HttpConn.open(path);
+}
+
+/** The framed transport (src/ipam-daemon/frame.ts), as the CNI shim and the Node plugin speak it. */
+class FrameConn implements Conn {
+  private readonly sock: Socket;
+  private readonly reader = new FrameReader(1 << 20);
+  private waiting: ((status: number) => void) | null = null;
+  private constructor(sock: Socket) {
+    this.sock = sock;
+    sock.on('data', (d: Buffer) => {
+      this.reader.push(d);
+      const f = this.reader.next();
+      if (!f || !this.waiting) return;
+      const w = this.waiting;
+      this.waiting = null;
+      w(Number(f.head));
+    });
+  }
+  static open(path: string): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const s = connect(path, () => resolve(new FrameConn(s)));
+      s.once('error', reject);
+    });
+  }
+  post(path: string, body: string): Promise<number> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.sock.write(encodeFrame(`POST ${path}`, body));
+    });
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+/** HTTP/1.1 keep-alive, a minimal client on node:net (curl and older plugins speak HTTP). */
+class HttpConn implements Conn {
   private readonly sock: Socket;
   private buf: Buffer = Buffer.alloc(0);
   private waiting: ((status: number) => void) | null = null;
@@ -64,7 +111,7 @@ class Conn {
   }
   static open(path: string): Promise<Conn> {
     return new Promise((resolve, reject) => {
-      const s = connect(path, () => resolve(new Conn(s)));
+      const s = connect(path, () => resolve(new HttpConn(s)));
       s.once('error', reject);
     });
   }
@@ -191,6 +238,7 @@ async function run(
   total: number,
   concurrency: number,
   keepAlive: boolean,
+  framing: Framing,
   onProgress?: (done: number) => Promise<void>,
 ) {
   const tag = `r${++tagSeq}`;
@@ -202,7 +250,7 @@ async function run(
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      const conn = keepAlive ? await Conn.open(server.socket) : null;
+      const conn = keepAlive ? await openConn(server.socket, framing) : null;
       for (;;) {
         const n = next++;
         if (n >= total) break;
@@ -211,7 +259,7 @@ async function run(
           ['/v1/allocate', `{${key},"podNamespace":"bench","podName":"p-${n}"}`, alloc],
           ['/v1/release', `{${key}}`, release],
         ] as const) {
-          const c = conn ?? (await Conn.open(server.socket));
+          const c = conn ?? (await openConn(server.socket, framing));
           const t = performance.now();
           const status = await c.post(path, body);
           into.push(performance.now() - t);
@@ -238,13 +286,13 @@ async function throughput(
   const server = await Server.start(dir);
   const where = `${filesystemOf(dir)}`;
   try {
-    await run(server, 1000, 8, true); // warm-up (JIT, first writes), not reported
+    await run(server, 1000, 8, true, 'frame'); // warm-up (JIT, first writes), not reported
     const rows: string[] = [];
     const verdicts: string[] = [];
-    const measure = async (c: number, n: number, keepAlive: boolean) => {
+    const measure = async (c: number, n: number, keepAlive: boolean, framing: Framing) => {
       const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
       const wake = await WakeProbe.start();
-      const r = await run(server, n, c, keepAlive);
+      const r = await run(server, n, c, keepAlive, framing);
       const woke = await wake.stop();
       const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
       const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
@@ -252,13 +300,13 @@ async function throughput(
       const at = tail(r.alloc);
       const rt = tail(r.release);
       rows.push(
-        `| ${where} | ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(woke, 2)} |`,
+        `| ${where} | ${framing === 'frame' ? 'frames' : 'HTTP/1.1'}, ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(woke, 2)} |`,
       );
       return { r, tail: at, woke };
     };
     let singleWake = Number.NaN;
     for (const c of levels) {
-      const { r, tail: t, woke } = await measure(c, cycles, true);
+      const { r, tail: t, woke } = await measure(c, cycles, true, 'frame');
       if (!judged) continue;
       if (c === 1) {
         singleWake = woke;
@@ -280,7 +328,10 @@ async function throughput(
         );
       }
     }
-    await measure(1, Math.min(cycles, 2000), false);
+    // HTTP/1.1 beside the frames at the highest concurrency (curl and older plugins still speak
+    // it), and a connection per call as the shim and the plugin make them.
+    await measure(Math.max(...levels), cycles, true, 'http');
+    await measure(1, Math.min(cycles, 2000), false, 'frame');
     return { rows, verdicts, logLines: (await server.report()).logLines, pool: server.pool, singleWake };
   } finally {
     await server.stop();
@@ -292,7 +343,7 @@ async function memory(dir: string): Promise<{ lines: string[]; verdicts: string[
   try {
     const curve: Array<[number, number]> = [[0, await server.rssMiB()]];
     const start = await server.report();
-    const r = await run(server, memoryCycles, 32, true, async (done) => {
+    const r = await run(server, memoryCycles, 32, true, 'frame', async (done) => {
       curve.push([done, await server.rssMiB()]);
     });
     const end = await server.report();
@@ -431,7 +482,7 @@ try {
     '',
     `Warm pool: ${tp.pool} IPs (m5.4xlarge, in-memory cloud). The goals are judged on the first filesystem (the checkpoint on a disk, as on a node)${tpCompare ? '; the same rows with the checkpoint on tmpfs (no disk flush) show what the daemon itself costs' : ''}. The daemon logs at its default level (info) to a file: ${tp.logLines} lines over the rows below.`,
     '',
-    '| checkpoint on | connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | wake-up delay p99 ms |',
+    '| checkpoint on | framing, connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | wake-up delay p99 ms |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...tp.rows,
     ...(tpCompare?.rows ?? []),

@@ -1,6 +1,6 @@
-// The plugin's side of the socket API (src/ipam-daemon/api-types.ts): HTTP/1.1 + JSON over the
-// daemon's Unix socket. Maps daemon answers to CNI errors: retryable ones (and a daemon that is not
-// there yet) become code 11 "try again later".
+// The plugin's side of the socket API (src/ipam-daemon/api-types.ts): JSON in the socket's frames
+// (HTTP/1.1 with a daemon older than them) over the daemon's Unix socket. Maps daemon answers to
+// CNI errors: retryable ones (and a daemon that is not there yet) become code 11 "try again later".
 import { connect } from 'node:net';
 import type {
   AllocateRequest,
@@ -11,6 +11,7 @@ import type {
   ReleaseRequest,
   ReleaseResponse,
 } from '../ipam-daemon/api-types.ts';
+import { encodeFrame, FRAME_MAGIC, FrameReader, parseAnswer } from '../ipam-daemon/frame.ts';
 import { writeDeferredRelease } from './deferred-release.ts';
 import { CniError, ErrorCode } from './spec.ts';
 
@@ -91,60 +92,134 @@ export function createDaemonClient(socketPath: string, timeoutMs: number): Daemo
 }
 
 /**
- * A minimal HTTP/1.1 client over node:net: the plugin makes one or two requests per run, and
- * node:http's first request in a fresh process costs ~10 ms of lazy initialisation (measured).
+ * The socket's frames (src/ipam-daemon/frame.ts) over node:net, one connection per request: no
+ * HTTP to build or parse (node:http's first request in a fresh process alone costs ~10 ms of lazy
+ * initialisation). A daemon older than frames answers them with an HTTP 400 before reading
+ * anything: the request is then sent again as HTTP/1.1.
  */
 export function socketTransport(socketPath: string, timeoutMs: number): Transport {
-  return (method, path, payload) =>
-    new Promise((resolve, reject) => {
-      const body = payload === undefined ? '' : JSON.stringify(payload);
-      const head =
-        `${method} ${path} HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\n` +
-        (payload === undefined
-          ? '\r\n'
-          : `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
-      const sock = connect(socketPath);
-      const chunks: Buffer[] = [];
-      sock.setTimeout(timeoutMs, () => {
-        sock.destroy(
-          new CniError(
-            ErrorCode.TRY_AGAIN_LATER,
-            `vpc-ipamd did not answer ${method} ${path} within ${timeoutMs} ms`,
-          ),
-        );
-      });
-      let failure: Error | null = null;
-      sock.on('data', (c: Buffer) => chunks.push(c));
-      sock.on('error', (e: NodeJS.ErrnoException) => {
-        failure ??= e;
-      });
-      // Settle on 'close' only: a failed connect may also emit 'end', and the error must win.
-      sock.on('close', () => {
-        const e = failure as NodeJS.ErrnoException | null;
-        if (e) {
-          if (e instanceof CniError) reject(e);
-          else if (['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES'].includes(e.code ?? '')) {
-            reject(new DaemonUnreachableError(socketPath, e));
-          } else reject(new CniError(ErrorCode.DAEMON_ERROR, `vpc-ipamd request failed: ${e.message}`));
-          return;
-        }
-        try {
-          const res = parseHttpResponse(Buffer.concat(chunks));
-          let parsed: unknown = res.body;
-          try {
-            parsed = res.body === '' ? null : JSON.parse(res.body);
-          } catch {
-            // keep raw text for the error message
-          }
-          resolve({ status: res.status, body: parsed });
-        } catch (err) {
-          reject(new CniError(ErrorCode.DAEMON_ERROR, (err as Error).message));
-        }
-      });
-      // write, not end: a half-closed request makes node:http servers drop a response still
-      // pending (e.g. an allocation waiting for the pool to grow). The server closes after answering.
-      sock.write(head + body);
+  return async (method, path, payload) => {
+    const body = payload === undefined ? '' : JSON.stringify(payload);
+    const framed = await exchange(
+      socketPath,
+      timeoutMs,
+      method,
+      path,
+      encodeFrame(`${method} ${path}`, body),
+      readFrameAnswer,
+    );
+    if (framed !== HTTP_ONLY) return framed;
+    const head =
+      `${method} ${path} HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\n` +
+      (payload === undefined
+        ? '\r\n'
+        : `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    const answer = await exchange(socketPath, timeoutMs, method, path, head + body, readHttpAnswer);
+    if (answer === HTTP_ONLY)
+      throw new CniError(ErrorCode.DAEMON_ERROR, 'vpc-ipamd answered neither framing');
+    return answer;
+  };
+}
+
+/** A daemon that speaks only HTTP/1.1 refused a frame. */
+const HTTP_ONLY = Symbol('http-only');
+type Reader = (raw: Buffer, closed: boolean) => HttpAnswer | typeof HTTP_ONLY | null;
+
+/** An answer frame once whole (null before); an HTTP answer instead means an older daemon. */
+const readFrameAnswer: Reader = (raw, closed) => {
+  if (raw.length > 0 && raw[0] !== FRAME_MAGIC) {
+    if (raw.subarray(0, 5).toString('latin1') === 'HTTP/') return HTTP_ONLY;
+    throw new Error(`not an answer frame from vpc-ipamd (first byte ${raw[0]})`);
+  }
+  const reader = new FrameReader(MAX_ANSWER_BYTES);
+  reader.push(raw);
+  const frame = reader.next();
+  if (frame === null) {
+    if (closed) throw new Error(`incomplete answer frame from vpc-ipamd (${raw.length} bytes)`);
+    return null;
+  }
+  const a = parseAnswer(frame);
+  return { status: a.status, body: parseBody(a.body) };
+};
+
+/** The whole HTTP answer, once the daemon has closed the connection (Connection: close). */
+const readHttpAnswer: Reader = (raw, closed) => {
+  if (!closed) return null;
+  const res = parseHttpResponse(raw);
+  return { status: res.status, body: parseBody(res.body) };
+};
+
+const MAX_ANSWER_BYTES = 16 << 20;
+
+function parseBody(text: string): unknown {
+  try {
+    return text === '' ? null : JSON.parse(text);
+  } catch {
+    return text; // raw text for the error message
+  }
+}
+
+/** Sends one request on a fresh connection and reads its answer. */
+function exchange(
+  socketPath: string,
+  timeoutMs: number,
+  method: string,
+  path: string,
+  request: Buffer | string,
+  read: Reader,
+): Promise<HttpAnswer | typeof HTTP_ONLY> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(socketPath);
+    let raw: Buffer = Buffer.alloc(0);
+    let settled = false;
+    const settle = (closed: boolean): void => {
+      try {
+        const a = read(raw, closed);
+        if (a === null) return;
+        settled = true;
+        sock.destroy();
+        resolve(a);
+      } catch (err) {
+        settled = true;
+        sock.destroy();
+        reject(new CniError(ErrorCode.DAEMON_ERROR, (err as Error).message));
+      }
+    };
+    sock.setTimeout(timeoutMs, () => {
+      sock.destroy(
+        new CniError(
+          ErrorCode.TRY_AGAIN_LATER,
+          `vpc-ipamd did not answer ${method} ${path} within ${timeoutMs} ms`,
+        ),
+      );
     });
+    let failure: Error | null = null;
+    sock.on('data', (c: Buffer) => {
+      raw = raw.length === 0 ? c : Buffer.concat([raw, c]);
+      if (!settled) settle(false);
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      failure ??= e;
+    });
+    // Settle on 'close' (unless the answer came whole before): a failed connect may also emit
+    // 'end', and the error must win.
+    sock.on('close', () => {
+      if (settled) return;
+      const e = failure as NodeJS.ErrnoException | null;
+      if (e) {
+        settled = true;
+        if (e instanceof CniError) reject(e);
+        else if (['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EACCES'].includes(e.code ?? '')) {
+          reject(new DaemonUnreachableError(socketPath, e));
+        } else reject(new CniError(ErrorCode.DAEMON_ERROR, `vpc-ipamd request failed: ${e.message}`));
+        return;
+      }
+      settle(true);
+    });
+    // write, not end: a half-closed request makes node:http servers drop a response still
+    // pending (e.g. an allocation waiting for the pool to grow).
+    sock.write(request);
+  });
 }
 
 /** The API's answers as CNI outcomes: retryable errors become code 11 "try again later". */

@@ -1,10 +1,12 @@
-// The socket API (contract in api-types.ts): node:http on a root-only Unix socket. Every request
-// is validated; nothing a client sends can crash the daemon. Slow clients are cut off by header
-// and request timeouts, bodies are capped, and each answer is sent only after the checkpoint holds it.
+// The socket API (contract in api-types.ts) on a root-only Unix socket, in two framings sniffed
+// per connection: HTTP/1.1 (node:http: curl, the CLI) and length-prefixed frames (frame.ts: the CNI
+// shim and plugin, no HTTP parsing per request). Every request is validated; nothing a client sends
+// can crash the daemon. Slow clients are cut off, bodies are capped, and each answer is sent only
+// after the checkpoint holds it.
 
 import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../lib/log.ts';
 import type { ApiError, ApiErrorCode } from './api-types.ts';
@@ -16,6 +18,14 @@ import {
   ShimSessions,
 } from './cni-host.ts';
 import { type Daemon, NoIpError, NotReadyError } from './daemon.ts';
+import {
+  encodeFrame,
+  FRAME_MAGIC,
+  type Frame,
+  type FrameError,
+  FrameReader,
+  MAX_FRAME_HEAD_BYTES,
+} from './frame.ts';
 import {
   MAX_GC_BODY_BYTES,
   parseAllocateRequest,
@@ -117,70 +127,88 @@ export function apiRoutes(daemon: Daemon, applyReportTimeoutMs?: number): Routes
 }
 
 export interface SocketServer {
-  server: Server;
+  /** Both transports' connections: `closeAllConnections()` drops them, answered or not. */
+  server: { closeAllConnections(): void };
   /** Stop accepting connections; resolves when every open request has been answered. */
   close(): Promise<void>;
 }
+
+/** What a route answered: status, JSON body, extra headers (HTTP only). */
+interface Answer {
+  route: string;
+  status: number;
+  body: unknown;
+  headers: Record<string, string>;
+}
+
+/** Route lookup, method check, handler, error mapping: one path for both transports. */
+async function dispatch(
+  routes: Routes,
+  log: Logger,
+  method: string,
+  raw: string,
+  body: (maxBytes?: number) => Promise<unknown>,
+): Promise<Answer> {
+  let route = 'unknown';
+  try {
+    // Most requests carry no query string: skip the URL parser for them.
+    const url = routes[raw] ? plainUrl(raw) : new URL(raw, 'http://ipamd');
+    const entry = routes[url.pathname];
+    if (!entry) throw new HttpError(404, 'NOT_FOUND', `no such endpoint ${url.pathname.slice(0, 100)}`);
+    route = url.pathname;
+    const m = method === 'HEAD' ? 'GET' : method;
+    const handler = m === 'GET' || m === 'POST' ? entry[m] : undefined;
+    if (!handler) {
+      const allow = Object.keys(entry).join(', ');
+      throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method.slice(0, 20)} not allowed; use ${allow}`, {
+        Allow: allow,
+      });
+    }
+    return { route, status: 200, body: await handler(body, url), headers: {} };
+  } catch (err) {
+    const e = toApiError(err);
+    if (e.status >= 500 && e.body.code === 'INTERNAL') log.error({ err, route }, 'request failed');
+    return { route, status: e.status, body: e.body, headers: e.headers };
+  }
+}
+
+/** A frame's payload is at most the largest body a route takes, plus its head line. */
+const MAX_FRAME_PAYLOAD =
+  Math.max(MAX_BODY_BYTES, MAX_CNI_BODY_BYTES, MAX_GC_BODY_BYTES) + MAX_FRAME_HEAD_BYTES + 1;
 
 export async function startSocketServer(opts: ServerOptions): Promise<SocketServer> {
   const { daemon, logger: log } = opts;
   await prepareSocketPath(opts.socketPath);
 
   const routes = apiRoutes(daemon, opts.applyReportTimeoutMs);
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 5_000;
+  let closing = false;
 
-  const server = createServer(
+  const http = createServer(
     {
-      requestTimeout: opts.requestTimeoutMs ?? 10_000,
-      headersTimeout: opts.headersTimeoutMs ?? 5_000,
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: headersTimeoutMs,
       connectionsCheckingInterval: opts.connectionsCheckingIntervalMs ?? 1_000,
       keepAliveTimeout: 5_000,
       maxHeaderSize: 8 * 1024,
     },
     (req, res) => {
       const started = performance.now();
-      let route = 'unknown';
-      void (async () => {
-        let status = 200;
-        let body: unknown;
-        let headers: Record<string, string> = {};
-        try {
-          // Most requests carry no query string: skip the URL parser for them.
-          const raw = req.url ?? '/';
-          const url = routes[raw] ? plainUrl(raw) : new URL(raw, 'http://ipamd');
-          const entry = routes[url.pathname];
-          if (!entry) throw new HttpError(404, 'NOT_FOUND', `no such endpoint ${url.pathname.slice(0, 100)}`);
-          route = url.pathname;
-          const method = req.method === 'HEAD' ? 'GET' : req.method;
-          const handler = method === 'GET' || method === 'POST' ? entry[method] : undefined;
-          if (!handler) {
-            const allow = Object.keys(entry).join(', ');
-            throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${req.method} not allowed; use ${allow}`, {
-              Allow: allow,
-            });
-          }
-          body = await handler((maxBytes) => readJson(req, maxBytes), url);
-        } catch (err) {
-          const e = toApiError(err);
-          status = e.status;
-          headers = e.headers;
-          body = e.body;
-          if (status >= 500 && e.body.code === 'INTERNAL') log.error({ err, route }, 'request failed');
-        }
-        send(res, status, body, headers);
-        opts.onRequest?.(route, status, performance.now() - started);
-      })().catch((err) => {
-        log.error({ err }, 'unexpected error answering a request');
-        if (!res.headersSent)
-          send(res, 500, { code: 'INTERNAL', message: 'internal error', retryable: true }, {});
-        else res.destroy();
-      });
+      dispatch(routes, log, req.method ?? '', req.url ?? '/', (maxBytes) => readJson(req, maxBytes))
+        .then((a) => {
+          send(res, a.status, a.body, closing ? { ...a.headers, Connection: 'close' } : a.headers);
+          opts.onRequest?.(a.route, a.status, performance.now() - started);
+        })
+        .catch((err) => {
+          log.error({ err }, 'unexpected error answering a request');
+          if (!res.headersSent)
+            send(res, 500, { code: 'INTERNAL', message: 'internal error', retryable: true }, {});
+          else res.destroy();
+        });
     },
   );
-  server.maxConnections = opts.maxConnections ?? MAX_SOCKET_CONNECTIONS;
-  server.on('drop', () =>
-    log.warn({ max: server.maxConnections }, 'socket connection refused: too many open'),
-  );
-  server.on('clientError', (err, socket) => {
+  http.on('clientError', (err, socket) => {
     // Malformed HTTP, oversized headers, timeouts: answer if we can, never throw.
     if (socket.writable && !(err as NodeJS.ErrnoException).code?.startsWith('ECONN')) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -192,6 +220,55 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
       socket.destroy();
     }
   });
+
+  const frames = new Set<FrameConnection>();
+  const frameOpts: FrameOptions = {
+    routes,
+    log,
+    onRequest: opts.onRequest,
+    idleTimeoutMs: headersTimeoutMs,
+    requestTimeoutMs,
+    closing: () => closing,
+  };
+  // One listener for both transports: the first byte of a connection tells a frame client
+  // (FRAME_MAGIC) from an HTTP one (curl, the CLI, older plugins). node:http keeps the listening
+  // socket (its connection cap, timeouts and close stay as they are); its own connection handler
+  // runs only for HTTP connections, after the sniff.
+  const server = http;
+  const httpConnection = server.listeners('connection');
+  if (httpConnection.length !== 1) throw new Error('node:http registered an unexpected connection handler');
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    const onError = () => socket.destroy();
+    const onSilent = () => socket.destroy();
+    socket.on('error', onError);
+    socket.on('timeout', onSilent);
+    // The listener allows half-open connections (node:http does): one that ends before its first
+    // byte is closed here.
+    const onEnd = () => socket.destroy();
+    socket.once('end', onEnd);
+    socket.setTimeout(headersTimeoutMs);
+    socket.once('data', (first: Buffer) => {
+      socket.off('timeout', onSilent);
+      socket.off('end', onEnd);
+      if (first[0] === FRAME_MAGIC) {
+        const c = new FrameConnection(socket, frameOpts, () => frames.delete(c));
+        frames.add(c);
+        c.onData(first);
+        return;
+      }
+      socket.off('error', onError);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(first);
+      httpConnection[0]?.call(server, socket);
+      socket.resume();
+    });
+  });
+  server.maxConnections = opts.maxConnections ?? MAX_SOCKET_CONNECTIONS;
+  server.on('drop', () =>
+    log.warn({ max: server.maxConnections }, 'socket connection refused: too many open'),
+  );
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -205,13 +282,139 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   log.info({ socket: opts.socketPath }, 'socket API listening');
 
   return {
-    server,
+    server: {
+      closeAllConnections: () => {
+        http.closeAllConnections();
+        for (const c of frames) c.destroy();
+      },
+    },
     close: () =>
       new Promise<void>((resolve) => {
+        closing = true;
+        // Resolves once every connection is gone: idle ones now, busy ones after their answer.
         server.close(() => resolve());
         server.closeIdleConnections();
+        for (const c of frames) c.closeIfIdle();
       }),
   };
+}
+
+interface FrameOptions {
+  routes: Routes;
+  log: Logger;
+  onRequest: ServerOptions['onRequest'];
+  /** Silence allowed between frames and inside one. */
+  idleTimeoutMs: number;
+  /** A frame must be whole within this from its first byte. */
+  requestTimeoutMs: number;
+  closing: () => boolean;
+}
+
+/**
+ * A frame client's connection: its requests are answered one at a time, in order (the socket is
+ * paused while one runs, so a client cannot queue up unbounded work). Bytes that are not a frame,
+ * or a frame over the size cap, get one error answer and the connection is closed.
+ */
+class FrameConnection {
+  private readonly socket: Socket;
+  private readonly opts: FrameOptions;
+  private readonly reader = new FrameReader(MAX_FRAME_PAYLOAD);
+  private busy = false;
+  private ended = false;
+  private frameStarted = 0;
+  constructor(socket: Socket, opts: FrameOptions, onClose: () => void) {
+    this.socket = socket;
+    this.opts = opts;
+    socket.on('timeout', () => {
+      // A request in flight is bounded by the daemon's own waits, not by the client's silence.
+      if (!this.busy) socket.destroy();
+    });
+    socket.setTimeout(opts.idleTimeoutMs);
+    socket.on('data', (d: Buffer) => this.onData(d));
+    // A client may half-close after its last request: it still gets the answer, then the end.
+    socket.once('end', () => {
+      this.ended = true;
+      this.closeIfIdle();
+    });
+    socket.once('close', onClose);
+  }
+
+  onData(chunk: Buffer): void {
+    this.reader.push(chunk);
+    this.pump();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  closeIfIdle(): void {
+    if (!this.busy && this.reader.pending === 0) this.socket.end();
+  }
+
+  private pump(): void {
+    if (this.busy || this.socket.destroyed) return;
+    let frame: Frame | null;
+    try {
+      frame = this.reader.next();
+    } catch (err) {
+      const e = err as FrameError;
+      const code = e.status === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST';
+      this.socket.end(answerFrame(e.status, { code, message: e.message, retryable: false }));
+      this.socket.destroySoon();
+      return;
+    }
+    if (frame === null) {
+      if (this.reader.pending === 0) this.frameStarted = 0;
+      else if (this.frameStarted === 0) this.frameStarted = performance.now();
+      else if (performance.now() - this.frameStarted > this.opts.requestTimeoutMs) this.socket.destroy();
+      return;
+    }
+    this.frameStarted = 0;
+    this.busy = true;
+    this.socket.pause();
+    void this.run(frame);
+  }
+
+  private async run(frame: Frame): Promise<void> {
+    const started = performance.now();
+    const sp = frame.head.indexOf(' ');
+    const method = sp < 0 ? frame.head : frame.head.slice(0, sp);
+    const path = sp < 0 ? '' : frame.head.slice(sp + 1);
+    const a = path.startsWith('/')
+      ? await dispatch(this.opts.routes, this.opts.log, method, path, (maxBytes) =>
+          frameJson(frame.body, maxBytes),
+        )
+      : ({
+          route: 'unknown',
+          status: 400,
+          body: { code: 'BAD_REQUEST', message: 'frame head is not "<METHOD> /<path>"', retryable: false },
+          headers: {},
+        } satisfies Answer);
+    if (this.socket.destroyed) return;
+    this.socket.write(answerFrame(a.status, a.body));
+    this.opts.onRequest?.(a.route, a.status, performance.now() - started);
+    this.busy = false;
+    this.socket.resume();
+    this.pump();
+    if (this.ended || this.opts.closing()) this.closeIfIdle();
+  }
+}
+
+function answerFrame(status: number, body: unknown): Buffer {
+  return encodeFrame(String(status), JSON.stringify(body));
+}
+
+/** A frame's body as JSON, capped like an HTTP body (the whole frame was capped on its header). */
+function frameJson(body: Buffer, maxBytes = MAX_BODY_BYTES): Promise<unknown> {
+  if (body.length > maxBytes) {
+    return Promise.reject(new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`));
+  }
+  try {
+    return Promise.resolve(JSON.parse(body.toString('utf8')));
+  } catch {
+    return Promise.reject(new HttpError(400, 'BAD_REQUEST', 'body is not valid JSON'));
+  }
 }
 
 /** Root-only directory; refuse anything at the path that is not a stale socket of ours. */

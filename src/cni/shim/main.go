@@ -1,7 +1,7 @@
 // vpc-cni: the executable the container runtime calls. A small static program (no runtime to
 // start, ~1 ms) that forwards the CNI env and stdin to the already-running vpc-ipamd over its
-// Unix socket (POST /v1/cni) and relays the answer: the daemon runs every CNI semantic in
-// TypeScript (src/cni/run.ts). When the daemon cannot be reached (socket missing or refused, or a
+// Unix socket (POST /v1/cni, in the socket's length-prefixed frames) and relays the answer: the
+// daemon runs every CNI semantic in TypeScript (src/cni/run.ts). When the daemon cannot be reached (socket missing or refused, or a
 // daemon without /v1/cni), it runs the Node plugin beside it (vpc-cni-node) with the same env and
 // stdin instead, so a DEL still cleans up while the daemon is down (an ADD with nothing on the
 // socket gets "try again later" at once: nothing could allocate its IP). It forwards only CNI_*
@@ -10,6 +10,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,8 +123,8 @@ func main() {
 	os.Exit(*out.ExitCode)
 }
 
-// forward sends one HTTP/1.1 request over the socket and reads the whole answer (the daemon
-// closes the connection after it: Connection: close).
+// forward sends one request over the socket in the daemon's frames (src/ipam-daemon/frame.ts)
+// and reads its answer; a daemon older than frames gets it again as HTTP/1.1.
 func forward(socket, path string, body []byte, deadline time.Time) (answer, error) {
 	var a answer
 	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
@@ -136,32 +137,102 @@ func forward(socket, path string, body []byte, deadline time.Time) (answer, erro
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(deadline)
-	req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
-	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
-		return a, err
+	status, payload, err := framedRoundTrip(conn, path, body)
+	if errors.Is(err, errHTTPOnly) {
+		// It refused the frame unread (HTTP 400): nothing happened, so sending again is safe.
+		conn.Close()
+		if conn, err = net.DialTimeout("unix", socket, 2*time.Second); err != nil {
+			return a, err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(deadline)
+		status, payload, err = httpRoundTrip(conn, path, body)
 	}
-	raw, err := io.ReadAll(io.LimitReader(conn, maxResponse))
 	if err != nil {
 		return a, err
 	}
-	head, payload, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
-	if !ok {
-		return a, fmt.Errorf("incomplete HTTP answer (%d bytes)", len(raw))
-	}
-	status := strings.SplitN(string(bytes.SplitN(head, []byte("\r\n"), 2)[0]), " ", 3)
-	if len(status) < 2 {
-		return a, fmt.Errorf("bad HTTP status line %q", status)
-	}
-	if status[1] == "404" && path == "/v1/cni" {
+	if status == 404 && path == "/v1/cni" {
 		return a, fmt.Errorf("%w: the daemon has no /v1/cni", errUnreachable)
 	}
-	if status[1] != "200" {
-		return a, fmt.Errorf("HTTP %s: %s", status[1], strings.TrimSpace(string(payload)))
+	if status != 200 {
+		return a, fmt.Errorf("HTTP %d: %s", status, strings.TrimSpace(string(payload)))
 	}
 	if err := json.Unmarshal(payload, &a); err != nil || (a.Apply == nil && (a.Stdout == nil || a.ExitCode == nil)) {
 		return a, fmt.Errorf("bad answer from the daemon: %.200q", payload)
 	}
 	return a, nil
+}
+
+// The frame header: magic, version, payload length (u32 big-endian).
+const (
+	frameMagic   = 0xfa
+	frameVersion = 1
+	frameHeader  = 6
+)
+
+var errHTTPOnly = errors.New("the daemon speaks only HTTP/1.1")
+
+// framedRoundTrip sends "POST <path>\n<body>" as one frame and reads the answer frame
+// ("<status>\n<JSON>"). The connection stays open; the caller closes it.
+func framedRoundTrip(conn net.Conn, path string, body []byte) (int, []byte, error) {
+	head := "POST " + path + "\n"
+	req := make([]byte, frameHeader, frameHeader+len(head)+len(body))
+	req[0], req[1] = frameMagic, frameVersion
+	binary.BigEndian.PutUint32(req[2:], uint32(len(head)+len(body)))
+	req = append(append(req, head...), body...)
+	if _, err := conn.Write(req); err != nil {
+		return 0, nil, err
+	}
+	var hdr [frameHeader]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return 0, nil, fmt.Errorf("no answer frame: %w", err)
+	}
+	if string(hdr[:5]) == "HTTP/" {
+		return 0, nil, errHTTPOnly
+	}
+	if hdr[0] != frameMagic || hdr[1] != frameVersion {
+		return 0, nil, fmt.Errorf("not an answer frame (% x)", hdr)
+	}
+	n := binary.BigEndian.Uint32(hdr[2:])
+	if n > maxResponse {
+		return 0, nil, fmt.Errorf("answer frame of %d bytes (at most %d)", n, maxResponse)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(conn, payload); err != nil {
+		return 0, nil, fmt.Errorf("truncated answer frame: %w", err)
+	}
+	line, rest, _ := bytes.Cut(payload, []byte("\n"))
+	status, err := strconv.Atoi(string(line))
+	if err != nil {
+		return 0, nil, fmt.Errorf("bad status in answer frame %.40q", line)
+	}
+	return status, rest, nil
+}
+
+// httpRoundTrip sends one HTTP/1.1 request and reads the whole answer (the daemon closes the
+// connection after it: Connection: close).
+func httpRoundTrip(conn net.Conn, path string, body []byte) (int, []byte, error) {
+	req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: vpc-ipamd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
+	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
+		return 0, nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(conn, maxResponse))
+	if err != nil {
+		return 0, nil, err
+	}
+	head, payload, ok := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !ok {
+		return 0, nil, fmt.Errorf("incomplete HTTP answer (%d bytes)", len(raw))
+	}
+	status := strings.SplitN(string(bytes.SplitN(head, []byte("\r\n"), 2)[0]), " ", 3)
+	if len(status) < 2 {
+		return 0, nil, fmt.Errorf("bad HTTP status line %q", status)
+	}
+	code, err := strconv.Atoi(status[1])
+	if err != nil {
+		return 0, nil, fmt.Errorf("bad HTTP status line %q", status)
+	}
+	return code, payload, nil
 }
 
 // runFallback runs the Node plugin beside this executable with our env and stdin.

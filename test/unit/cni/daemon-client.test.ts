@@ -1,4 +1,5 @@
-// The plugin's minimal HTTP/1.1 client against a real node:http server on a Unix socket.
+// The plugin's socket client: frames to a daemon that speaks them, and the same calls to an older,
+// HTTP/1.1-only daemon (a real node:http server on a Unix socket) through its retry in HTTP.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -7,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createDaemonClient, parseHttpResponse } from '../../../src/cni/daemon-client.ts';
 import { CniError } from '../../../src/cni/spec.ts';
+import { standIn } from '../../helpers/stand-in-daemon.ts';
 
 const code = (n: number) => (e: unknown) => e instanceof CniError && e.code === n;
 
@@ -60,6 +62,38 @@ describe('daemon client', () => {
     assert.equal(a.ip, '10.0.0.5');
     assert.deepEqual(JSON.parse(seen.at(-1)!.body), { containerId: 'c1', ifName: 'eth0' });
     assert.equal(seen.at(-1)!.method, 'POST');
+  });
+
+  test('frames to a daemon that speaks them: one request each, answers and errors as over HTTP', async () => {
+    const sock = join(dir, 'frames.sock');
+    const d = await standIn(
+      sock,
+      (body, url) =>
+        url === '/v1/allocate' && (JSON.parse(body) as { containerId: string }).containerId === 'full'
+          ? {
+              status: 503,
+              body: '{"code":"NO_IP","message":"subnet is full","retryable":true,"reason":"subnet-full"}',
+            }
+          : { status: 200, body: '{"ip":"10.0.0.7","routeTable":0}' },
+      { framing: 'frames' },
+    );
+    try {
+      const c = createDaemonClient(sock, 1000);
+      assert.equal((await c.allocate({ containerId: 'c1', ifName: 'eth0' })).ip, '10.0.0.7');
+      await assert.rejects(
+        c.allocate({ containerId: 'full', ifName: 'eth0' }),
+        (e: unknown) => code(11)(e) && /subnet-full/.test(String(e)),
+      );
+      assert.deepEqual(
+        d.seen.map((s) => [s.framing, s.url, JSON.parse(s.body).containerId]),
+        [
+          ['frames', '/v1/allocate', 'c1'],
+          ['frames', '/v1/allocate', 'full'],
+        ],
+      );
+    } finally {
+      await d.close();
+    }
   });
 
   test('retryable daemon errors are CNI 11 with the reason; others 100', async () => {

@@ -45,40 +45,47 @@ describe('vpc-cni shim', () => {
   });
   after(async () => rm(dir, { recursive: true, force: true }));
 
-  test('relays the daemon answer (stdout and exit code) and forwards only CNI_* variables', async () => {
-    const sock = join(dir, 'relay.sock');
-    const d = await standIn(sock, () => ({
-      status: 200,
-      body: JSON.stringify({ stdout: '{"x":1}\n', exitCode: 3 }),
-    }));
-    try {
-      const r = await runShim(
-        bin,
-        {
-          CNI_COMMAND: 'ADD',
-          CNI_CONTAINERID: 'c1',
-          CNI_IFNAME: 'eth0',
-          CNI_NETNS: '/x',
-          AWS_SECRET_ACCESS_KEY: 's3cret',
-        },
-        { cniVersion: '1.0.0', socketPath: sock },
+  for (const framing of ['frames', 'http'] as const) {
+    test(`relays the daemon answer (stdout and exit code) and forwards only CNI_* variables (a daemon speaking ${framing === 'frames' ? 'frames only' : 'HTTP/1.1 only, as before frames'})`, async () => {
+      const sock = join(dir, `relay-${framing}.sock`);
+      const d = await standIn(
+        sock,
+        () => ({
+          status: 200,
+          body: JSON.stringify({ stdout: '{"x":1}\n', exitCode: 3 }),
+        }),
+        { framing },
       );
-      assert.equal(r.code, 3);
-      assert.equal(r.text, '{"x":1}\n');
-      assert.equal(d.seen.length, 1);
-      assert.equal(d.seen[0]?.url, '/v1/cni');
-      const sent = JSON.parse(d.seen[0]?.body ?? '{}') as { env: Record<string, string>; stdin: string };
-      assert.deepEqual(Object.keys(sent.env).sort(), [
-        'CNI_COMMAND',
-        'CNI_CONTAINERID',
-        'CNI_IFNAME',
-        'CNI_NETNS',
-      ]);
-      assert.equal(JSON.parse(sent.stdin).socketPath, sock, 'stdin forwarded byte for byte');
-    } finally {
-      await d.close();
-    }
-  });
+      try {
+        const r = await runShim(
+          bin,
+          {
+            CNI_COMMAND: 'ADD',
+            CNI_CONTAINERID: 'c1',
+            CNI_IFNAME: 'eth0',
+            CNI_NETNS: '/x',
+            AWS_SECRET_ACCESS_KEY: 's3cret',
+          },
+          { cniVersion: '1.0.0', socketPath: sock },
+        );
+        assert.equal(r.code, 3);
+        assert.equal(r.text, '{"x":1}\n');
+        assert.equal(d.seen.length, 1);
+        assert.equal(d.seen[0]?.url, '/v1/cni');
+        assert.equal(d.seen[0]?.framing, framing);
+        const sent = JSON.parse(d.seen[0]?.body ?? '{}') as { env: Record<string, string>; stdin: string };
+        assert.deepEqual(Object.keys(sent.env).sort(), [
+          'CNI_COMMAND',
+          'CNI_CONTAINERID',
+          'CNI_IFNAME',
+          'CNI_NETNS',
+        ]);
+        assert.equal(JSON.parse(sent.stdin).socketPath, sock, 'stdin forwarded byte for byte');
+      } finally {
+        await d.close();
+      }
+    });
+  }
 
   test('a daemon error is a CNI "try again later", not a fallback run', async () => {
     const sock = join(dir, 'err.sock');
