@@ -305,8 +305,15 @@ async function main(): Promise<void> {
     const execRss: Array<number | null> = [];
     for (const x of execs) execRss.push(await versionRssKiB(x.bin, x.conf, node.ns));
     const ipSpawn: number[] = [];
+    // What deleting a veth pair costs the kernel (a DEL of ours does it; the AWS plugin's DEL leaves
+    // the pair to the runtime's netns deletion, which the kernel finishes in the background): one
+    // `ip` deleting a pair made just before, against one `ip` that only reads, interleaved.
+    const vethDel: number[] = [];
     for (let i = 0; i < 30; i++) {
       ipSpawn.push(await timeIt(() => run('ip', ['-n', node.ns, '-batch', '-'], 'link show dev lo\n')));
+      const name = `vdelbench${i}`;
+      await run('ip', ['-n', node.ns, 'link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`]);
+      vethDel.push(await timeIt(() => run('ip', ['-n', node.ns, '-batch', '-'], `link del dev ${name}\n`)));
     }
     const logLines = readFileSync(oursLog, 'utf8')
       .trim()
@@ -445,6 +452,7 @@ async function main(): Promise<void> {
       `| the shim's exec + one socket round trip (VERSION through the daemon, median) | ${fmt(shimExec)} ms |`,
       `| teardown: the plan to the shim, applied there with netlink, reported back (median; ${delByShim} of ${delDone.length} DELs cleaned by the shim, the rest by \`ip\` in the daemon) | ${fmt(median(delDone.map((l) => l.wireMs ?? Number.NaN)))} ms |`,
       `| in the daemon: the whole DEL, from the shim's request to the IP released (median) | ${fmt(median(delDone.map((l) => l.ms ?? Number.NaN)))} ms |`,
+      `| of which the kernel deleting the veth pair (one \`ip\` deleting a pair minus one that only reads, medians of 30 interleaved) | ${fmt(median(vethDel) - median(ipSpawn))} ms |`,
       '',
       '## The real AWS VPC CNI',
       '',

@@ -42,6 +42,10 @@ export interface PluginConfig {
   logFile: string;
   logLevel: LogLevel;
   timeoutMs: number;
+  /** The shim (src/cni/shim/main.go): how long connecting to the daemon's socket may take. */
+  connectTimeoutMs: number;
+  /** The shim: how much longer than timeoutMs it waits for the daemon's answer (pool wait + wiring). */
+  answerMarginMs: number;
   /** ipvlan mode: CIDRs (e.g. the service CIDR) the pod reaches through its veth to the host. */
   hostCidrs: string[];
   dns: CniDns | undefined;
@@ -58,6 +62,8 @@ export const DEFAULTS = {
   logFile: '/var/log/vpc-ipam/cni.log',
   logLevel: 'info' as LogLevel,
   timeoutMs: 30_000,
+  connectTimeoutMs: 2_000,
+  answerMarginMs: 15_000,
 };
 
 function bad(msg: string): never {
@@ -168,6 +174,8 @@ export function parseConfig(raw: Record<string, unknown>): PluginConfig {
     logFile,
     logLevel: logLevel as LogLevel,
     timeoutMs: optInt(raw, 'timeoutMs', 100, 600_000) ?? DEFAULTS.timeoutMs,
+    connectTimeoutMs: optInt(raw, 'connectTimeoutMs', 100, 600_000) ?? DEFAULTS.connectTimeoutMs,
+    answerMarginMs: optInt(raw, 'answerMarginMs', 0, 600_000) ?? DEFAULTS.answerMarginMs,
     hostCidrs,
     dns: isObject(raw.dns) ? (raw.dns as CniDns) : undefined,
     prevResult,

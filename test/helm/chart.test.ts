@@ -308,6 +308,15 @@ describe('helm chart', () => {
     const conflist = JSON.parse(find(docs, 'ConfigMap', '-cni').data['conflist.json']);
     assert.equal(conflist.plugins[0].mtu, 1500);
     assert.equal(conflist.plugins[0].mode, 'ipvlan');
+    assert.deepEqual(
+      [
+        conflist.plugins[0].timeoutMs,
+        conflist.plugins[0].connectTimeoutMs,
+        conflist.plugins[0].answerMarginMs,
+      ],
+      [60000, 10000, 60000],
+      "the shim's waits",
+    );
     assert.equal(conflist.plugins[1].type, 'portmap');
     // ENABLE_BANDWIDTH_PLUGIN / DISABLE_POD_V6 counterparts, chained after portmap.
     assert.deepEqual(conflist.plugins[2], { type: 'bandwidth', capabilities: { bandwidth: true } });
@@ -319,6 +328,7 @@ describe('helm chart', () => {
       ['vpc-cni'],
       'nothing chained by default',
     );
+    assert.equal(plain.plugins[0].connectTimeoutMs, undefined, "the plugin's defaults unless set");
     const sm = find(docs, 'ServiceMonitor');
     assert.equal(sm.metadata.labels?.release, 'prometheus');
     assert.equal(sm.spec.endpoints[0].interval, '15s');

@@ -29,8 +29,10 @@ const (
 	defaultSocket  = "/run/vpc-ipam/ipamd.sock"
 	defaultTimeout = 30 * time.Second
 	// The daemon may wait for the pool to grow and then wire the pod: give it its own
-	// per-request timeout plus this margin before giving up.
-	margin = 15 * time.Second
+	// per-request timeout plus this margin before giving up (answerMarginMs in the config).
+	defaultMargin = 15 * time.Second
+	// How long connecting to the socket may take (connectTimeoutMs in the config).
+	defaultConnect = 2 * time.Second
 	// A GC's config lists every attachment on the node (the daemon's MAX_GC_BODY_BYTES).
 	maxStdin    = 8 << 20
 	maxResponse = 1 << 20
@@ -46,6 +48,20 @@ type netConf struct {
 	CniVersion string          `json:"cniVersion"`
 	SocketPath string          `json:"socketPath"`
 	TimeoutMs  json.RawMessage `json:"timeoutMs"`
+	// Validated by the daemon (src/cni/config.ts); here a bad value means the default.
+	ConnectTimeoutMs json.RawMessage `json:"connectTimeoutMs"`
+	AnswerMarginMs   json.RawMessage `json:"answerMarginMs"`
+}
+
+// dialTimeout: connectTimeoutMs (a variable so forward keeps its signature).
+var dialTimeout = defaultConnect
+
+// millis reads a whole number of milliseconds >= min from the config, else def.
+func millis(raw json.RawMessage, min int, def time.Duration) time.Duration {
+	if ms, err := strconv.Atoi(string(raw)); err == nil && ms >= min {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return def
 }
 
 // The final answer (stdout + exitCode), or a plan to apply and report on (apply + ticket).
@@ -81,10 +97,9 @@ func main() {
 	if strings.HasPrefix(conf.SocketPath, "/") {
 		socket = conf.SocketPath
 	}
-	timeout := defaultTimeout
-	if ms, err := strconv.Atoi(string(conf.TimeoutMs)); err == nil && ms > 0 {
-		timeout = time.Duration(ms) * time.Millisecond
-	}
+	timeout := millis(conf.TimeoutMs, 1, defaultTimeout)
+	margin := millis(conf.AnswerMarginMs, 0, defaultMargin)
+	dialTimeout = millis(conf.ConnectTimeoutMs, 1, defaultConnect)
 	env := map[string]string{}
 	for _, k := range forwarded {
 		if v, ok := os.LookupEnv(k); ok {
@@ -127,7 +142,7 @@ func main() {
 // and reads its answer; a daemon older than frames gets it again as HTTP/1.1.
 func forward(socket, path string, body []byte, deadline time.Time) (answer, error) {
 	var a answer
-	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	conn, err := net.DialTimeout("unix", socket, dialTimeout)
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) && (errno == syscall.ENOENT || errno == syscall.ECONNREFUSED || errno == syscall.EACCES) {

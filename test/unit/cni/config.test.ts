@@ -12,6 +12,7 @@ describe('network config', () => {
     assert.equal(c.mode, 'veth');
     assert.equal(c.socketPath, '/run/vpc-ipam/ipamd.sock');
     assert.equal(c.prevResult, undefined);
+    assert.deepEqual([c.timeoutMs, c.connectTimeoutMs, c.answerMarginMs], [30_000, 2_000, 15_000]);
   });
 
   test('bad JSON is code 6, unsupported version code 1, bad fields code 7', () => {
@@ -23,6 +24,14 @@ describe('network config', () => {
     assert.throws(() => parseConfig({ cniVersion: '1.0.0', name: 'x', mode: 'bridge' }), code(7));
     assert.throws(() => parseConfig({ cniVersion: '1.0.0', name: 'x', socketPath: 'rel/path' }), code(7));
     assert.throws(() => parseConfig({ cniVersion: '1.0.0', name: 'x', hostCidrs: ['10.0.0.0/99'] }), code(7));
+    for (const [k, v] of [
+      ['connectTimeoutMs', 0],
+      ['connectTimeoutMs', '5000'],
+      ['answerMarginMs', -1],
+      ['answerMarginMs', 1.5],
+    ] as const) {
+      assert.throws(() => parseConfig({ cniVersion: '1.0.0', name: 'x', [k]: v }), code(7), `${k}=${v}`);
+    }
     assert.throws(
       () => parseConfig({ cniVersion: '1.1.0', name: 'x', 'cni.dev/valid-attachments': [{}] }),
       code(7),

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -98,6 +99,32 @@ describe('vpc-cni shim', () => {
       assert.match(String(r.out?.msg), /HTTP 500.*boom/);
     } finally {
       await d.close();
+    }
+  });
+
+  test("a daemon that never answers: the shim gives up after the config's timeoutMs + answerMarginMs", async () => {
+    const sock = join(dir, 'silent.sock');
+    const held: Socket[] = [];
+    const silent = createServer((c) => held.push(c)); // accepts, reads nothing, answers nothing
+    await new Promise<void>((r) => silent.listen(sock, r));
+    try {
+      const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_IFNAME: 'eth0', CNI_NETNS: '/x' };
+      const started = performance.now();
+      const r = await runShim(bin, env, {
+        cniVersion: '1.0.0',
+        socketPath: sock,
+        timeoutMs: 300,
+        answerMarginMs: 200,
+      });
+      const took = performance.now() - started;
+      assert.equal(r.code, 1);
+      assert.equal(r.out?.code, 11, r.text);
+      assert.match(String(r.out?.msg), /did not answer/);
+      // The defaults (30 s + 15 s) would hold it 45 s; a margin ignored would hold it 15.3 s.
+      assert.ok(took >= 450 && took < 10_000, `gave up after ${Math.round(took)} ms`);
+    } finally {
+      for (const c of held) c.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
     }
   });
 
