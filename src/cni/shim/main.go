@@ -156,7 +156,7 @@ func forward(socket, path string, body []byte, deadline time.Time) (answer, erro
 	if errors.Is(err, errHTTPOnly) {
 		// It refused the frame unread (HTTP 400): nothing happened, so sending again is safe.
 		conn.Close()
-		if conn, err = net.DialTimeout("unix", socket, 2*time.Second); err != nil {
+		if conn, err = net.DialTimeout("unix", socket, dialTimeout); err != nil {
 			return a, err
 		}
 		defer conn.Close()
