@@ -292,7 +292,9 @@ async function throughput(
     const measure = async (c: number, n: number, keepAlive: boolean, framing: Framing) => {
       const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
       const wake = await WakeProbe.start();
+      const own0 = process.cpuUsage();
       const r = await run(server, n, c, keepAlive, framing);
+      const own = process.cpuUsage(own0);
       const woke = await wake.stop();
       const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
       const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
@@ -300,7 +302,7 @@ async function throughput(
       const at = tail(r.alloc);
       const rt = tail(r.release);
       rows.push(
-        `| ${where} | ${framing === 'frame' ? 'frames' : 'HTTP/1.1'}, ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(woke, 2)} |`,
+        `| ${where} | ${framing === 'frame' ? 'frames' : 'HTTP/1.1'}, ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((own.user + own.system) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(woke, 2)} |`,
       );
       return { r, tail: at, woke };
     };
@@ -330,7 +332,7 @@ async function throughput(
     }
     // HTTP/1.1 beside the frames at the highest concurrency (curl and older plugins still speak
     // it), and a connection per call as the shim and the plugin make them.
-    await measure(Math.max(...levels), cycles, true, 'http');
+    if (!values.profile) await measure(Math.max(...levels), cycles, true, 'http');
     await measure(1, Math.min(cycles, 2000), false, 'frame');
     return { rows, verdicts, logLines: (await server.report()).logLines, pool: server.pool, singleWake };
   } finally {
@@ -462,7 +464,7 @@ try {
     `Command: \`${cmd}\` (written by the script).`,
     `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, load average at the start ${LOAD_AT_START}, at the end ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} (the machine is shared: wall-clock figures move with its load; CPU per cycle much less).`,
     '',
-    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
+    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "clients' CPU": the benchmark's own process, all its clients together (on the same machine, sharing its CPUs with the daemon). "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
     '',
     '## Goals',
     '',
@@ -482,8 +484,8 @@ try {
     '',
     `Warm pool: ${tp.pool} IPs (m5.4xlarge, in-memory cloud). The goals are judged on the first filesystem (the checkpoint on a disk, as on a node)${tpCompare ? '; the same rows with the checkpoint on tmpfs (no disk flush) show what the daemon itself costs' : ''}. The daemon logs at its default level (info) to a file: ${tp.logLines} lines over the rows below.`,
     '',
-    '| checkpoint on | framing, connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | wake-up delay p99 ms |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    "| checkpoint on | framing, connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | clients' CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | wake-up delay p99 ms |",
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...tp.rows,
     ...(tpCompare?.rows ?? []),
     '',

@@ -310,9 +310,11 @@ interface FrameOptions {
   closing: () => boolean;
 }
 
+/** Bytes a frame client may send ahead of the request being answered before its socket is paused. */
+const PIPELINE_BYTES = 64 * 1024;
+
 /**
- * A frame client's connection: its requests are answered one at a time, in order (the socket is
- * paused while one runs, so a client cannot queue up unbounded work). Bytes that are not a frame,
+ * A frame client's connection: its requests are answered one at a time, in order. Bytes that are not a frame,
  * or a frame over the size cap, get one error answer and the connection is closed.
  */
 class FrameConnection {
@@ -320,6 +322,7 @@ class FrameConnection {
   private readonly opts: FrameOptions;
   private readonly reader = new FrameReader(MAX_FRAME_PAYLOAD);
   private busy = false;
+  private paused = false;
   private ended = false;
   private frameStarted = 0;
   constructor(socket: Socket, opts: FrameOptions, onClose: () => void) {
@@ -341,7 +344,16 @@ class FrameConnection {
 
   onData(chunk: Buffer): void {
     this.reader.push(chunk);
+    if (this.busy) {
+      if (this.reader.pending > PIPELINE_BYTES) this.pause();
+      return;
+    }
     this.pump();
+  }
+
+  private pause(): void {
+    this.paused = true;
+    this.socket.pause();
   }
 
   destroy(): void {
@@ -372,7 +384,9 @@ class FrameConnection {
     }
     this.frameStarted = 0;
     this.busy = true;
-    this.socket.pause();
+    // Frames sent ahead wait in the reader; past one frame's worth the socket is not read until
+    // the request in flight is answered (a client cannot queue up unbounded work).
+    if (this.reader.pending > PIPELINE_BYTES) this.pause();
     void this.run(frame);
   }
 
@@ -395,7 +409,10 @@ class FrameConnection {
     this.socket.write(answerFrame(a.status, a.body));
     this.opts.onRequest?.(a.route, a.status, performance.now() - started);
     this.busy = false;
-    this.socket.resume();
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
     this.pump();
     if (this.ended || this.opts.closing()) this.closeIfIdle();
   }
