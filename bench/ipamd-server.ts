@@ -44,6 +44,8 @@ const daemon = new Daemon({
   podSecurityGroupIds: null,
   checkpointPath: join(dir, 'checkpoint.json'),
   logger,
+  // As main.ts: the pool loop looks beside the socket for releases plugins deferred.
+  socketPath: join(dir, 'run', 'ipamd.sock'),
 });
 await daemon.start();
 await daemon.reconcileNow();

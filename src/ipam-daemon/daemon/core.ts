@@ -80,7 +80,8 @@ export interface DaemonOptions {
   gcGraceMs?: number;
   /**
    * The socket the plugins talk to: releases they noted while the daemon was down (a DEL it
-   * missed) are made each pool round (src/cni/deferred-release.ts). Unset: none are read.
+   * missed) are made by the pool loop, at most once a second (src/cni/deferred-release.ts).
+   * Unset: none are read.
    */
   socketPath?: string;
   /** Drift resync tuning; the interval defaults to pool.resyncIntervalMs (unset: off). */

@@ -22,6 +22,9 @@ import { releaseDeferred } from './gc.ts';
 /** How soon node setup is retried while an attached interface is not visible in the node yet. */
 export const SETUP_RETRY_MS = 500;
 
+/** How often the pool loop looks for releases plugins deferred while the daemon was down. */
+export const DEFERRED_CHECK_MS = 1000;
+
 export class PoolLoop {
   private readonly core: DaemonCore;
   private excessSince: number | null = null;
@@ -32,6 +35,8 @@ export class PoolLoop {
   private running: Promise<void> | null = null;
   /** Another round is wanted once this one ends. */
   rerun = false;
+  /** When the releases plugins deferred (gc.ts releaseDeferred) were last looked for. */
+  private deferredCheckedAt = Number.NEGATIVE_INFINITY;
   /** The running loop has made its last check; a kick now needs a new loop (kickAfter). */
   private loopEnded = false;
   private kickAfter = false;
@@ -206,7 +211,14 @@ export class PoolLoop {
     } finally {
       if (this.core.state === 'ready') {
         await this.core.parts.intents.resume();
-        await releaseDeferred(this.core);
+        // A directory read: not on every round (a busy node runs one per event-loop turn of
+        // releases), at most once per DEFERRED_CHECK_MS. Notes come only from DELs while the
+        // daemon was down; the first round after a start reads them.
+        const now = this.core.clock.now();
+        if (now - this.deferredCheckedAt >= DEFERRED_CHECK_MS) {
+          this.deferredCheckedAt = now;
+          await releaseDeferred(this.core);
+        }
       }
     }
   }

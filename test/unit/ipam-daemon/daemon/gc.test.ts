@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { deferredReleaseDir, writeDeferredRelease } from '../../../../src/cni/deferred-release.ts';
 import type { AllocateRequest, GcResponse } from '../../../../src/ipam-daemon/api-types.ts';
+import { DEFERRED_CHECK_MS } from '../../../../src/ipam-daemon/daemon/pool-loop.ts';
 import { hostVethName } from '../../../../src/netutils/names.ts';
 import { call, type Harness, startHarness, startWiredHarness } from '../harness.ts';
 
@@ -159,6 +160,11 @@ describe('releases plugins deferred while the daemon was down', () => {
       await writeDeferredRelease(socketPath, { containerId: 'c1', ifName: 'eth0' }); // IP unknown
       await writeDeferredRelease(socketPath, { containerId: 'c2', ifName: 'eth0', ip: ips[3]! }); // not c2's
       await writeFile(join(deferredReleaseDir(socketPath), 'junk.json'), '{"containerId":"../x"}');
+      // The loop looks for notes at most once per DEFERRED_CHECK_MS (a directory read per round
+      // would cost a busy node's every event-loop turn of releases).
+      await h.daemon.reconcileNow();
+      assert.equal(held(h).length, 4, 'not looked for again within DEFERRED_CHECK_MS');
+      h.clock.advance(DEFERRED_CHECK_MS);
       await h.daemon.reconcileNow();
       assert.deepEqual(held(h), ['c2', 'c3'], 'c0 and c1 freed; c2 kept (the note names another IP)');
       assert.deepEqual(await readdir(deferredReleaseDir(socketPath)), [], 'every note handled and removed');
