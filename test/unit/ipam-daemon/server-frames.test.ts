@@ -223,6 +223,45 @@ describe('socket API in frames', () => {
     }
   });
 
+  test('a frame is answered only once its change is durable (the journal write held open)', async () => {
+    let holding = false;
+    let release: () => void = () => {};
+    const held = await startHarness({
+      socket: true,
+      realClock: true,
+      daemon: {
+        beforeJournalSync: () =>
+          holding
+            ? new Promise<void>((r) => {
+                release = r;
+              })
+            : undefined,
+      },
+    });
+    try {
+      await held.daemon.reconcileNow();
+      holding = true;
+      const pending = exchange(held.socketPath, frame('POST /v1/allocate', pod('durable')), {
+        want: 1,
+        waitMs: 5000,
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      let answered = false;
+      void pending.then(() => {
+        answered = true;
+      });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(answered, false, 'no answer while its journal record is not on disk');
+      holding = false;
+      release();
+      const r = await pending;
+      assert.equal(r.answers[0]?.status, 200);
+    } finally {
+      release();
+      await held.close();
+    }
+  });
+
   test('an allocation waiting for the pool outlasts the idle timeout, and close() waits for its answer', async () => {
     // A slow cloud (400 ms per call) and an empty pool: the allocation waits for the pool to grow.
     const slow = await startHarness({
