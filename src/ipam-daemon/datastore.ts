@@ -264,14 +264,29 @@ export class Datastore {
   assign(meta: AllocationMeta & { netns?: string }, now: number): StoredAllocation | undefined {
     const k = keyOf(meta);
     if (this.byKey.has(k)) throw new InvariantError(`${k} already holds ${this.byKey.get(k)?.ip}`);
+    // Runs on every allocation: no IP can beat the lowest device index of an allocatable
+    // interface, so the scan stops at the first free IP there (the same IP a full scan picks), and
+    // an interface is looked up once per run of its IPs, not once per IP.
+    let floor = Number.POSITIVE_INFINITY;
+    for (const [id, i] of this.interfaces) {
+      if (i.deviceIndex < floor && this.allocatable(id)) floor = i.deviceIndex;
+    }
     let best: IpState | undefined;
     let bestIdx = Number.POSITIVE_INFINITY;
+    let seenIf: string | undefined;
+    let seenIdx = Number.POSITIVE_INFINITY;
     for (const s of this.ips.values()) {
-      if (s.state !== 'free' || !this.allocatable(s.interfaceId)) continue;
-      const idx = this.interfaces.get(s.interfaceId)?.deviceIndex ?? Number.POSITIVE_INFINITY;
-      if (idx < bestIdx) {
+      if (s.state !== 'free') continue;
+      if (s.interfaceId !== seenIf) {
+        seenIf = s.interfaceId;
+        seenIdx = this.allocatable(seenIf)
+          ? (this.interfaces.get(seenIf)?.deviceIndex ?? Number.POSITIVE_INFINITY)
+          : Number.POSITIVE_INFINITY;
+      }
+      if (seenIdx < bestIdx) {
         best = s;
-        bestIdx = idx;
+        bestIdx = seenIdx;
+        if (bestIdx <= floor) break;
       }
     }
     if (!best) return undefined;
