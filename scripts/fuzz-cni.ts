@@ -38,7 +38,7 @@ export function fuzzMarkdown(r: FuzzReport, command: string): string {
     '|---|---|---|---|---|',
     `| plugin entry function \`runCni\`, in-process | ${r.inProcess.inputs} | ${r.inProcess.specErrors} | ${r.inProcess.successes} | **${r.inProcess.crashes}** |`,
     `| the real \`dist/vpc-cni\` (shim, then daemon or Node fallback), a sample of the same inputs | ${r.exec.inputs} | ${r.exec.specErrors} | ${r.exec.successes} | **${r.exec.crashes}** |`,
-    `| daemon socket (HTTP requests + ${r.socket.rawConnections} raw byte streams) | ${r.socket.requests + r.socket.rawConnections} | ${r.socket.apiErrors} API errors + ${r.socket.httpRefusals} HTTP-layer refusals (400/408/431, no body) | ${r.socket.successes} | **${r.socket.crashes}** |`,
+    `| daemon socket (HTTP requests + ${r.socket.rawConnections} raw byte streams, a fifth of them after a frame header) | ${r.socket.requests + r.socket.rawConnections} | ${r.socket.apiErrors} API errors + ${r.socket.httpRefusals} HTTP-layer refusals (400/408/431, no body) | ${r.socket.successes} | **${r.socket.crashes}** |`,
     '',
     `CNI error codes (in-process): ${codes(r.inProcess.codes)}. Through the executable: ${codes(r.exec.codes)}.`,
     `HTTP statuses from the socket: ${statuses}.`,

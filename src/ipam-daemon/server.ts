@@ -337,7 +337,7 @@ class FrameConnection {
     // A client may half-close after its last request: it still gets the answer, then the end.
     socket.once('end', () => {
       this.ended = true;
-      this.closeIfIdle();
+      this.finishIfEnded();
     });
     socket.once('close', onClose);
   }
@@ -358,6 +358,13 @@ class FrameConnection {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /** The client sent its last byte: end once answered; a frame it left unfinished never will be. */
+  private finishIfEnded(): void {
+    if (this.busy) return;
+    if (this.reader.pending > 0) this.socket.destroy();
+    else this.socket.end();
   }
 
   closeIfIdle(): void {
@@ -414,7 +421,8 @@ class FrameConnection {
       this.socket.resume();
     }
     this.pump();
-    if (this.ended || this.opts.closing()) this.closeIfIdle();
+    if (this.ended) this.finishIfEnded();
+    else if (this.opts.closing()) this.closeIfIdle();
   }
 }
 

@@ -15,6 +15,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createDaemonClient } from '../../src/cni/daemon-client.ts';
 import { runCni } from '../../src/cni/run.ts';
+import { FRAME_MAGIC, FRAME_VERSION, FrameReader, parseAnswer } from '../../src/ipam-daemon/frame.ts';
 import { call, startHarness } from '../unit/ipam-daemon/harness.ts';
 
 export interface FuzzOptions {
@@ -261,6 +262,22 @@ function execOnce(
   });
 }
 
+/** Answer frames (latin1 text of the bytes) that are all 4xx errors. */
+function isErrorFrame(answer: string): boolean {
+  const r = new FrameReader(1 << 20);
+  r.push(Buffer.from(answer, 'latin1'));
+  try {
+    let n = 0;
+    for (let f = r.next(); f; f = r.next(), n++) {
+      const { status } = parseAnswer(f);
+      if (status < 400 || status > 499) return false;
+    }
+    return n > 0 && r.pending === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** One raw, possibly non-HTTP, exchange on the socket: resolves when the server closes or after 2 s. */
 function rawExchange(socketPath: string, bytes: Buffer): Promise<string> {
   return new Promise((resolve) => {
@@ -393,10 +410,26 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
         const junk = Buffer.from(
           Array.from({ length: Math.floor(random() * 300) }, () => Math.floor(random() * 256)),
         );
+        // An HTTP request line, a frame header (frame.ts: magic, version, a length), or nothing.
+        const r = random();
         const prefix =
-          random() < 0.5 ? Buffer.from(`${m.pick(methods)} ${m.pick(paths)} HTTP/1.1\r\n`) : Buffer.alloc(0);
-        const answer = await rawExchange(h.socketPath, Buffer.concat([prefix, junk]));
-        if (answer !== '' && !answer.startsWith('HTTP/1.1 ')) {
+          r < 0.4
+            ? Buffer.from(`${m.pick(methods)} ${m.pick(paths)} HTTP/1.1\r\n`)
+            : r < 0.6
+              ? Buffer.from([
+                  FRAME_MAGIC,
+                  FRAME_VERSION,
+                  0,
+                  0,
+                  Math.floor(random() * 3),
+                  Math.floor(random() * 256),
+                ])
+              : Buffer.alloc(0);
+        const bytes = Buffer.concat([prefix, junk]);
+        const answer = await rawExchange(h.socketPath, bytes);
+        // A stream that starts as a frame is answered in frames: one 4xx error frame, or nothing.
+        const framed = bytes[0] === FRAME_MAGIC;
+        if (answer !== '' && !(framed ? isErrorFrame(answer) : answer.startsWith('HTTP/1.1 '))) {
           report.socket.crashes++;
           problem(`raw answer ${JSON.stringify(answer.slice(0, 100))}`, junk.toString('latin1'));
         }

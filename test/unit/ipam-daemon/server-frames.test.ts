@@ -176,8 +176,9 @@ describe('socket API in frames', () => {
   test('a truncated frame and a gone client cost nothing', async () => {
     const f = frame('POST /v1/allocate', pod('cut'));
     for (const at of [1, 3, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 5, f.length - 1]) {
-      const r = await exchange(h.socketPath, f.subarray(0, at), { end: true, waitMs: 300 });
+      const r = await exchange(h.socketPath, f.subarray(0, at), { end: true, waitMs: 3000 });
       assert.equal(r.answers.length, 0);
+      assert.ok(r.closed && r.ms < 1000, `a half-closed unfinished frame is closed at once (${r.ms} ms)`);
     }
     assert.equal(h.daemon.get({ containerId: 'cut', ifName: 'eth0' }), null);
     assert.equal((await call(h.socketPath, 'GET', '/healthz')).status, 200);
