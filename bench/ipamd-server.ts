@@ -2,14 +2,14 @@
 // on the in-memory cloud with a warm pool (an m5.4xlarge: 8 interfaces x 29 pod IPs), so what is
 // measured is the daemon itself, not a cloud. Prints {"socket":...,"pid":...} when ready.
 //
-//   node bench/ipamd-server.ts <dir>
+//   node bench/ipamd-server.ts <dir> [in-process cycles] [in-process clients]
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getHeapSpaceStatistics } from 'node:v8';
 import { Daemon } from '../src/ipam-daemon/daemon.ts';
 import { DaemonMetrics } from '../src/ipam-daemon/metrics.ts';
-import { startSocketServer } from '../src/ipam-daemon/server.ts';
+import { apiRoutes, startSocketServer } from '../src/ipam-daemon/server.ts';
 import { createLogger, logDestination } from '../src/lib/log.ts';
 import { MemoryProvider } from '../test/fakes/memory-provider.ts';
 
@@ -76,6 +76,32 @@ process.on('SIGUSR2', () => {
     // nothing logged yet
   }
   process.stdout.write(`${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites, logLines })}\n`);
+});
+// SIGUSR1: allocate + release cycles through the API's routes in this process, no socket (the
+// same validation, handlers and group commit): what the daemon costs without its transport.
+// Cycles and clients from argv[3] and argv[4]; prints {"inProcess": cycles/s} when done.
+const routes = apiRoutes(daemon);
+let inProcessRuns = 0;
+process.on('SIGUSR1', () => {
+  const total = Number(process.argv[3] ?? 20_000);
+  const clients = Number(process.argv[4] ?? 32);
+  const tag = `inproc${++inProcessRuns}`;
+  const call = (path: '/v1/allocate' | '/v1/release', text: string) =>
+    routes[path]?.POST?.(async () => JSON.parse(text), new URL(`http://ipamd${path}`));
+  let next = 0;
+  const t0 = performance.now();
+  void Promise.all(
+    Array.from({ length: clients }, async () => {
+      for (let n = next++; n < total; n = next++) {
+        const key = `"containerId":"${tag}-${n}","ifName":"eth0"`;
+        await call('/v1/allocate', `{${key},"podNamespace":"bench","podName":"p-${n}"}`);
+        await call('/v1/release', `{${key}}`);
+      }
+    }),
+  ).then(() => {
+    const perSec = total / ((performance.now() - t0) / 1000);
+    process.stdout.write(`${JSON.stringify({ inProcess: perSec })}\n`);
+  });
 });
 process.on('SIGTERM', () => {
   void server.close().then(() => daemon.stop(2000).then(() => process.exit(0)));

@@ -165,7 +165,15 @@ class Server {
     const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', values.profile] : [];
     const child = spawn(
       process.execPath,
-      [...DAEMON_NODE_FLAGS, '--expose-gc', ...prof, SERVER_BUNDLE, dir],
+      [
+        ...DAEMON_NODE_FLAGS,
+        '--expose-gc',
+        ...prof,
+        SERVER_BUNDLE,
+        dir,
+        String(cycles),
+        String(Math.max(...levels)),
+      ],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
       },
@@ -175,6 +183,13 @@ class Server {
       child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
     });
     return new Server(child, ready);
+  }
+  /** Cycles/s of allocate + release through the API's routes inside the daemon, no socket (SIGUSR1). */
+  inProcess(): Promise<number> {
+    return new Promise((resolve) => {
+      this.child.stdout?.once('data', (d) => resolve(JSON.parse(String(d)).inProcess));
+      this.child.kill('SIGUSR1');
+    });
   }
   /** Memory after a full GC and checkpoint write counts (the server answers SIGUSR2). */
   report(): Promise<Report> {
@@ -334,6 +349,19 @@ async function throughput(
     // it), and a connection per call as the shim and the plugin make them.
     if (!values.profile) await measure(Math.max(...levels), cycles, true, 'http');
     await measure(1, Math.min(cycles, 2000), false, 'frame');
+    // The same cycles inside the daemon through its API routes, no socket: what the daemon's own
+    // work and the group commit cost, so the rows above tell the transport's share.
+    if (!values.profile) {
+      const c = Math.max(...levels);
+      const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
+      const perSec = await server.inProcess();
+      const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
+      const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
+      const flushMs = w1.journalMs - w0.journalMs + (w1.snapshotMs - w0.snapshotMs);
+      rows.push(
+        `| ${where} | in-process, no socket | ${c} | ${cycles} | ${perSec.toFixed(0)} | — | — | — | — | ${fmt(((cpu1 - cpu0) * 1e6) / cycles, 0)} | — | ${fmt((2 * cycles) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | — |`,
+      );
+    }
     return { rows, verdicts, logLines: (await server.report()).logLines, pool: server.pool, singleWake };
   } finally {
     await server.stop();
@@ -464,7 +492,7 @@ try {
     `Command: \`${cmd}\` (written by the script).`,
     `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, load average at the start ${LOAD_AT_START}, at the end ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} (the machine is shared: wall-clock figures move with its load; CPU per cycle much less).`,
     '',
-    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "clients' CPU": the benchmark's own process, all its clients together (on the same machine, sharing its CPUs with the daemon). "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
+    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "in-process, no socket": the same cycles inside the daemon through its API routes (same validation, handlers and group commit), so the other rows tell what the socket transport adds. "clients' CPU": the benchmark's own process, all its clients together (on the same machine, sharing its CPUs with the daemon). "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
     '',
     '## Goals',
     '',
