@@ -287,10 +287,16 @@ export async function instanceFromEc2(ref: Ec2InstanceRef): Promise<ImdsInstance
   }
 }
 
+/** serveStale's bound: well inside the daemon's 30 s grace for metadata that lags its own changes. */
+const STALE_LIMIT_MS = 10_000;
+
 /**
  * A source that re-reads EC2 at most once per `maxAgeMs`. `serveStale`: once read, answer at once
  * with the last data while a re-read runs (as real IMDS answers instantly; for the VM, where one
- * DescribeInstances through the serial channel can outlast the SDK's 2 s IMDS timeout).
+ * DescribeInstances through the serial channel can outlast the SDK's 2 s IMDS timeout), but never
+ * data read more than STALE_LIMIT_MS ago, and never an older view than one already served: reads
+ * finish out of order under TCG, and a view a minute old (an ENI's addresses missing) made the
+ * daemon rightly drop a pod's address (its drift grace for lagging metadata is 30 s).
  */
 export function liveEc2Source(
   ref: Ec2InstanceRef,
@@ -298,21 +304,23 @@ export function liveEc2Source(
   options: { serveStale?: boolean } = {},
 ): () => Promise<ImdsInstanceData> {
   let cached: { at: number; data: Promise<ImdsInstanceData> } | undefined;
-  let last: ImdsInstanceData | undefined;
+  let last: { at: number; data: ImdsInstanceData } | undefined;
   return () => {
     if (!cached || Date.now() - cached.at > maxAgeMs) {
+      const at = Date.now();
       const data = instanceFromEc2(ref);
-      cached = { at: Date.now(), data };
+      cached = { at, data };
       data.then(
         (d) => {
-          last = d;
+          if (!last || at > last.at) last = { at, data: d };
         },
         () => {
-          cached = undefined;
+          if (cached?.data === data) cached = undefined;
         },
       );
     }
-    return options.serveStale && last ? Promise.resolve(last) : cached.data;
+    const fresh = last && Date.now() - last.at <= STALE_LIMIT_MS ? last.data : undefined;
+    return options.serveStale && fresh ? Promise.resolve(fresh) : cached.data;
   };
 }
 
