@@ -1,22 +1,23 @@
 // The data-plane suites that need a stock kernel, run inside a VM (Debian's 6.1 kernel under
-// qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md): ipvlan SNAT with
-// iptables-nft, then the node setup and ipvlan SNAT suites with iptables-legacy.
-// VPC_IPAM_VM_SUITES picks others (test/e2e/ipvlan.vm.ts, the local VPC suite). One boot for all
-// phases; every test inside comes back as a subtest here, failures with the guest's message.
+// qemu TCG through virtme-ng, see test/helpers/vm.ts and docs/data-plane.md). One boot, two phases:
+// with iptables-nft, the full ipvlan suite (its SNAT checks included) and the routed veth suite;
+// with iptables-legacy, the node setup suite and the same two again. VPC_IPAM_VM_SUITES picks
+// others. Every test inside comes back as a subtest here, failures with the guest's message.
 //
-// Needs: root, scripts/setup.sh (kernel, qemu, virtme-ng), the LocalStack venv. Fails (never skips)
-// without them.
+// Needs: root, scripts/setup.sh (kernel, qemu, virtme-ng), LocalStack on VPC_IPAM_EC2_ENDPOINT
+// (the guest reaches it through a serial port). Fails (never skips) without them.
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { ensurePluginBuilt } from '../helpers/plugin-binary.ts';
 import { ROOT, replayPhase, runInVm, type VmOutcome, type VmPhase, vmTools } from '../helpers/vm.ts';
 
+const DATA_PLANE = ['test/e2e/ipvlan.vm.ts', 'test/e2e/local-vpc.test.ts'];
 const DEFAULT_PHASES: VmPhase[] = [
-  { label: 'ipvlan SNAT, iptables-nft', iptables: 'nft', files: ['test/e2e/ipvlan-snat.vm.ts'] },
+  { label: 'ipvlan and routed veth, iptables-nft', iptables: 'nft', files: DATA_PLANE },
   {
-    label: 'node setup and ipvlan SNAT, iptables-legacy',
+    label: 'node setup, ipvlan and routed veth, iptables-legacy',
     iptables: 'legacy',
-    files: ['test/e2e/node-setup.test.ts', 'test/e2e/ipvlan-snat.vm.ts'],
+    files: ['test/e2e/node-setup.test.ts', ...DATA_PLANE],
   },
 ];
 
@@ -41,7 +42,7 @@ const phases = process.env.VPC_IPAM_VM_SUITES
   : DEFAULT_PHASES;
 
 // TCG is slow: one boot plus every phase, well above what the phases need when the host is idle.
-const TIMEOUT_MS = 60 * 60_000;
+const TIMEOUT_MS = 75 * 60_000;
 
 describe('in a VM with a stock Debian kernel (qemu TCG, virtme-ng)', { timeout: TIMEOUT_MS + 60_000 }, () => {
   let outcome: VmOutcome;
