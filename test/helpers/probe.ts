@@ -46,7 +46,12 @@ export function startProbeServer(
       err += b.toString();
     });
     child.stdout?.once('data', () => resolve({ ns, port, stop: () => child.kill('SIGKILL') }));
-    child.once('exit', (code) => reject(new Error(`probe server in ${ns} exited ${code}: ${err}`)));
+    child.once('exit', (code, signal) => {
+      const e = new Error(`probe server in ${ns}:${port} exited ${code ?? signal}: ${err}`);
+      reject(e);
+      // after it listened: say so, or the probes that follow only see ECONNREFUSED
+      if (signal !== 'SIGKILL') console.error(e.message);
+    });
   });
 }
 
@@ -230,6 +235,9 @@ function cli(): void {
   }
   if (positionals[0] === 'serve') {
     const server = createServer((sock) => {
+      // a client that gave up (its timeout, under TCG) resets the connection: without a handler
+      // that error ended the server, and every later probe got ECONNREFUSED
+      sock.on('error', () => {});
       sock.end(`${sock.remoteAddress?.replace(/^::ffff:/, '')}\n`);
     });
     server.listen(port, '0.0.0.0', () => process.stdout.write('listening\n'));
