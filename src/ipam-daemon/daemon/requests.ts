@@ -24,6 +24,8 @@ interface Waiter {
 }
 
 const HARD_LIMITS = new Set<string>(['instance-limit', 'max-eni', 'max-pods']);
+/** Releases within this share one pool loop run (none waits for it; see nudgePool). */
+export const RELEASE_KICK_MS = 10;
 
 export class Requests {
   private readonly core: DaemonCore;
@@ -32,6 +34,8 @@ export class Requests {
   private waiters: Waiter[] = [];
   /** A pool check asked for by the requests of this event-loop turn (one plan for the batch). */
   private poolNudge: 'if-low' | 'kick' | null = null;
+  /** The pool loop run for the releases of the last RELEASE_KICK_MS (see nudgePool). */
+  private releaseKick: NodeJS.Timeout | null = null;
 
   constructor(core: DaemonCore) {
     this.core = core;
@@ -142,6 +146,16 @@ export class Requests {
    * loop): once per event-loop turn for all the requests answered in it, not once per request.
    */
   private nudgePool(kind: 'if-low' | 'kick'): void {
+    if (kind === 'kick' && this.waiters.length === 0) {
+      // A release nobody waits for changes no plan at once (the IP cools down, or is free for
+      // the next assign without the loop): one loop for the releases of the next few ms, not one
+      // per event-loop turn of them.
+      this.releaseKick ??= setTimeout(() => {
+        this.releaseKick = null;
+        if (this.core.state === 'ready') this.core.parts.pool.kick();
+      }, RELEASE_KICK_MS).unref();
+      return;
+    }
     const scheduled = this.poolNudge !== null;
     if (kind === 'kick' || !scheduled) this.poolNudge = kind;
     if (scheduled) return;
