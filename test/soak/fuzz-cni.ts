@@ -467,7 +467,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
           typeof e.retryable !== 'boolean' ||
           res.status >= 500
         ) {
-          if (res.status >= 500 && (e as { code?: string } | null)?.code === 'NOT_READY') {
+          // Well-formed retryable refusals: not ready yet, or every IP held (allocations valid by
+          // chance keep theirs; with some seeds more than the node's 27 succeed).
+          const code = (e as { code?: string } | null)?.code;
+          if (res.status === 503 && (code === 'NOT_READY' || code === 'NO_IP') && e?.retryable === true) {
             report.socket.apiErrors++;
             return;
           }
