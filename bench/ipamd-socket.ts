@@ -71,6 +71,7 @@ class FrameConn implements Conn {
   private waiting: ((status: number) => void) | null = null;
   private constructor(sock: Socket) {
     this.sock = sock;
+    sock.on('close', () => this.waiting?.(Number.NaN));
     sock.on('data', (d: Buffer) => {
       this.reader.push(d);
       const f = this.reader.next();
@@ -104,6 +105,7 @@ class HttpConn implements Conn {
   private waiting: ((status: number) => void) | null = null;
   private constructor(sock: Socket) {
     this.sock = sock;
+    sock.on('close', () => this.waiting?.(Number.NaN));
     sock.on('data', (d: Buffer) => {
       this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
       this.drain();
@@ -148,6 +150,9 @@ interface Report {
   logLines: number;
 }
 
+/** Bench servers being stopped (any other exit is reported: a daemon that died mid-run). */
+const stopping = new WeakSet<ChildProcess>();
+
 class Server {
   readonly socket: string;
   readonly pid: number;
@@ -182,6 +187,9 @@ class Server {
       child.stdout?.once('data', (d) => resolve(JSON.parse(String(d))));
       child.once('exit', (c) => reject(new Error(`bench server exited ${c}`)));
     });
+    child.once('exit', (code, signal) => {
+      if (!stopping.has(child)) console.error(`bench server exited early: code ${code}, signal ${signal}`);
+    });
     return new Server(child, ready);
   }
   /** Cycles/s of allocate + release through the API's routes inside the daemon, no socket (SIGUSR1). */
@@ -208,6 +216,7 @@ class Server {
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
   }
   async stop(): Promise<void> {
+    stopping.add(this.child);
     this.child.kill('SIGTERM');
     await new Promise((r) => this.child.once('exit', r));
   }
