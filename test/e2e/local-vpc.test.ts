@@ -183,7 +183,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
       [hostVethName(pod.id, 'eth0')],
     );
     // The daemon planned the wiring and the shim applied it (netlink), not `ip` in the daemon.
-    const done = readFileSync(join(node1.dir, 'cni.log'), 'utf8')
+    const done = readFileSync(node1.cniLog, 'utf8')
       .split('\n')
       .filter((l) => l.includes('"ADD done"') && l.includes(pod.id))
       .map((l) => JSON.parse(l) as { via?: string; wiredBy?: string });
