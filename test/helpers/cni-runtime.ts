@@ -94,7 +94,10 @@ export function vpcCniConfig(
     logFile: node.cniLog ?? join(node.dir, 'cni.log'),
     // under TCG (the VM) a busy node's ADD outlasts the default 30 s daemon request timeout, the
     // shim gives up, the runtime retries and redoes the wiring over and over
-    ...(SLOWDOWN > 1 ? { timeoutMs: Math.min(600_000, scaled(30_000)) } : {}),
+    // and a connect to the socket can outlast the shim's 2 s (the one bench run before failed so)
+    ...(SLOWDOWN > 1
+      ? { timeoutMs: Math.min(600_000, scaled(30_000)), connectTimeoutMs: Math.min(600_000, scaled(2_000)) }
+      : {}),
     ...extra,
   };
 }
