@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { hostVethName } from '../../src/netutils/names.ts';
 import { conflistAdd, conflistRun } from '../helpers/cni-runtime.ts';
 import { type IpvlanPod, IpvlanVpc, PORT, SERVICE_IP } from '../helpers/ipvlan-vpc.ts';
-import { INTERNET_SERVER, ONPREM_SERVER, whileRuleRemoved } from '../helpers/local-vpc.ts';
+import { INTERNET_SERVER, ONPREM_SERVER, SNAT_JUMP, whileRuleRemoved } from '../helpers/local-vpc.ts';
 import { createNetns, ip, ipJson, run } from '../helpers/netns.ts';
 import { probe, probeEventually, startProbeServer } from '../helpers/probe.ts';
 import { scaled } from '../helpers/slowdown.ts';
@@ -144,14 +144,7 @@ describe('ipvlan mode e2e (LocalStack + netns + dist/vpc-cni, stock kernel)', {
   });
 
   test('it is the node SNAT that gets them out: without our jump the gateway drops the pod source', async () => {
-    const jump = [
-      '-m',
-      'comment',
-      '--comment',
-      'vpc-ipam: SNAT pod traffic leaving the VPC',
-      '-j',
-      'VPC-IPAM-SNAT',
-    ];
+    const jump = SNAT_JUMP;
     await whileRuleRemoved(t.node1.ns, 'nat', ['POSTROUTING', ...jump], ['-A', 'POSTROUTING', ...jump], () =>
       Promise.all(
         [a, secondary].map((pod) =>

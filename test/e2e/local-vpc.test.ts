@@ -34,6 +34,7 @@ import {
   ONPREM_CIDR,
   ONPREM_SERVER,
   prepareLocalVpcSuite,
+  SNAT_JUMP,
   type VpcNode,
   type VpcPod,
   whileRuleRemoved,
@@ -267,14 +268,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
     );
     assert.equal(stdout.match(/-A POSTROUTING .*-j VPC-IPAM-SNAT/g)?.length, 1, 'one jump');
     // and it is the SNAT that gets us out: without it the gateway refuses the pod's own source IP
-    const jump = [
-      '-m',
-      'comment',
-      '--comment',
-      'vpc-ipam: SNAT pod traffic leaving the VPC',
-      '-j',
-      'VPC-IPAM-SNAT',
-    ];
+    const jump = SNAT_JUMP;
     await whileRuleRemoved(node1.ns, 'nat', ['POSTROUTING', ...jump], ['-A', 'POSTROUTING', ...jump], () =>
       assert.rejects(probe(primaryPod.ns, INTERNET_SERVER, PORT, 1500), 'no SNAT: dropped at the gateway'),
     );

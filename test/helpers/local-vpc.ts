@@ -504,6 +504,16 @@ async function waitReady(node: VpcNode, child: ChildProcess, withinMs: number): 
 
 export { netnsPath };
 
+/** Our POSTROUTING jump to the SNAT chain (after the chain name in iptables -C/-D/-A). */
+export const SNAT_JUMP = [
+  '-m',
+  'comment',
+  '--comment',
+  'vpc-ipam: SNAT pod traffic leaving the VPC',
+  '-j',
+  'VPC-IPAM-SNAT',
+];
+
 /**
  * Runs check with one of our iptables rules removed in a node netns. The daemon's node setup puts
  * its rules back (every 30 s), so when check fails and the rule is found back, the result says
