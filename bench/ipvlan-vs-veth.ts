@@ -11,7 +11,7 @@
 // Needs root, scripts/setup.sh (the VM), LocalStack on VPC_IPAM_EC2_ENDPOINT. --write stores the
 // report in bench/results/ipvlan-vs-veth.md.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execPlugin, vpcCniConfig } from '../test/helpers/cni-runtime.ts';
@@ -40,6 +40,7 @@ const N = Number(values.iterations);
 const C = Number(values.concurrency);
 const ROUNDS = Number(values.rounds);
 const MODES = ['veth', 'ipvlan'] as const;
+const loadAvg = () => loadavg()[0]!.toFixed(1);
 /** "On par": within this fraction of routed veth. */
 const PAR = 0.1;
 
@@ -146,7 +147,11 @@ async function measure(outFile: string): Promise<void> {
   }
 }
 
-function report(raw: { kernel: string; samples: Record<string, Samples> }, vmSeconds: number): string {
+function report(
+  raw: { kernel: string; samples: Record<string, Samples> },
+  vmSeconds: number,
+  load: string,
+): string {
   const [v, i] = [raw.samples.veth!, raw.samples.ipvlan!];
   const ratio = (a: number, b: number) => (a / b).toFixed(2);
   const row = (what: string, a: number, b: number) => `| ${what} | ${fmt(a)} | ${fmt(b)} | ${ratio(b, a)} |`;
@@ -162,7 +167,7 @@ function report(raw: { kernel: string; samples: Record<string, Samples> }, vmSec
   return `# CNI ADD/DEL: ipvlan mode vs routed veth, in a VM (stock kernel)
 
 Command: \`${cmd}\` (as root, LocalStack running).
-Run: ${new Date().toISOString()}, guest kernel ${raw.kernel} (Debian), qemu TCG (no KVM), 2 vCPUs, 2 GiB; ${vmSeconds} s from boot to power-off.
+Run: ${new Date().toISOString()}, guest kernel ${raw.kernel} (Debian), qemu TCG (no KVM), 2 vCPUs, 2 GiB; ${vmSeconds} s from boot to power-off; host load average ${load}.
 One node of the local VPC (m5.4xlarge) with vpc-ipamd and a warm pool; dist/vpc-cni executed as a runtime does it on a fresh pod netns; ${N} sequential ADD+DEL pairs per mode, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per mode, order alternating.
 TCG emulates every instruction: absolute figures are many times bare metal's. Read the ratios.
 
@@ -182,8 +187,9 @@ ${row(`${C} concurrent ADDs, wall, median of ${ROUNDS} (ms)`, median(v.burst), m
   the ipvlan slave and one \`ip -j addr\` to find the ENI's interface by MAC, minus the policy rules.
 - The two modes take different paths: a routed veth ADD is planned by the daemon and applied by the
   shim with netlink (no process forked), while an ipvlan ADD is wired by the daemon with \`ip -batch\`
-  (three \`ip\` processes, one through nsenter); DEL is run by the daemon with \`ip\` in both modes.
-  Part of the ADD ratio is that path difference, not the kernel work of the mode.
+  (three \`ip\` processes, one through nsenter). DEL too: a routed veth DEL is a plan the shim applies
+  with netlink, an ipvlan DEL is run by the daemon with \`ip\`. Part of both ratios is that path
+  difference, not the kernel work of the mode.
 `;
 }
 
@@ -191,6 +197,7 @@ async function main(): Promise<void> {
   if (values['in-vm']) return measure(values['in-vm']);
   await requireLocalStack();
   await ensurePluginBuilt({ daemon: true });
+  const loadBefore = loadAvg();
   const outDir = join(ROOT, '.run', 'vm', `bench-${process.pid}`);
   const rawFile = join(outDir, 'ipvlan-vs-veth.json');
   const args = ['bench/ipvlan-vs-veth.ts', `--iterations=${N}`, `--concurrency=${C}`, `--rounds=${ROUNDS}`];
@@ -205,7 +212,11 @@ async function main(): Promise<void> {
       `the benchmark failed in the VM (exit ${phase.exitCode}, ${outcome.guestError ?? ''}); see ${join(outDir, 'spec-0.log')}`,
     );
   }
-  const text = report(JSON.parse(readFileSync(rawFile, 'utf8')), Math.round(outcome.bootToEndMs / 1000));
+  const text = report(
+    JSON.parse(readFileSync(rawFile, 'utf8')),
+    Math.round(outcome.bootToEndMs / 1000),
+    `${loadBefore} at the start, ${loadAvg()} at the end (1-min)`,
+  );
   process.stdout.write(text);
   if (values.write) writeFileSync(join(ROOT, 'bench', 'results', 'ipvlan-vs-veth.md'), text);
 }

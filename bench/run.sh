@@ -16,3 +16,5 @@ node bench/burst.ts --runs m5.large:30 --write
 node bench/burst.ts --runs m5.4xlarge:110 --write --out burst-m5.4xlarge.md
 echo "== bench/daemon-restart.ts (vpc-ipamd kill -9 to ready: the bundle vs the sources)"
 node bench/daemon-restart.ts --restarts 8 --write
+echo "== bench/ipvlan-vs-veth.ts (CNI ADD/DEL, ipvlan vs routed veth, in the VM with Debian's 6.1 kernel)"
+node bench/ipvlan-vs-veth.ts --write
