@@ -59,9 +59,6 @@ const server = await startSocketServer({
   logger,
   onRequest: (route, status, ms) => metrics.onRequest(route, status, ms),
 });
-process.stdout.write(
-  `${JSON.stringify({ socket: socketPath, pid: process.pid, pool: daemon.status().total })}\n`,
-);
 // SIGUSR2: collect garbage (when run with --expose-gc) and report memory, to tell a leak from churn.
 process.on('SIGUSR2', () => {
   (globalThis as { gc?: () => void }).gc?.();
@@ -107,3 +104,7 @@ process.on('SIGTERM', () => {
   void server.close().then(() => daemon.stop(2000).then(() => process.exit(0)));
   server.server.closeAllConnections();
 });
+// Ready only now: the signal handlers above are in place (a signal before them would kill us).
+process.stdout.write(
+  `${JSON.stringify({ socket: socketPath, pid: process.pid, pool: daemon.status().total })}\n`,
+);
