@@ -184,6 +184,22 @@ function targets(over: Partial<PoolTargets> = {}): PoolTargets {
   };
 }
 
+/** An interface that lends no IP to the pool: not ours, or ours outside the pod subnets (retired). */
+function offPool(id: string, deviceIndex: number, over: Partial<EngineInterface> = {}): EngineInterface {
+  return {
+    id,
+    deviceIndex,
+    subnetId: 'subnet-old',
+    usable: false,
+    deletable: true,
+    total: 0,
+    assigned: 0,
+    cooling: 0,
+    freeIps: [],
+    ...over,
+  };
+}
+
 function perIf(sim: Sim): number[] {
   return [...sim.ifs].sort((a, b) => a.deviceIndex - b.deviceIndex).map((i) => i.total);
 }
@@ -608,17 +624,7 @@ describe('pool engine: subnets and backoff', () => {
 
   test('unusable interfaces (not ours / not a pod subnet) take a slot but get no IPs', () => {
     const sim = newSim();
-    sim.ifs.push({
-      id: 'eni-efa',
-      deviceIndex: 1,
-      subnetId: 'subnet-x',
-      usable: false,
-      deletable: false,
-      total: 0,
-      assigned: 0,
-      cooling: 0,
-      freeIps: [],
-    });
+    sim.ifs.push(offPool('eni-efa', 1, { subnetId: 'subnet-x', deletable: false }));
     sim.pending = 27;
     const p = plan(stateOf(sim), m5large, targets(), sim.now);
     for (const a of p.actions) if (a.kind === 'assign') assert.notEqual(a.interfaceId, 'eni-efa');
@@ -631,18 +637,7 @@ describe('pool engine: subnets and backoff', () => {
     // and the primary is full: without the delete the node would say instance-limit at 9 pods.
     const sim = newSim({ primaryIps: 9 });
     assignPods(sim, 9);
-    for (const d of [1, 2])
-      sim.ifs.push({
-        id: `eni-old${d}`,
-        deviceIndex: d,
-        subnetId: 'subnet-old',
-        usable: false,
-        deletable: true,
-        total: 0,
-        assigned: 0,
-        cooling: 0,
-        freeIps: [],
-      });
+    for (const d of [1, 2]) sim.ifs.push(offPool(`eni-old${d}`, d));
     sim.pending = 1;
     const p = plan(stateOf(sim), m5large, targets(), sim.now);
     assert.deepEqual(p.actions.map((a) => (a.kind === 'delete' ? a.interfaceId : a.kind)).sort(), [
@@ -664,23 +659,13 @@ describe('pool engine: subnets and backoff', () => {
   test('a dead slot is kept while the grow does not need it, and a retired interface with a pod is never deleted', () => {
     const sim = newSim({ primaryIps: 9 });
     assignPods(sim, 1);
-    sim.ifs.push({
-      id: 'eni-old',
-      deviceIndex: 1,
-      subnetId: 'subnet-old',
-      usable: false,
-      deletable: true,
-      total: 1,
-      assigned: 1,
-      cooling: 0,
-      freeIps: [],
-    });
+    sim.ifs.push(offPool('eni-old', 1, { total: 1, assigned: 1 }));
     sim.pending = 30;
     const busy = plan(stateOf(sim), m5large, targets(), sim.now);
     assert.ok(!busy.actions.some((a) => a.kind === 'delete'), 'its pod keeps the interface');
     assert.equal(busy.actions.filter((a) => a.kind === 'create').length, 1, 'one free slot');
     const empty = newSim({ primaryIps: 9 });
-    empty.ifs.push({ ...(sim.ifs[1] as EngineInterface), total: 0, assigned: 0 });
+    empty.ifs.push(offPool('eni-old', 1));
     const calm = plan(stateOf(empty), m5large, targets({ shrinkDelayMs: 60_000 }), empty.now);
     assert.ok(
       !calm.actions.some((a) => a.kind === 'delete'),
