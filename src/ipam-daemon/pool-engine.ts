@@ -194,19 +194,12 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   const fillable = (i: EngineInterface) =>
     onTheWay(i) && i.total < perIf && !blockedSubnets.has(i.subnetId) && subnetLeft(i.subnetId) > 0;
   const cordoned = state.cordoned === true;
-  // Ours, empty, and never to serve a pod (outside the pod subnets): a slot that is only waiting to
-  // be given back. A grow that needs the slot deletes it at once instead of after the shrink delay.
-  const deadSlots = cordoned
-    ? []
-    : ifs.filter(
-        (i) =>
-          i.deletable &&
-          !i.usable &&
-          i.settingUp !== true &&
-          i.total === 0 &&
-          i.assigned === 0 &&
-          i.cooling === 0,
-      );
+  const emptyDeletable = ifs.filter(
+    (i) => i.deletable && i.total === 0 && i.assigned === 0 && i.cooling === 0,
+  );
+  // Of those, the ones never to serve a pod (outside the pod subnets): a slot only waiting to be
+  // given back. A grow that needs the slot deletes it at once instead of after the shrink delay.
+  const deadSlots = cordoned ? [] : emptyDeletable.filter((i) => !i.usable && i.settingUp !== true);
   const slotsForNew = cordoned ? 0 : Math.max(0, maxIfs - ifs.length + deadSlots.length);
   const canCreate = availableSubnets.length > 0 ? Math.max(0, maxIfs - ifs.length) : 0;
   let makingRoom = 0;
@@ -241,10 +234,6 @@ export function plan(state: PoolState, limits: PoolLimits, targets: PoolTargets,
   let growth = 0;
   let decision: string;
   const backoff = state.cloudBackoff && state.cloudBackoff.until > now ? state.cloudBackoff : null;
-
-  const emptyDeletable = ifs.filter(
-    (i) => i.deletable && i.total === 0 && i.assigned === 0 && i.cooling === 0,
-  );
 
   if (backoff) {
     decision = `waiting ${Math.ceil((backoff.until - now) / 1000)}s before calling the cloud again (${backoff.reason})`;

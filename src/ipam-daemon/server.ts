@@ -185,7 +185,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   const headersTimeoutMs = opts.headersTimeoutMs ?? 5_000;
   let closing = false;
 
-  const http = createServer(
+  const server = createServer(
     {
       requestTimeout: requestTimeoutMs,
       headersTimeout: headersTimeoutMs,
@@ -208,7 +208,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
         });
     },
   );
-  http.on('clientError', (err, socket) => {
+  server.on('clientError', (err, socket) => {
     // Malformed HTTP, oversized headers, timeouts: answer if we can, never throw.
     if (socket.writable && !(err as NodeJS.ErrnoException).code?.startsWith('ECONN')) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -234,7 +234,6 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   // (FRAME_MAGIC) from an HTTP one (curl, the CLI, older plugins). node:http keeps the listening
   // socket (its connection cap, timeouts and close stay as they are); its own connection handler
   // runs only for HTTP connections, after the sniff.
-  const server = http;
   const httpConnection = server.listeners('connection');
   if (httpConnection.length !== 1) throw new Error('node:http registered an unexpected connection handler');
   server.removeAllListeners('connection');
@@ -284,7 +283,7 @@ export async function startSocketServer(opts: ServerOptions): Promise<SocketServ
   return {
     server: {
       closeAllConnections: () => {
-        http.closeAllConnections();
+        server.closeAllConnections();
         for (const c of frames) c.destroy();
       },
     },
@@ -436,9 +435,9 @@ function frameJson(body: Buffer, maxBytes = MAX_BODY_BYTES): Promise<unknown> {
     return Promise.reject(new HttpError(413, 'PAYLOAD_TOO_LARGE', `body over ${maxBytes} bytes`));
   }
   try {
-    return Promise.resolve(JSON.parse(body.toString('utf8')));
-  } catch {
-    return Promise.reject(new HttpError(400, 'BAD_REQUEST', 'body is not valid JSON'));
+    return Promise.resolve(parseJsonBody(body.toString('utf8')));
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
 
@@ -529,6 +528,11 @@ async function readJson(req: IncomingMessage, maxBytes = MAX_BODY_BYTES): Promis
     // every request, and an Error's stack trace is not free.
     req.once('close', () => fail(() => new Error('request aborted')));
   });
+  return parseJsonBody(text);
+}
+
+/** A request body's JSON, or the 400 both framings answer. */
+function parseJsonBody(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

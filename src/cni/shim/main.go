@@ -53,9 +53,6 @@ type netConf struct {
 	AnswerMarginMs   json.RawMessage `json:"answerMarginMs"`
 }
 
-// dialTimeout: connectTimeoutMs (a variable so forward keeps its signature).
-var dialTimeout = defaultConnect
-
 // millis reads a whole number of milliseconds >= min from the config, else def.
 func millis(raw json.RawMessage, min int, def time.Duration) time.Duration {
 	if ms, err := strconv.Atoi(string(raw)); err == nil && ms >= min {
@@ -99,7 +96,7 @@ func main() {
 	}
 	timeout := millis(conf.TimeoutMs, 1, defaultTimeout)
 	margin := millis(conf.AnswerMarginMs, 0, defaultMargin)
-	dialTimeout = millis(conf.ConnectTimeoutMs, 1, defaultConnect)
+	dial := millis(conf.ConnectTimeoutMs, 1, defaultConnect)
 	env := map[string]string{}
 	for _, k := range forwarded {
 		if v, ok := os.LookupEnv(k); ok {
@@ -108,7 +105,7 @@ func main() {
 	}
 	body, _ := json.Marshal(map[string]any{"env": env, "stdin": string(stdin), "apply": planVersion})
 	deadline := time.Now().Add(timeout + margin)
-	out, err := forward(socket, "/v1/cni", body, deadline)
+	out, err := forward(socket, dial, "/v1/cni", body, deadline)
 	if errors.Is(err, errNoDaemon) && env["CNI_COMMAND"] == "ADD" && !badJSON {
 		// The fallback could only say the same after starting a 126 MB executable (there is no
 		// daemon to allocate from), on every retry of the runtime while the daemon restarts.
@@ -126,7 +123,7 @@ func main() {
 			failed = applyErr.Error()
 		}
 		body, _ = json.Marshal(map[string]any{"ticket": out.Ticket, "error": failed})
-		out, err = forward(socket, "/v1/cni/applied", body, deadline)
+		out, err = forward(socket, dial, "/v1/cni/applied", body, deadline)
 	}
 	if err == nil && (out.Stdout == nil || out.ExitCode == nil) {
 		err = fmt.Errorf("bad answer from the daemon (no stdout/exitCode)")
@@ -138,11 +135,11 @@ func main() {
 	os.Exit(*out.ExitCode)
 }
 
-// forward sends one request over the socket in the daemon's frames (src/ipam-daemon/frame.ts)
+// forward connects within dial and sends one request in the daemon's frames (src/ipam-daemon/frame.ts)
 // and reads its answer; a daemon older than frames gets it again as HTTP/1.1.
-func forward(socket, path string, body []byte, deadline time.Time) (answer, error) {
+func forward(socket string, dial time.Duration, path string, body []byte, deadline time.Time) (answer, error) {
 	var a answer
-	conn, err := net.DialTimeout("unix", socket, dialTimeout)
+	conn, err := net.DialTimeout("unix", socket, dial)
 	if err != nil {
 		var errno syscall.Errno
 		if errors.As(err, &errno) && (errno == syscall.ENOENT || errno == syscall.ECONNREFUSED || errno == syscall.EACCES) {
@@ -156,7 +153,7 @@ func forward(socket, path string, body []byte, deadline time.Time) (answer, erro
 	if errors.Is(err, errHTTPOnly) {
 		// It refused the frame unread (HTTP 400): nothing happened, so sending again is safe.
 		conn.Close()
-		if conn, err = net.DialTimeout("unix", socket, dialTimeout); err != nil {
+		if conn, err = net.DialTimeout("unix", socket, dial); err != nil {
 			return a, err
 		}
 		defer conn.Close()
