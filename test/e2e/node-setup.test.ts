@@ -19,6 +19,7 @@ import {
   run,
   runPrefix,
 } from '../helpers/netns.ts';
+import { SNAT_JUMP } from '../helpers/snat-jump.ts';
 
 const MACS = ['02:11:00:00:00:a0', '02:11:00:00:00:a1', '02:11:00:00:00:a2'];
 
@@ -138,22 +139,7 @@ describe('node setup on a real netns', () => {
     const good = await save();
     await ip(ns, 'route', 'del', 'default', 'table', '2');
     await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-F', 'VPC-IPAM-SNAT']);
-    await run('ip', [
-      'netns',
-      'exec',
-      ns,
-      'iptables',
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-m',
-      'comment',
-      '--comment',
-      'vpc-ipam: SNAT pod traffic leaving the VPC',
-      '-j',
-      'VPC-IPAM-SNAT',
-    ]);
+    await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', ...SNAT_JUMP]);
     await reconciler(snat).reconcile(node, enis);
     assert.equal(await save(), good);
     const t2 = await ipJson<{ dst: string }>(ns, 'route', 'show', 'table', '2');

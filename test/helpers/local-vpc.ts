@@ -502,17 +502,9 @@ async function waitReady(node: VpcNode, child: ChildProcess, withinMs: number): 
   throw new Error(`vpc-ipamd in ${node.ns} not ready after ${withinMs} ms (${last}); see ${node.daemonLog}`);
 }
 
+// Its own module so suites that do not build a local VPC (node-setup) need not load this one.
+export { SNAT_JUMP } from './snat-jump.ts';
 export { netnsPath };
-
-/** Our POSTROUTING jump to the SNAT chain (after the chain name in iptables -C/-D/-A). */
-export const SNAT_JUMP = [
-  '-m',
-  'comment',
-  '--comment',
-  'vpc-ipam: SNAT pod traffic leaving the VPC',
-  '-j',
-  'VPC-IPAM-SNAT',
-];
 
 /**
  * Runs check with one of our iptables rules removed in a node netns. The daemon's node setup puts
