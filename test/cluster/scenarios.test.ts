@@ -38,6 +38,7 @@ import { type ProbeServer, startProbeServer } from '../helpers/probe.ts';
 
 const NS = 'scenarios';
 const WEB = 'app=web';
+const VICTIM = 'app=victim';
 
 function deployment(
   name: string,
@@ -354,8 +355,16 @@ describe('cluster: vpc-ipam Helm-installed on real kubelet + containerd', { time
   });
 
   test('a pod force-deleted while its node kubelet is stopped: its IP comes back once kubelet returns', async () => {
-    const victim = (await webPods()).find((p) => p.node === large.name);
-    assert.ok(victim, 'a web pod on the m5.4xlarge');
+    // its own pod pinned to the m5.4xlarge: which web pods survived the scale-down is the
+    // ReplicaSet's choice (equal per-node counts tie-break on age), and it may keep none there
+    await k.kubectl(
+      ['apply', '-f', '-'],
+      deployment('victim', 1, state.images.busybox.ref, {
+        nodeSelector: { 'kubernetes.io/hostname': large.name },
+      }),
+    );
+    const victim = (await waitRunning(VICTIM, 1))[0]!;
+    assert.equal(victim.node, large.name, 'the victim runs on the m5.4xlarge');
     await controlNode(large.name, 'kubelet/stop');
     try {
       await k.kubectl(['-n', NS, 'delete', 'pod', victim.name, '--force', '--grace-period=0']);
@@ -372,7 +381,8 @@ describe('cluster: vpc-ipam Helm-installed on real kubelet + containerd', { time
       180_000,
       3000,
     );
-    await waitRunning(WEB, 4);
+    const again = (await waitRunning(VICTIM, 1))[0]!;
+    assert.notEqual(again.name, victim.name, 'the Deployment replaced the force-deleted pod');
   });
 
   test('the daemon pod deleted mid scale-up: all pods Running, no address on two pods, none leaked', async () => {
