@@ -442,6 +442,21 @@ describe('helm chart', () => {
     assert.equal(plugin(docs).mtu, 1500, 'the pods follow AWS_VPC_ENI_MTU when cni.mtu is empty');
   });
 
+  test('the shim waits: 0 is written as 0 (answerMarginMs: 0 means no margin), empty leaves the default', async () => {
+    const { docs } = await template('zero-margin', [
+      '-f',
+      DEFAULT_VALUES,
+      '--set',
+      'cni.answerMarginMs=0',
+      '--set',
+      'cni.timeoutMs=5000',
+    ]);
+    const plugin = JSON.parse(find(docs, 'ConfigMap', '-cni').data['conflist.json']).plugins[0];
+    assert.equal(plugin.answerMarginMs, 0);
+    assert.equal(plugin.timeoutMs, 5000);
+    assert.equal(plugin.connectTimeoutMs, undefined);
+  });
+
   test('ANNOTATE_POD_IP: pods/patch is granted only when the knob is on', async () => {
     const podVerbs = (docs: Doc[]) =>
       find(docs, 'ClusterRole', '-daemon')
