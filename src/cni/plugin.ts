@@ -33,7 +33,12 @@ import {
   observeIpvlan,
   planIpvlanAdd,
 } from './wiring/ipvlan.ts';
-import { DEL_PLAN_VERSION, type NetPlan } from './wiring/net-ops.ts';
+import {
+  type AppliedLinks,
+  DEL_PLAN_VERSION,
+  LEAVE_VETH_PLAN_VERSION,
+  type NetPlan,
+} from './wiring/net-ops.ts';
 import {
   applyVethAdd,
   cleanupHost,
@@ -58,9 +63,24 @@ export interface PluginDeps {
    * Applies a wiring plan elsewhere (the shim, with netlink) instead of through `ip` processes;
    * rejects with the first failing op. Absent: this process wires with deps.ip.
    */
-  apply?: (plan: NetPlan) => Promise<void>;
+  apply?: (plan: NetPlan) => Promise<AppliedLinks | undefined>;
   /** The plan version `apply` takes (the shim's); DEL goes through it from DEL_PLAN_VERSION on. */
   planVersion?: number;
+  /**
+   * The daemon deletes a host veth a DEL left (its sweep) and keeps the IP cooling until that veth
+   * is gone. Absent (no cooldown, the Node fallback, an older daemon): DEL deletes the veth itself.
+   */
+  leaveVeth?: (v: LeftVeth) => void;
+}
+
+/** A host veth a DEL left to the runtime's netns deletion: name and ifindex (the sweep's match). */
+export interface LeftVeth {
+  containerId: string;
+  ifName: string;
+  hostName: string;
+  ifindex: number;
+  /** The IP it carried: cooling until the veth is gone. */
+  ip: string;
 }
 
 /**
@@ -375,7 +395,12 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
   // Who cleaned the host side, and how long it took (the log's breakdown).
   let wiredBy: 'shim' | 'ip' = 'ip';
   let wireMs: number | undefined;
-  const apply = (deps.planVersion ?? 1) >= DEL_PLAN_VERSION && conf.mode === 'veth' ? deps.apply : undefined;
+  const planVersion = deps.planVersion ?? 1;
+  const apply = planVersion >= DEL_PLAN_VERSION && conf.mode === 'veth' ? deps.apply : undefined;
+  // As the AWS VPC CNI: the rules and the route go, the veth is left to the runtime's netns
+  // deletion (the kernel destroys the pair there), and the daemon sweeps it if it outlives that.
+  const leave = planVersion >= LEAVE_VETH_PLAN_VERSION ? deps.leaveVeth : undefined;
+  let vethLeft = false;
   // A veth another plugin made (adopted from aws-node) has another name: the `ip` path finds it.
   const adopted = async () => {
     const a = await ask();
@@ -384,9 +409,15 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
   if (apply && ip && !(await adopted())) {
     const t = performance.now();
     try {
-      await apply(vethDelPlan(hostName, ip));
+      const links = await apply(vethDelPlan(hostName, ip, leave !== undefined));
       wiredBy = 'shim';
       wireMs = ms(t);
+      const ifindex = links?.[hostName];
+      // Before the release: the IP then cools until the sweep saw this very veth gone.
+      if (leave && ifindex !== undefined) {
+        leave({ containerId: env.containerId, ifName: env.ifName, hostName, ifindex, ip });
+        vethLeft = true;
+      }
     } catch (e) {
       if (e instanceof ApplyCancelledError) throw new CniError(ErrorCode.TRY_AGAIN_LATER, e.message);
       // Nothing is released yet: clean up here with `ip` (the steps are all safe to repeat).
@@ -403,7 +434,7 @@ export async function cmdDel(env: CniEnv, conf: PluginConfig, deps: PluginDeps):
   if (daemonUp) {
     try {
       const r = await deps.daemon.release(key);
-      deps.log.info('DEL done', { released: r.released, ip, wiredBy, wireMs, ms: ms(started) });
+      deps.log.info('DEL done', { released: r.released, ip, wiredBy, wireMs, vethLeft, ms: ms(started) });
       return null;
     } catch (e) {
       if (!(e instanceof DaemonUnreachableError)) throw e;

@@ -28,6 +28,8 @@ export interface RunContext {
   apply?: PluginDeps['apply'];
   /** The plan version the shim applies (PluginDeps.planVersion). */
   planVersion?: number;
+  /** The daemon sweeps veths a DEL leaves (PluginDeps.leaveVeth). */
+  leaveVeth?: PluginDeps['leaveVeth'];
 }
 
 const netnsExists = async (path: string) => {
@@ -99,6 +101,7 @@ export async function runCni(
     if (ctx.apply) {
       deps.apply = ctx.apply;
       deps.planVersion = ctx.planVersion ?? 1;
+      if (ctx.leaveVeth) deps.leaveVeth = ctx.leaveVeth;
     }
     const result = await dispatch(parsed, conf, deps);
     log.debug('done', { ms: Math.round(performance.now() - started) });

@@ -10,9 +10,12 @@
 // run here (on failure: rollback, release, CNI error) and the shim gets the final answer (or, after
 // a "File exists" cleanup, one more plan). A veth DEL (plan version 2) likewise gets its host-side
 // teardown as a plan, and releases the IP only after the shim reported it applied (a failed plan:
-// the daemon cleans up with `ip`, then releases). So the daemon's event loop forks nothing per ADD
-// or DEL. Older shims, ipvlan mode, and a DEL of an adopted (aws-node) veth: the daemon runs
-// `ip -batch` processes itself (argument arrays, no shell).
+// the daemon cleans up with `ip`, then releases). From plan version 3, with a cooldown, the DEL
+// plan removes the rules and the host route but leaves the veth to the runtime's netns deletion, as
+// the AWS VPC CNI does; the daemon sweeps what is left (daemon/veth-sweep.ts) and the IP cools
+// until then. So the daemon's event loop forks nothing per ADD or DEL. Older shims, ipvlan mode,
+// and a DEL of an adopted (aws-node) veth: the daemon runs `ip -batch` processes itself (argument
+// arrays, no shell).
 //
 // One attachment, one command at a time: an ADD and a DEL of the same container id + ifname run one
 // after the other here, and a DEL or a new ADD first cancels an ADD or DEL still waiting for its
@@ -26,8 +29,9 @@ import { clientOver, type Transport } from '../cni/daemon-client.ts';
 import { ApplyCancelledError } from '../cni/plugin.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
 import { CniError, ErrorCode, formatError, LATEST_VERSION } from '../cni/spec.ts';
-import { checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
+import { type AppliedLinks, checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
 import type { ApiError } from './api-types.ts';
+import type { VethSweep } from './daemon/veth-sweep.ts';
 import { KeyedMutex } from './key-lock.ts';
 import type { Routes } from './server.ts';
 import { MAX_GC_BODY_BYTES, ValidationError } from './validate.ts';
@@ -47,9 +51,9 @@ export const MAX_CNI_BODY_BYTES = MAX_GC_BODY_BYTES;
 /**
  * The newest plan format the daemon sends; the shim declares the one it applies (`apply` in
  * POST /v1/cni) and gets plans of at most that version: 1 wires a veth ADD, 2 (DEL_PLAN_VERSION)
- * also deletes for a veth DEL.
+ * also deletes for a veth DEL, 3 (LEAVE_VETH_PLAN_VERSION) deletes a route and reports links.
  */
-export const NET_PLAN_VERSION = 2;
+export const NET_PLAN_VERSION = 3;
 /**
  * How long an ADD waits for the shim's report before it rolls back (the runtime DELs anyway; that
  * DEL cancels the wait at once), and a DEL before it cleans up with `ip` itself.
@@ -71,7 +75,12 @@ export interface AppliedReport {
   ticket: string;
   /** null: every op applied; else the first failing op and the kernel's error. */
   error: string | null;
+  /** Plan version 3: the ifindex of each link a routeDel named that exists. */
+  links?: AppliedLinks;
 }
+
+/** Most links one report may name (a DEL plan names one). */
+const MAX_REPORTED_LINKS = 16;
 
 /** Checks the shape of POST /v1/cni; the values themselves are checked by runCni (parseEnv). */
 export function parseCniRequest(body: unknown): CniRequest {
@@ -98,7 +107,7 @@ export function parseCniRequest(body: unknown): CniRequest {
 }
 
 export function parseAppliedReport(body: unknown): AppliedReport {
-  const { ticket, error } = (typeof body === 'object' && body !== null ? body : {}) as Record<
+  const { ticket, error, links } = (typeof body === 'object' && body !== null ? body : {}) as Record<
     string,
     unknown
   >;
@@ -108,13 +117,25 @@ export function parseAppliedReport(body: unknown): AppliedReport {
   if (error !== null && (typeof error !== 'string' || error.length > 4096)) {
     throw new ValidationError('error must be null or a string of at most 4096 characters');
   }
-  return { ticket, error };
+  if (links === undefined || links === null) return { ticket, error };
+  const entries = typeof links === 'object' && !Array.isArray(links) ? Object.entries(links) : null;
+  if (
+    entries === null ||
+    entries.length > MAX_REPORTED_LINKS ||
+    !entries.every(
+      ([name, index]) =>
+        /^[A-Za-z0-9_.-]{1,15}$/.test(name) && Number.isSafeInteger(index) && (index as number) > 0,
+    )
+  ) {
+    throw new ValidationError(`links must map at most ${MAX_REPORTED_LINKS} interface names to ifindexes`);
+  }
+  return { ticket, error, links: Object.fromEntries(entries) as AppliedLinks };
 }
 
 /** One ADD or DEL whose wiring a shim applies: hands plans out, turns the shim's reports back into results. */
 class ShimSession {
   private respond: ((a: ShimAnswer) => void) | undefined;
-  private waiting: { done(err: Error | null): void } | undefined;
+  private waiting: { done(err: Error | null, links?: AppliedLinks): void } | undefined;
   private ticket: string | undefined;
   /** Why a later command of the same attachment took over (set once). */
   private cancelled: string | undefined;
@@ -140,7 +161,7 @@ class ShimSession {
     r?.(a); // nobody waiting: the shim's report came too late, it got an error instead
   }
 
-  readonly apply = (plan: NetPlan): Promise<void> =>
+  readonly apply = (plan: NetPlan): Promise<AppliedLinks | undefined> =>
     new Promise((resolve, reject) => {
       if (this.cancelled !== undefined) throw new ApplyCancelledError(this.cancelled, this.command);
       checkNetPlan(plan);
@@ -153,10 +174,10 @@ class ShimSession {
       }, this.timeoutMs);
       timer.unref(); // a daemon stopping does not wait for a shim that went away
       this.waiting = {
-        done: (err) => {
+        done: (err, links) => {
           clearTimeout(timer);
           if (err) reject(err);
-          else resolve();
+          else resolve(links);
         },
       };
       this.ticket = ticket;
@@ -164,12 +185,12 @@ class ShimSession {
       this.answer({ apply: plan, ticket });
     });
 
-  reported(error: string | null): Promise<ShimAnswer> {
+  reported(error: string | null, links?: AppliedLinks): Promise<ShimAnswer> {
     const next = this.next();
     const w = this.waiting;
     this.waiting = undefined;
     this.ticket = undefined;
-    w?.done(error === null ? null : new Error(error));
+    w?.done(error === null ? null : new Error(error), links);
     return next;
   }
 
@@ -196,6 +217,9 @@ export function attachmentOf(env: Record<string, string>): string | null {
   return id && ifName ? `${id}/${ifName}` : null;
 }
 
+/** What ShimSessions needs of the daemon's veth sweep (daemon/veth-sweep.ts). */
+export type VethLeaver = Pick<VethSweep, 'locks' | 'leave' | 'enabled'>;
+
 /**
  * The commands waiting for a shim's report, by ticket; and the commands of each attachment, one at
  * a time, where a DEL or a new ADD cancels the ADD or DEL before it (see the header).
@@ -204,10 +228,15 @@ export class ShimSessions {
   private readonly open = new Map<string, ShimSession>();
   /** The ADD or DEL of each attachment that may still hand out a plan. */
   private readonly current = new Map<string, ShimSession>();
-  private readonly locks = new KeyedMutex();
+  private readonly locks: KeyedMutex;
   private readonly timeoutMs: number;
-  constructor(timeoutMs = APPLY_REPORT_TIMEOUT_MS) {
+  /** The daemon's veth sweep: a veth DEL may leave the veth to it (absent: DEL deletes the veth). */
+  readonly veths: VethLeaver | undefined;
+  constructor(timeoutMs = APPLY_REPORT_TIMEOUT_MS, veths?: VethLeaver) {
     this.timeoutMs = timeoutMs;
+    this.veths = veths;
+    // The sweep deletes a left veth under its attachment's lock: the same lock as the commands'.
+    this.locks = veths?.locks ?? new KeyedMutex();
   }
 
   /**
@@ -234,7 +263,7 @@ export class ShimSessions {
    * command goes on until the shim has reported). `of`: the command and attachment (serialize).
    */
   start(
-    run: (apply: (plan: NetPlan) => Promise<void>) => Promise<CniOutcome>,
+    run: (apply: (plan: NetPlan) => Promise<AppliedLinks | undefined>) => Promise<CniOutcome>,
     of: { command?: string; key: string | null } = { key: null },
   ): Promise<ShimAnswer> {
     const session = new ShimSession(this, this.timeoutMs, of.command);
@@ -255,7 +284,7 @@ export class ShimSessions {
     const session = this.open.get(r.ticket);
     if (!session) throw new ValidationError('unknown or expired ticket (the ADD was rolled back)');
     this.open.delete(r.ticket);
-    return session.reported(r.error);
+    return session.reported(r.error, r.links);
   }
 
   hold(ticket: string, s: ShimSession): void {
@@ -310,5 +339,12 @@ export function runForShim(
     return sessions.serialize(of.command, of.key, undefined, () => runCni(req.env, req.stdin, ctx));
   }
   const planVersion = Math.min(req.apply, NET_PLAN_VERSION);
-  return sessions.start((apply) => runCni(req.env, req.stdin, { ...ctx, apply, planVersion }), of);
+  // With no cooldown a released IP is free at once: the DEL deletes the veth itself (issue #10).
+  const veths = sessions.veths;
+  const leaveVeth = veths?.enabled ? veths.leave : undefined;
+  return sessions.start(
+    (apply) =>
+      runCni(req.env, req.stdin, { ...ctx, apply, planVersion, ...(leaveVeth ? { leaveVeth } : {}) }),
+    of,
+  );
 }

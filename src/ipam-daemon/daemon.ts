@@ -13,6 +13,7 @@
 //   daemon/drift-resync.ts      re-list the cloud and repair drift
 //   daemon/intents.ts           cloud changes in flight: durable first, finished after a restart
 //   daemon/status.ts            the pool as shown to the API
+//   daemon/veth-sweep.ts        host veths a DEL left: deleted soon after, their IPs cool till then
 //
 // Events (for the Kubernetes side, metrics and tests):
 //   'allocated'    (AllocationRecord & { durationMs })
@@ -46,6 +47,7 @@ import { Requests } from './daemon/requests.ts';
 import { restoreFromCheckpoint } from './daemon/restore.ts';
 import { RouteGuard } from './daemon/route-guard.ts';
 import { PodSubnets } from './daemon/subnets.ts';
+import { VethSweep } from './daemon/veth-sweep.ts';
 import { Datastore } from './datastore.ts';
 import type { Plan } from './pool-engine.ts';
 import { adoptAwsAllocations } from './takeover/adopt.ts';
@@ -75,6 +77,7 @@ export class Daemon extends EventEmitter {
       pool: new PoolLoop(core),
       drift: new DriftResync(core),
       intents: new CloudIntents(core),
+      veths: new VethSweep(core),
     };
     this.core = core;
   }
@@ -82,6 +85,11 @@ export class Daemon extends EventEmitter {
   /** Checkpoint writes that reached the disk (snapshots, group-commit journal lines). */
   get checkpointWrites(): CheckpointWriter['writes'] {
     return this.core.parts.checkpoint.writes;
+  }
+
+  /** The sweep of host veths a DEL left, and the attachments' command locks (cni-host.ts). */
+  get veths(): VethSweep {
+    return this.core.parts.veths;
   }
 
   get ready(): boolean {
@@ -115,6 +123,8 @@ export class Daemon extends EventEmitter {
     const checkpoint = await restoreFromCheckpoint(core, ds, interfaces);
     await adoptAwsAllocations(core, checkpoint);
     await parts.routes.recoverAtStart(checkpoint);
+    // Veths DELs left that this daemon's sweep never saw gone (it restarted): before any IP is free.
+    await parts.veths.deleteOrphans();
     // Cloud changes a dead daemon left in flight: their IPs and interfaces stay out of the pool.
     parts.intents.restore();
     ds.check();
@@ -199,6 +209,7 @@ export class Daemon extends EventEmitter {
     const wasReady = core.ds !== null;
     core.state = 'stopping';
     parts.pool.clearTimers();
+    parts.veths.stop();
     core.opts.nodeSetup?.stop?.();
     parts.requests.rejectWaiters();
     const drained = await parts.requests.locks.idle(timeoutMs);

@@ -90,6 +90,12 @@ export class Datastore {
   /** What the checkpoint has not seen yet (takeChanges): keys whose allocation and IPs whose cooling changed. */
   private readonly changedKeys = new Map<string, AttachmentKey>();
   private readonly changedIps = new Set<string>();
+  /**
+   * IPs whose cooling may not end yet, with how many holds each: the old pod's host veth may still
+   * exist (a DEL left it to the runtime's netns deletion; daemon/veth-sweep.ts). In memory only: a
+   * restarted daemon deletes such veths before it serves (VethSweep.deleteOrphans).
+   */
+  private readonly held = new Map<string, number>();
   private readonly cooldownMs: number;
   private readonly vpcCidrs: string[];
   private readonly noSnatCidrs: string[];
@@ -204,11 +210,22 @@ export class Datastore {
     }
   }
 
-  /** Cooling IPs whose time is up become free. Returns how many changed. */
+  /** Keep `ip` from leaving cooldown (now or once released) until unholdCooling. */
+  holdCooling(ip: string): void {
+    this.held.set(ip, (this.held.get(ip) ?? 0) + 1);
+  }
+
+  unholdCooling(ip: string): void {
+    const n = (this.held.get(ip) ?? 0) - 1;
+    if (n > 0) this.held.set(ip, n);
+    else this.held.delete(ip);
+  }
+
+  /** Cooling IPs whose time is up become free (held ones stay). Returns how many changed. */
   tick(now: number): number {
     let n = 0;
     for (const s of this.ips.values()) {
-      if (s.state === 'cooling' && (s.coolUntil ?? 0) <= now) {
+      if (s.state === 'cooling' && (s.coolUntil ?? 0) <= now && !this.held.has(s.ip)) {
         this.changedIps.add(s.ip);
         s.state = 'free';
         delete s.coolUntil;
@@ -221,10 +238,11 @@ export class Datastore {
     return n;
   }
 
-  /** Earliest time a cooling IP frees up, or null. */
+  /** Earliest time a cooling IP frees up (held ones: when unheld), or null. */
   nextCoolingEnd(): number | null {
     let t: number | null = null;
     for (const s of this.ips.values()) {
+      if (this.held.has(s.ip)) continue;
       if (s.state === 'cooling' && s.coolUntil !== undefined && (t === null || s.coolUntil < t))
         t = s.coolUntil;
     }
@@ -342,7 +360,7 @@ export class Datastore {
       delete s.lost;
       delete s.cloudInterfaceId;
       delete s.key;
-      if (this.cooldownMs > 0) {
+      if (this.cooldownMs > 0 || this.held.has(s.ip)) {
         this.changedIps.add(s.ip);
         s.state = 'cooling';
         s.coolUntil = now + this.cooldownMs;

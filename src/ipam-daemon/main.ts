@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { installCrashPolicy } from '../lib/crash-policy.ts';
 import { createLogger, type Logger, logDestination } from '../lib/log.ts';
 import { spawnRunner } from '../netutils/exec.ts';
-import { listHostVeths } from '../netutils/host-veths.ts';
+import { hostVethLinks, listHostVeths } from '../netutils/host-veths.ts';
 import { createIpTool } from '../netutils/ip.ts';
 import { CONNMARK_BIT } from '../netutils/names.ts';
 import type { CloudProvider, SubnetInfo } from '../providers/types.ts';
@@ -160,6 +160,7 @@ export async function runDaemon(config: DaemonConfig, log: Logger): Promise<Runn
     // The daemon runs in the node's netns (host network): the pods' host routes are right here.
     podRoutes: podRoutesReader(config, ipTool),
     hostVeths: () => listHostVeths(ipTool),
+    vethLinks: hostVethLinks(ipTool),
     gcGraceMs: config.gcGraceMs,
     socketPath: config.socketPath,
     ...(takeover ? { takeover } : {}),

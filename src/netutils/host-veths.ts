@@ -7,3 +7,21 @@ export async function listHostVeths(ip: IpTool): Promise<string[]> {
   const rows = await ip.json<{ ifname?: unknown }>(['link', 'show', 'type', 'veth']);
   return rows.flatMap((r) => (typeof r.ifname === 'string' ? [r.ifname] : []));
 }
+
+/** The veth links with their ifindex, and their deletion (one `ip -batch`, best effort). */
+export function hostVethLinks(ip: IpTool): {
+  list(): Promise<Array<{ name: string; index: number }>>;
+  del(names: string[]): Promise<string[]>;
+} {
+  return {
+    list: async () => {
+      const rows = await ip.json<{ ifname?: unknown; ifindex?: unknown }>(['link', 'show', 'type', 'veth']);
+      return rows.flatMap((r) =>
+        typeof r.ifname === 'string' && typeof r.ifindex === 'number'
+          ? [{ name: r.ifname, index: r.ifindex }]
+          : [],
+      );
+    },
+    del: (names) => ip.batchBestEffort(names.map((n) => ['link', 'del', 'dev', n])),
+  };
+}

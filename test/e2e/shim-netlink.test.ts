@@ -3,8 +3,10 @@
 // state that `ip -batch` makes from the same ops (the daemon-side path, proven end to end by
 // local-vpc.test.ts), and a failing op must stop the plan and be reported by name. A DEL's plan
 // must leave nothing of the pod behind, succeed again when run twice or after the pod netns is
-// gone, and leave the IP's rules alone once the IP routes to another veth. The plan comes from a
-// stand-in socket here so each case can hand the shim the plan it needs.
+// gone, and leave the IP's rules alone once the IP routes to another veth. The DEL plan that leaves
+// the veth (version 3) must leave no rule or route of the pod, report the veth's real ifindex, and
+// the veth must go with the pod netns. The plan comes from a stand-in socket here so each case can
+// hand the shim the plan it needs.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -98,10 +100,15 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
       assert.equal(reports.length, 1, JSON.stringify(d.seen));
       assert.equal(
         (JSON.parse(d.seen[0]!.body) as { apply?: number }).apply,
-        2,
-        'the shim says it applies plans, DEL deletions included (version 2)',
+        3,
+        'the shim says it applies plans, DEL deletions and routeDel included (version 3)',
       );
-      return { o, report: JSON.parse(reports[0]!.body) as { ticket: string; error: string | null } };
+      const report = JSON.parse(reports[0]!.body) as {
+        ticket: string;
+        error: string | null;
+        links?: Record<string, number>;
+      };
+      return { o, report };
     } finally {
       await d.close();
     }
@@ -119,7 +126,7 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
     const podBPath = `/run/netns/${podB}`;
     const a = planVethAdd({ ...spec, netns: podAPath });
     const { o, report } = await shimApplies(nodeA, podAPath, vethNetPlan(a, podAPath), join(dir, 'a.sock'));
-    assert.deepEqual(report, { ticket: TICKET, error: null });
+    assert.deepEqual(report, { ticket: TICKET, error: null, links: {} });
     assert.equal(o.code, 0, JSON.stringify(o.out));
     assert.deepEqual(o.out, { cniVersion: '1.0.0' }, 'the final answer is relayed');
 
@@ -195,7 +202,7 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
 
     const del = vethDelPlan(p.hostName, spec.ip);
     const first = await shimApplies(node, podPath, del, join(dir, 'd1.sock'), 'DEL');
-    assert.deepEqual(first.report, { ticket: TICKET, error: null });
+    assert.deepEqual(first.report, { ticket: TICKET, error: null, links: {} });
     assert.deepEqual(await podLeftovers(node, p.hostName), { links: [], routes: [], rules: [] });
     assert.deepEqual(
       await ipJson(pod, 'link', 'show', 'dev', spec.ifName).catch(() => []),
@@ -209,6 +216,32 @@ describe('shim plan executor (netlink) on real namespaces', { timeout: 120_000 }
     await ip(null, 'netns', 'del', pod);
     const gone = await shimApplies(node, podPath, del, join(dir, 'd3.sock'), 'DEL');
     assert.equal(gone.report.error, null);
+  });
+
+  test('DEL leaving the veth: no rule or route of the pod, the real ifindex reported, the veth gone with the netns', async () => {
+    const [node, pod] = ['nl', 'pl'].map((n) => `${prefix}-${n}`) as [string, string];
+    for (const ns of [node, pod]) await createNetns(ns, cleanup);
+    const podPath = `/run/netns/${pod}`;
+    const p = planVethAdd({ ...spec, netns: podPath });
+    const add = await shimApplies(node, podPath, vethNetPlan(p, podPath), join(dir, 'la.sock'));
+    assert.equal(add.report.error, null);
+    const [link] = await ipJson<{ ifindex: number }>(node, 'link', 'show', 'dev', p.hostName);
+    const del = vethDelPlan(p.hostName, spec.ip, true);
+    const first = await shimApplies(node, podPath, del, join(dir, 'l1.sock'), 'DEL');
+    assert.deepEqual(first.report, { ticket: TICKET, error: null, links: { [p.hostName]: link!.ifindex } });
+    assert.deepEqual(await podLeftovers(node, p.hostName), { links: [p.hostName], routes: [], rules: [] });
+    // Again (the runtime retries a DEL): nothing to remove, still a success.
+    const again = await shimApplies(node, podPath, del, join(dir, 'l2.sock'), 'DEL');
+    assert.deepEqual(again.report, { ticket: TICKET, error: null, links: { [p.hostName]: link!.ifindex } });
+    // What the runtime does after DEL: the netns goes, and the kernel takes the pair with it.
+    await ip(null, 'netns', 'del', pod);
+    for (let i = 0; ; i++) {
+      if ((await podLeftovers(node, p.hostName)).links.length === 0) break;
+      assert.ok(i < 100, 'the veth is gone within 10 s of the netns deletion');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const gone = await shimApplies(node, podPath, del, join(dir, 'l3.sock'), 'DEL');
+    assert.deepEqual(gone.report, { ticket: TICKET, error: null, links: {} }, 'no veth: no link reported');
   });
 
   test("DEL: once the IP routes to another pod's veth, its rules are that pod's and stay", async () => {

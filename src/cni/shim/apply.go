@@ -1,9 +1,10 @@
 // The plan executor: applies the wiring the daemon computed (src/cni/wiring/net-ops.ts NetPlan)
 // with netlink, in this process, so an ADD or DEL forks no `ip`/`nsenter`. Generic on purpose: it
-// knows eight kinds of kernel change and one precondition, and nothing about CNI; the daemon
+// knows nine kinds of kernel change and one precondition, and nothing about CNI; the daemon
 // decides what to change, checks the result and rolls back on failure. It stops at the first
 // failing op and names it. The deletions succeed when the thing is already gone (a DEL is
-// idempotent).
+// idempotent). It reports the ifindex of each link a routeDel named that exists (a DEL that leaves
+// the veth: the daemon's sweep deletes only that very link, never a new one of the same name).
 package main
 
 import (
@@ -27,10 +28,10 @@ type netOp struct {
 	Peer      string `json:"peer"`
 	PeerMac   string `json:"peerMac"`
 	PeerNetns string `json:"peerNetns"`
-	// up, addr, route, neigh, linkDel
+	// up, addr, route, neigh, linkDel, routeDel
 	Dev  string `json:"dev"`
 	Cidr string `json:"cidr"`
-	// route
+	// route, routeDel
 	Dst       string `json:"dst"`
 	Via       string `json:"via"`
 	ScopeLink bool   `json:"scopeLink"`
@@ -61,6 +62,8 @@ type netPlan struct {
 type namespaces struct {
 	fds     map[string]netns.NsHandle
 	handles map[string]*netlink.Handle
+	// links: name -> ifindex of the links routeDel ops named (reported to the daemon)
+	links map[string]int
 }
 
 func (n *namespaces) fd(path string) (netns.NsHandle, error) {
@@ -106,23 +109,24 @@ func (n *namespaces) close() {
 	}
 }
 
-// applyPlan applies every op in order; the error names the first op that failed.
-func applyPlan(raw json.RawMessage) error {
+// applyPlan applies every op in order; the error names the first op that failed. links: the
+// ifindex of each link a routeDel named that exists.
+func applyPlan(raw json.RawMessage) (links map[string]int, err error) {
 	var plan netPlan
 	if err := json.Unmarshal(raw, &plan); err != nil {
-		return fmt.Errorf("cannot read the plan: %v", err)
+		return nil, fmt.Errorf("cannot read the plan: %v", err)
 	}
-	ns := &namespaces{fds: map[string]netns.NsHandle{}, handles: map[string]*netlink.Handle{}}
+	ns := &namespaces{fds: map[string]netns.NsHandle{}, handles: map[string]*netlink.Handle{}, links: map[string]int{}}
 	defer ns.close()
 	for i, step := range plan.Steps {
 		h, err := ns.handle(step.Netns)
 		if err != nil {
-			return err
+			return ns.links, err
 		}
 		if g := step.OnlyIfRoute; g != nil {
 			run, err := routeAbsentOrVia(h, g.Dst, g.Devs)
 			if err != nil {
-				return fmt.Errorf("step %d onlyIfRoute %s: %v", i, g.Dst, err)
+				return ns.links, fmt.Errorf("step %d onlyIfRoute %s: %v", i, g.Dst, err)
 			}
 			if !run {
 				continue
@@ -131,11 +135,11 @@ func applyPlan(raw json.RawMessage) error {
 		for j, op := range step.Ops {
 			if err := applyOp(h, ns, op); err != nil {
 				desc, _ := json.Marshal(op)
-				return fmt.Errorf("step %d op %d %s: %v", i, j, opSummary(op, desc), err)
+				return ns.links, fmt.Errorf("step %d op %d %s: %v", i, j, opSummary(op, desc), err)
 			}
 		}
 	}
-	return nil
+	return ns.links, nil
 }
 
 func opSummary(op netOp, desc []byte) string {
@@ -214,6 +218,8 @@ func applyOp(h *netlink.Handle, ns *namespaces, o netOp) error {
 			return nil
 		}
 		return err
+	case "routeDel":
+		return routeDel(h, ns, o)
 	case "neigh":
 		link, err := h.LinkByName(o.Dev)
 		if err != nil {
@@ -230,6 +236,31 @@ func applyOp(h *netlink.Handle, ns *namespaces, o netOp) error {
 		})
 	}
 	return fmt.Errorf("unknown op %q", o.Op)
+}
+
+// routeDel deletes the main table's route to o.Dst through o.Dev; none, or no such link: done.
+func routeDel(h *netlink.Handle, ns *namespaces, o netOp) error {
+	link, err := h.LinkByName(o.Dev)
+	var gone netlink.LinkNotFoundError
+	if errors.As(err, &gone) || errors.Is(err, unix.ENODEV) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ns.links[o.Dev] = link.Attrs().Index
+	_, dst, err := net.ParseCIDR(o.Dst)
+	if err != nil {
+		return err
+	}
+	// Scope nowhere matches any scope (the host route is scope link); 0 would match only universe.
+	err = h.RouteDel(&netlink.Route{
+		LinkIndex: link.Attrs().Index, Dst: dst, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE,
+	})
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
 }
 
 // routeAbsentOrVia: true while no main-table route to dst exists, or each goes out one of devs.

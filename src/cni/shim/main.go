@@ -70,8 +70,8 @@ type answer struct {
 }
 
 // The plan format apply.go executes (src/ipam-daemon/cni-host.ts NET_PLAN_VERSION; 2 adds DEL's
-// deletions and the onlyIfRoute precondition).
-const planVersion = 2
+// deletions and the onlyIfRoute precondition, 3 routeDel and the links in the report).
+const planVersion = 3
 
 // A plan, then (after a "File exists" clean-up) at most a few more: never loop forever.
 const maxPlans = 4
@@ -119,10 +119,11 @@ func main() {
 			fail(conf.CniVersion, "vpc-ipamd kept sending wiring plans", codeTryAgain)
 		}
 		var failed any // null: applied
-		if applyErr := applyPlan(out.Apply); applyErr != nil {
+		links, applyErr := applyPlan(out.Apply)
+		if applyErr != nil {
 			failed = applyErr.Error()
 		}
-		body, _ = json.Marshal(map[string]any{"ticket": out.Ticket, "error": failed})
+		body, _ = json.Marshal(map[string]any{"ticket": out.Ticket, "error": failed, "links": links})
 		out, err = forward(socket, dial, "/v1/cni/applied", body, deadline)
 	}
 	if err == nil && (out.Stdout == nil || out.ExitCode == nil) {

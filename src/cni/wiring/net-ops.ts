@@ -5,6 +5,11 @@
 
 /** The plan version (the shim's `apply`) from which the shim knows linkDel, ruleDel and onlyIfRoute. */
 export const DEL_PLAN_VERSION = 2;
+/**
+ * The plan version from which the shim knows routeDel and reports the index of the link a routeDel
+ * names (AppliedReport.links): a veth DEL may then leave the veth to the runtime's netns deletion.
+ */
+export const LEAVE_VETH_PLAN_VERSION = 3;
 
 /** The main routing table's number (`lookup main`). */
 export const TABLE_MAIN = 254;
@@ -39,7 +44,12 @@ export type NetOp =
   /** Deletes a link (a veth takes its peer and its routes with it); done if it is gone already. */
   | { op: 'linkDel'; dev: string }
   /** Deletes a rule (exactly one of from/to; no table: any); done if none matches. */
-  | { op: 'ruleDel'; from?: string; to?: string; table?: number; priority: number };
+  | { op: 'ruleDel'; from?: string; to?: string; table?: number; priority: number }
+  /**
+   * Deletes the main table's route to dst through dev; done if there is none (or no dev). The shim
+   * reports dev's ifindex when dev exists (AppliedReport.links).
+   */
+  | { op: 'routeDel'; dst: string; dev: string };
 
 /** Ops that run in one network namespace: netns undefined is the caller's (the node's). */
 export interface NetStep {
@@ -51,6 +61,9 @@ export interface NetStep {
   onlyIfRoute?: { dst: string; devs: string[] };
   ops: NetOp[];
 }
+
+/** What the shim reports with a plan (version 3): the ifindex of each link a routeDel named that exists. */
+export type AppliedLinks = Record<string, number>;
 
 /** What the shim applies, in order; it stops at the first failing op and reports it. */
 export interface NetPlan {
@@ -107,6 +120,8 @@ export function ipArgv(o: NetOp): string[] {
       return ['neigh', 'add', o.ip, 'lladdr', o.mac, 'dev', o.dev, 'nud', 'permanent'];
     case 'linkDel':
       return ['link', 'del', 'dev', o.dev];
+    case 'routeDel':
+      return ['route', 'del', o.dst, 'dev', o.dev, 'table', 'main'];
     case 'ruleDel': {
       const [dir, cidr] = o.from !== undefined ? ['from', o.from] : ['to', o.to ?? ''];
       const table =
@@ -147,6 +162,9 @@ export function checkNetPlan(plan: NetPlan): void {
           break;
         case 'route':
           if (!cidr.test(o.dst) || (o.via !== undefined && !ip.test(o.via))) throw bad(o, 'dst/via');
+          break;
+        case 'routeDel':
+          if (!cidr.test(o.dst)) throw bad(o, 'dst');
           break;
         case 'rule':
         case 'ruleDel': {

@@ -130,12 +130,18 @@ export function planHostCleanup(hostName: string, ip: string | null): string[][]
  * with it): the IP's rules only while the IP routes to this veth or nowhere — a stale DEL, retried
  * after the IP went to another pod, must leave that pod's rules alone — then the veth. Every op
  * succeeds when its object is gone already, so a repeated DEL succeeds too.
+ *
+ * `leaveVeth` (plan version LEAVE_VETH_PLAN_VERSION): the veth stays, as the AWS VPC CNI's DEL
+ * leaves it, for the runtime's netns deletion to destroy (the daemon sweeps what is left, see
+ * src/ipam-daemon/daemon/veth-sweep.ts); its /32 route goes explicitly instead, so the IP is
+ * unreachable through it once the plan applied. The shim reports the veth's ifindex.
  */
-export function vethDelPlan(hostName: string, ip: string): NetPlan {
+export function vethDelPlan(hostName: string, ip: string, leaveVeth = false): NetPlan {
+  const ip32 = `${ip}/32`;
   return {
     steps: [
-      { onlyIfRoute: { dst: `${ip}/32`, devs: [hostName] }, ops: podRuleDels(ip) },
-      { ops: [{ op: 'linkDel', dev: hostName }] },
+      { onlyIfRoute: { dst: ip32, devs: [hostName] }, ops: podRuleDels(ip) },
+      { ops: [leaveVeth ? { op: 'routeDel', dst: ip32, dev: hostName } : { op: 'linkDel', dev: hostName }] },
     ],
   };
 }

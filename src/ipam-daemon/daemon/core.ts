@@ -21,6 +21,7 @@ import type { Requests } from './requests.ts';
 import type { RouteGuard } from './route-guard.ts';
 import { poolStatus } from './status.ts';
 import type { PodSubnets } from './subnets.ts';
+import type { VethLinks, VethSweep } from './veth-sweep.ts';
 
 /**
  * Node-level networking the daemon keeps converged (implemented in node-setup/): called at start and
@@ -74,6 +75,12 @@ export interface DaemonOptions {
    * watcher release an allocation only when neither its host route nor its host veth exists.
    */
   hostVeths?: () => Promise<string[]>;
+  /**
+   * Reads (name + ifindex) and deletes the veth links in the daemon's netns: the sweep of veths a
+   * DEL left (veth-sweep.ts), and at start the veths of our prefix no pod holds. Unset: a DEL
+   * deletes its veth itself and nothing is swept.
+   */
+  vethLinks?: VethLinks;
   /** Most allocations waiting for the pool to grow; default the node's max pods. */
   maxWaiters?: number;
   /** CNI GC leaves allocations younger than this alone (an ADD may still be in flight). Default 60 s. */
@@ -124,6 +131,7 @@ export interface DaemonParts {
   pool: PoolLoop;
   drift: DriftResync;
   intents: CloudIntents;
+  veths: VethSweep;
 }
 
 export class DaemonCore {

@@ -46,6 +46,7 @@ describe('wiring plan as data (net-ops)', () => {
         'rule del to 10.0.0.5/32 lookup main priority 512',
       ],
       [{ op: 'ruleDel', from: '10.0.0.5/32', priority: 1536 }, 'rule del from 10.0.0.5/32 priority 1536'],
+      [{ op: 'routeDel', dst: '10.0.0.5/32', dev: 'vpc1' }, 'route del 10.0.0.5/32 dev vpc1 table main'],
     ];
     for (const [op, line] of cases) assert.equal(ipArgv(op).join(' '), line);
   });
@@ -68,19 +69,19 @@ describe('wiring plan as data (net-ops)', () => {
     checkNetPlan(plan);
   });
 
+  /** A DEL plan's first step: the IP's rules, only while the IP routes to this veth or nowhere. */
+  const guardedRuleDels = {
+    onlyIfRoute: { dst: '10.64.1.9/32', devs: ['vpc0123456789a'] },
+    ops: [
+      { op: 'ruleDel', to: '10.64.1.9/32', table: TABLE_MAIN, priority: 512 },
+      { op: 'ruleDel', from: '10.64.1.9/32', priority: 1536 },
+    ],
+  };
+
   test("the DEL plan for the shim: the IP's rules only while it routes to this veth or nowhere, then the veth; node side only", () => {
     const plan = vethDelPlan('vpc0123456789a', '10.64.1.9');
     assert.deepEqual(plan, {
-      steps: [
-        {
-          onlyIfRoute: { dst: '10.64.1.9/32', devs: ['vpc0123456789a'] },
-          ops: [
-            { op: 'ruleDel', to: '10.64.1.9/32', table: TABLE_MAIN, priority: 512 },
-            { op: 'ruleDel', from: '10.64.1.9/32', priority: 1536 },
-          ],
-        },
-        { ops: [{ op: 'linkDel', dev: 'vpc0123456789a' }] },
-      ],
+      steps: [guardedRuleDels, { ops: [{ op: 'linkDel', dev: 'vpc0123456789a' }] }],
     });
     // The same deletions, in the same order, as the daemon-side `ip -batch` cleanup.
     assert.deepEqual(
@@ -91,6 +92,16 @@ describe('wiring plan as data (net-ops)', () => {
       plan.steps.every((s) => s.netns === undefined),
       'nothing in the pod netns (it may be gone)',
     );
+    checkNetPlan(plan);
+  });
+
+  test('the DEL plan that leaves the veth (plan version 3): the same guarded rules, then the /32 route through this veth; no link deleted', () => {
+    const plan = vethDelPlan('vpc0123456789a', '10.64.1.9', true);
+    assert.deepEqual(plan, {
+      steps: [guardedRuleDels, { ops: [{ op: 'routeDel', dst: '10.64.1.9/32', dev: 'vpc0123456789a' }] }],
+    });
+    assert.ok(!plan.steps.some((s) => s.ops.some((o) => o.op === 'linkDel' || o.op === 'veth')));
+    assert.ok(plan.steps.every((s) => s.netns === undefined));
     checkNetPlan(plan);
   });
 
@@ -106,6 +117,8 @@ describe('wiring plan as data (net-ops)', () => {
       { op: 'rule', to: '10.0.0.1/32', table: 0, priority: 1 },
       { op: 'neigh', dev: 'eth0', ip: '169.254.1.1', mac: 'zz' },
       { op: 'linkDel', dev: 'a;b' },
+      { op: 'routeDel', dst: '10.0.0.1', dev: 'vpc1' },
+      { op: 'routeDel', dst: '10.0.0.1/32', dev: 'a b' },
       { op: 'ruleDel', priority: 512 },
       { op: 'ruleDel', to: '10.0.0.1', priority: 512 },
       { op: 'ruleDel', from: '10.0.0.1/32', table: 0, priority: 512 },

@@ -2,14 +2,16 @@
 // teardown goes to the shim as one plan (wiring/veth.ts vethDelPlan) and no `ip` process runs; the
 // IP is released only after the shim reported the plan applied (issue #10: an IP is never handed
 // out while the old pod's route can still carry it). A failed plan falls back to `ip`, a cancelled
-// one releases nothing, and older shims, ipvlan and adopted veths keep the `ip` path.
+// one releases nothing, and older shims, ipvlan and adopted veths keep the `ip` path. From plan
+// version 3, with the daemon's sweep (a cooldown), the plan removes the rules and the route and
+// leaves the veth, handed to the sweep (name + ifindex) before the release.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig, parseEnv } from '../../../src/cni/config.ts';
 import type { DaemonClient } from '../../../src/cni/daemon-client.ts';
-import { ApplyCancelledError, cmdDel, type PluginDeps } from '../../../src/cni/plugin.ts';
+import { ApplyCancelledError, cmdDel, type LeftVeth, type PluginDeps } from '../../../src/cni/plugin.ts';
 import { CniError } from '../../../src/cni/spec.ts';
-import type { NetPlan } from '../../../src/cni/wiring/net-ops.ts';
+import type { AppliedLinks, NetPlan } from '../../../src/cni/wiring/net-ops.ts';
 import { vethDelPlan } from '../../../src/cni/wiring/veth.ts';
 import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
 import { hostVethName } from '../../../src/netutils/names.ts';
@@ -22,8 +24,10 @@ const ours = hostVethName('c1', 'eth0');
 /** Records, in order, every `ip` line, lookup, plan and release; `apply` decides the shim's report. */
 function fakes(o: {
   held: Allocation | null;
-  apply?: (plan: NetPlan) => Promise<void>;
+  apply?: (plan: NetPlan) => Promise<AppliedLinks | undefined>;
   planVersion?: number;
+  /** The daemon sweeps veths a DEL leaves (it has a cooldown). */
+  sweeps?: boolean;
 }) {
   const events: string[] = [];
   const daemon: DaemonClient = {
@@ -57,11 +61,18 @@ function fakes(o: {
     apply: async (plan) => {
       plans.push(plan);
       events.push('plan applied by the shim');
-      await o.apply?.(plan);
+      return (await o.apply?.(plan)) ?? undefined;
     },
     planVersion: o.planVersion ?? 2,
   };
-  return { events, plans, deps };
+  const left: LeftVeth[] = [];
+  if (o.sweeps) {
+    deps.leaveVeth = (v) => {
+      left.push(v);
+      events.push(`left ${v.hostName}#${v.ifindex} (${v.ip} cools until it is gone)`);
+    };
+  }
+  return { events, plans, deps, left };
 }
 
 const ipCleanup = [
@@ -78,7 +89,7 @@ describe('DEL through the shim: one plan, release after it applied', () => {
       held: alloc,
       apply: () =>
         new Promise((r) => {
-          report = r;
+          report = () => r(undefined);
         }),
     });
     const del = cmdDel(env, veth, f.deps);
@@ -164,5 +175,50 @@ describe('DEL through the shim: one plan, release after it applied', () => {
       `link del dev ${ours}`,
       'release c1/eth0',
     ]);
+  });
+
+  test('plan version 3 with the sweep: rules and route go, the veth is left (name + ifindex) before the release', async () => {
+    const f = fakes({ held: alloc, planVersion: 3, sweeps: true, apply: async () => ({ [ours]: 41 }) });
+    assert.equal(await cmdDel(env, veth, f.deps), null);
+    assert.deepEqual(f.plans, [vethDelPlan(ours, alloc.ip, true)]);
+    assert.deepEqual(f.events, [
+      'plan applied by the shim',
+      `left ${ours}#41 (${alloc.ip} cools until it is gone)`,
+      'release c1/eth0',
+    ]);
+    assert.deepEqual(f.left, [
+      { containerId: 'c1', ifName: 'eth0', hostName: ours, ifindex: 41, ip: alloc.ip },
+    ]);
+  });
+
+  test('plan version 3, veth already gone (the netns went first): nothing left to sweep, released', async () => {
+    const f = fakes({ held: alloc, planVersion: 3, sweeps: true, apply: async () => ({}) });
+    await cmdDel(env, veth, f.deps);
+    assert.deepEqual(f.plans, [vethDelPlan(ours, alloc.ip, true)]);
+    assert.deepEqual(f.events, ['plan applied by the shim', 'release c1/eth0']);
+  });
+
+  test('no sweep (IP_COOLDOWN_PERIOD=0) or an older shim (plan version 2): the DEL deletes the veth itself', async () => {
+    const noCooldown = fakes({ held: alloc, planVersion: 3 });
+    await cmdDel(env, veth, noCooldown.deps);
+    assert.deepEqual(noCooldown.plans, [vethDelPlan(ours, alloc.ip)]);
+    const v2 = fakes({ held: alloc, planVersion: 2, sweeps: true, apply: async () => ({ [ours]: 41 }) });
+    await cmdDel(env, veth, v2.deps);
+    assert.deepEqual(v2.plans, [vethDelPlan(ours, alloc.ip)]);
+    assert.deepEqual(v2.left, []);
+  });
+
+  test('plan version 3 failed: the `ip` path deletes the veth synchronously and nothing is left to the sweep', async () => {
+    const f = fakes({
+      held: alloc,
+      planVersion: 3,
+      sweeps: true,
+      apply: async () => {
+        throw new Error('step 1 op 0 routeDel: operation not permitted');
+      },
+    });
+    await cmdDel(env, veth, f.deps);
+    assert.deepEqual(f.events, ['plan applied by the shim', ...ipCleanup, 'release c1/eth0']);
+    assert.deepEqual(f.left, []);
   });
 });
