@@ -78,6 +78,15 @@ function state() {
   return { allocations, cooling, take, source };
 }
 
+/** A promise and whether it has resolved yet. */
+function watched(p: Promise<void>) {
+  const w = { done: false, p };
+  w.p = p.then(() => {
+    w.done = true;
+  });
+  return w;
+}
+
 function deferred() {
   let open!: () => void;
   const p = new Promise<void>((r) => {
@@ -93,26 +102,24 @@ describe('checkpoint group commit', () => {
   });
   after(async () => rm(dir, { recursive: true, force: true }));
 
-  test('no commit resolves before its fdatasync; commits made during a write share the next one', async () => {
+  test('no commit resolves before its write and every earlier one are durable; commits made during a write share the next one', async () => {
     const path = join(dir, 'a', 'checkpoint.json');
-    let gate = deferred();
-    let syncs = 0;
+    // One gate per journal write, opened by the test in any order.
+    const gates: Array<ReturnType<typeof deferred>> = [];
     const store = new CheckpointStore({
       path,
       beforeJournalSync: async () => {
-        syncs++;
-        await gate.p;
+        const g = deferred();
+        gates.push(g);
+        await g.p;
       },
     });
     const s = state();
     await store.compact(s.source); // first write: a snapshot
     s.allocations.set('c0', alloc(0));
-    let firstDone = false;
-    const first = store.commit(s.source).then(() => {
-      firstDone = true;
-    });
+    const first = watched(store.commit(s.source));
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(syncs, 1, 'the first commit is waiting in its fdatasync');
+    assert.equal(gates.length, 1, 'the first commit is waiting in its write');
     // 31 more changes while the first write is held before its sync.
     const rest: Array<Promise<void>> = [];
     const done = new Set<number>();
@@ -121,22 +128,68 @@ describe('checkpoint group commit', () => {
       rest.push(store.commit(s.source).then(() => void done.add(k)));
     }
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(firstDone, false, 'answered before the data was durable');
-    assert.equal(done.size, 0);
-    const nextGate = deferred();
-    const held = gate;
-    gate = nextGate;
-    held.open();
-    await first;
+    assert.equal(gates.length, 2, 'the 31 changes went into one second write, beside the first');
+    assert.equal(store.stats.pipelined, 1);
+    // A third write waits: two are in flight at most.
+    s.allocations.set('c32', alloc(32));
+    const last = watched(store.commit(s.source));
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(syncs, 2, 'the 31 waiting changes went into one second write');
-    assert.equal(done.size, 0, 'still not durable: the second sync is held');
-    nextGate.open();
+    assert.equal(gates.length, 2, 'a third write waits for one in flight');
+    // The second write reaches the disk first: still nothing is answered (the first is not durable).
+    gates[1]?.open();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(first.done, false, 'answered before the data was durable');
+    assert.equal(done.size, 0, 'answered before an earlier write was durable');
+    assert.equal(gates.length, 2);
+    gates[0]?.open();
+    await first.p;
     await Promise.all(rest);
-    assert.equal(store.stats.journalLines, 2);
+    assert.equal(last.done, false, 'the third write is still held');
+    assert.equal(gates.length, 3, 'issued once a write settled');
+    gates[2]?.open();
+    await last.p;
+    assert.equal(store.stats.journalLines, 3);
     const loaded = await loadCheckpoint(path);
     assert.equal(loaded.kind, 'ok');
-    assert.equal(loaded.kind === 'ok' && loaded.data.allocations.length, 32);
+    assert.equal(loaded.kind === 'ok' && loaded.data.allocations.length, 33);
+    await store.close();
+  });
+
+  test('a failed write fails its own commits; the write beside it and later commits go into a snapshot', async () => {
+    const path = join(dir, 'h', 'checkpoint.json');
+    const gates: Array<ReturnType<typeof deferred>> = [];
+    let failNext = 0;
+    const store = new CheckpointStore({
+      path,
+      beforeJournalSync: async () => {
+        const g = deferred();
+        gates.push(g);
+        const fail = gates.length === failNext;
+        await g.p;
+        if (fail) throw new Error('disk full');
+      },
+    });
+    const s = state();
+    await store.compact(s.source);
+    failNext = 1;
+    s.allocations.set('c1', alloc(1));
+    const a = store.commit(s.source);
+    await new Promise((r) => setImmediate(r));
+    s.allocations.set('c2', alloc(2));
+    const b = store.commit(s.source);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(gates.length, 2, 'both writes in flight');
+    gates[1]?.open(); // the second reaches the disk, the first fails
+    gates[0]?.open();
+    await assert.rejects(a, /disk full/);
+    await b; // through a fresh snapshot: a reader drops a record written beside a failed one
+    assert.equal(store.stats.snapshots, 2);
+    const loaded = await loadCheckpoint(path);
+    assert.deepEqual(
+      loaded.kind === 'ok' && loaded.data.allocations.map((x) => x.containerId).sort(),
+      ['c1', 'c2'],
+      'the snapshot holds the state (c1 stays allocated in memory until the caller rolls it back)',
+    );
     await store.close();
   });
 
