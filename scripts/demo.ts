@@ -589,6 +589,15 @@ async function main(): Promise<void> {
         ? summarize(delFailures)
         : `median ${ms(median(delTimes))}, max ${ms(Math.max(...delTimes))} per DEL`,
     );
+    // A DEL leaves the host veth to the runtime's netns deletion, as the AWS VPC CNI does; the pods'
+    // netns stay here, so vpc-ipamd's sweep deletes the veths ~2 s after each DEL: wait for it.
+    const sweptBy = Date.now() + 15_000;
+    const oursLeft = async () =>
+      (await Promise.all([node1, node2].map((n) => ipJson<{ ifname: string }>(n.ns, 'link', 'show'))))
+        .flat()
+        .some((l) => l.ifname.startsWith(HOST_VETH_PREFIX));
+    while (Date.now() < sweptBy && (await oursLeft())) await new Promise((r) => setTimeout(r, 200));
+    say("    (DEL removed each pod's rules and host route; its veth went with the sweep moments later)");
     for (const node of [node1, node2]) {
       const mine = pods.filter((p) => p.node === node);
       const podIps = new Set(mine.map((p) => p.ip));

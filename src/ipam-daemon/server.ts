@@ -79,7 +79,7 @@ export type Routes = Record<string, Partial<Record<'GET' | 'POST', Handler>>>;
  * of answers.
  */
 export function apiRoutes(daemon: Daemon, applyReportTimeoutMs?: number): Routes {
-  const shims = new ShimSessions(applyReportTimeoutMs);
+  const shims = new ShimSessions(applyReportTimeoutMs, daemon.veths);
   const routes: Routes = {
     '/v1/allocate': {
       POST: async (body) => daemon.allocate(parseAllocateRequest(await body())),

@@ -31,6 +31,7 @@ import {
   createNetns,
   ip,
   ipBatch,
+  ipJson,
   netnsPath,
   requireNetnsPrivileges,
   run,
@@ -435,6 +436,21 @@ export class LocalVpc {
   async stopDaemon(node: VpcNode): Promise<void> {
     if (node.daemon) await stopChild(node.daemon);
     node.daemon = null;
+  }
+}
+
+/**
+ * Waits until the node has no veth named `name`: a DEL through the shim leaves the host veth to the
+ * runtime's netns deletion, or to the daemon's sweep 2 s later (daemon/veth-sweep.ts). Fails after
+ * `withinMs`.
+ */
+export async function vethGoneWithin(nodeNs: string, name: string, withinMs = scaled(15_000)): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const links = await ipJson<{ ifname: string }>(nodeNs, 'link', 'show', 'type', 'veth');
+    if (!links.some((l) => l.ifname === name)) return;
+    if (Date.now() > deadline) throw new Error(`host veth ${name} still in ${nodeNs} after ${withinMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

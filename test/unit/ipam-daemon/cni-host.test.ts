@@ -366,8 +366,39 @@ describe('wiring applied by the shim (ShimSessions)', () => {
     assert.throws(() => parseCniRequest({ env: {}, stdin: '', apply: '1' }), ValidationError);
     const ticket = '0b7e4f4c-3f7e-4e56-a0a4-4bb1c43d1f0e';
     assert.deepEqual(parseAppliedReport({ ticket, error: null }), { ticket, error: null });
-    for (const bad of [null, {}, { ticket: 'x', error: null }, { ticket }, { ticket, error: 3 }]) {
+    // Plan version 3: the ifindex of each link a routeDel named (a Go nil map is JSON null).
+    assert.deepEqual(parseAppliedReport({ ticket, error: null, links: null }), { ticket, error: null });
+    assert.deepEqual(parseAppliedReport({ ticket, error: null, links: { vpc0123456789a: 42 } }), {
+      ticket,
+      error: null,
+      links: { vpc0123456789a: 42 },
+    });
+    const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`v${i}`, i + 1]));
+    for (const bad of [
+      null,
+      {},
+      { ticket: 'x', error: null },
+      { ticket },
+      { ticket, error: 3 },
+      { ticket, error: null, links: [] },
+      { ticket, error: null, links: { 'a b': 1 } },
+      { ticket, error: null, links: { vpc1: 0 } },
+      { ticket, error: null, links: { vpc1: '7' } },
+      { ticket, error: null, links: many },
+    ]) {
       assert.throws(() => parseAppliedReport(bad), ValidationError, JSON.stringify(bad));
     }
+  });
+
+  test("the shim's reported links resolve apply (a DEL learns the veth's ifindex)", async () => {
+    const sessions = new ShimSessions();
+    let got: unknown;
+    const first = await sessions.start(async (apply) => {
+      got = await apply(plan);
+      return final('done\n');
+    });
+    assert.ok('ticket' in first);
+    await sessions.report({ ticket: first.ticket, error: null, links: { vpc0123: 9 } });
+    assert.deepEqual(got, { vpc0123: 9 });
   });
 });
