@@ -16,6 +16,7 @@ import { startControlPlane } from '../cluster/control-plane.ts';
 import { k8sBin } from '../cluster/proc.ts';
 import { bundleDaemon } from '../scripts/bundle-daemon.ts';
 import { DAEMON_NODE_FLAGS } from '../src/ipam-daemon/node-flags.ts';
+import { HOST_VETH_PREFIX, hostVethPattern } from '../src/netutils/names.ts';
 import { AwsNode } from '../test/helpers/aws-node.ts';
 import { execPlugin } from '../test/helpers/cni-runtime.ts';
 import { daemonGet, LocalVpc } from '../test/helpers/local-vpc.ts';
@@ -25,7 +26,14 @@ import {
   seedCluster,
   uniqueClusterName,
 } from '../test/helpers/localstack.ts';
-import { Cleanup, createNetns, requireNetnsPrivileges, run, runPrefix } from '../test/helpers/netns.ts';
+import {
+  Cleanup,
+  createNetns,
+  ipJson,
+  requireNetnsPrivileges,
+  run,
+  runPrefix,
+} from '../test/helpers/netns.ts';
 import { ensurePluginBuilt } from '../test/helpers/plugin-binary.ts';
 import { fmt, median, tail, verdict } from './stats.ts';
 
@@ -44,6 +52,13 @@ const VERSION_RUNS = 50;
 const SHIM_EXEC_GOAL_MS = 5;
 /** "On par": within this fraction of the reference. */
 const PAR = 0.1;
+/**
+ * Our daemon's IP_COOLDOWN_PERIOD (s). Any cooldown makes our DEL leave the host veth to the netns
+ * deletion, as the AWS plugin's DEL does (with 0 our DEL deletes it itself); its length changes no
+ * DEL. 5 s, not the default 30, so the cooling IPs of one 50-pod round and the next fit the
+ * m5.4xlarge's pool without growing it mid-run.
+ */
+const OURS_COOLDOWN_S = 5;
 const TOOLS =
   process.env.VPC_IPAM_TOOLS ??
   join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? '/root', '.cache'), 'vpc-ipam', 'tools');
@@ -103,16 +118,24 @@ async function main(): Promise<void> {
     cleanup.add('daemon bundle', async () => rmSync(bundleDir, { recursive: true, force: true }));
     await vpc.startDaemon(
       node,
-      { IP_COOLDOWN_PERIOD: '0', MINIMUM_IP_TARGET: String(C + 5), WARM_IP_TARGET: '8' },
+      {
+        IP_COOLDOWN_PERIOD: String(OURS_COOLDOWN_S),
+        MINIMUM_IP_TARGET: String(2 * C + 10),
+        WARM_IP_TARGET: '8',
+      },
       [...DAEMON_NODE_FLAGS, daemonBundle],
     );
-    // Wait for a warm pool big enough for the burst, so we time wiring, not EC2.
-    for (let i = 0; ; i++) {
-      const pool = (await daemonGet(node.socketPath, '/v1/pool')).body as { free?: number };
-      if ((pool.free ?? 0) >= C + 2) break;
-      if (i > 240) throw new Error(`warm pool never reached ${C + 2} free IPs: ${JSON.stringify(pool)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    // Free IPs for `n` pods (never timed): the warm pool before the run, and before each burst the
+    // IPs of the round before out of their cooldown, so we time wiring, not EC2 or cooling.
+    const freeFor = async (n: number) => {
+      for (let i = 0; ; i++) {
+        const pool = (await daemonGet(node.socketPath, '/v1/pool')).body as { free?: number };
+        if ((pool.free ?? 0) >= n) return;
+        if (i > 240) throw new Error(`the pool never reached ${n} free IPs: ${JSON.stringify(pool)}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
+    await freeFor(2 * C + 2);
     const oursLog = join(dir, 'cni.log');
     const ours = {
       cniVersion: '1.0.0',
@@ -262,6 +285,7 @@ async function main(): Promise<void> {
     const burst: number[][] = kinds.map(() => []);
     for (let round = 0; round < ROUNDS; round++) {
       for (const k of round % 2 === 0 ? [0, 1] : [1, 0]) {
+        if (k === 0) await freeFor(C + 2);
         const ps = await Promise.all(Array.from({ length: C }, () => pod()));
         let outcomes: Awaited<ReturnType<typeof call>>[] = [];
         burst[k]!.push(
@@ -305,9 +329,10 @@ async function main(): Promise<void> {
     const execRss: Array<number | null> = [];
     for (const x of execs) execRss.push(await versionRssKiB(x.bin, x.conf, node.ns));
     const ipSpawn: number[] = [];
-    // What deleting a veth pair costs the kernel (a DEL of ours does it; the AWS plugin's DEL leaves
-    // the pair to the runtime's netns deletion, which the kernel finishes in the background): one
-    // `ip` deleting a pair made just before, against one `ip` that only reads, interleaved.
+    // What deleting a veth pair costs the kernel (what a DEL that deletes it waits for: ours with
+    // IP_COOLDOWN_PERIOD=0, and ptp's; ours with a cooldown and the AWS plugin's leave the pair to the
+    // runtime's netns deletion, which the kernel finishes in the background): one `ip` deleting a
+    // pair made just before, against one `ip` that only reads, interleaved.
     const vethDel: number[] = [];
     for (let i = 0; i < 30; i++) {
       ipSpawn.push(await timeIt(() => run('ip', ['-n', node.ns, '-batch', '-'], 'link show dev lo\n')));
@@ -328,6 +353,7 @@ async function main(): Promise<void> {
             linkMs?: number;
             wireMs?: number;
             wiredBy?: string;
+            vethLeft?: boolean;
             via?: string;
           },
       );
@@ -341,6 +367,18 @@ async function main(): Promise<void> {
     const allocatedAt = inDaemon.filter((l) => l.msg === 'allocated').map((l) => l.ms ?? 0);
     const delDone = inDaemon.filter((l) => l.msg === 'DEL done');
     const delByShim = delDone.filter((l) => l.wiredBy === 'shim').length;
+    const delLeft = delDone.filter((l) => l.vethLeft === true).length;
+    // Leak-free: every pod netns is gone by now; what the kernel or the sweep has not removed within
+    // a few seconds would be a leak.
+    const ourVeths = async () =>
+      (await ipJson<{ ifname?: string }>(node.ns, 'link', 'show', 'type', 'veth')).filter((l) =>
+        hostVethPattern([HOST_VETH_PREFIX]).test(l.ifname ?? ''),
+      ).length;
+    let vethsLeft = await ourVeths();
+    for (let i = 0; i < 50 && vethsLeft > 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      vethsLeft = await ourVeths();
+    }
     const viaFallback = logLines.filter((l) => l.via === 'plugin').length;
 
     const [o, r] = times as [{ add: number[]; del: number[] }, { add: number[]; del: number[] }];
@@ -412,7 +450,7 @@ async function main(): Promise<void> {
       '',
       `Command: \`npx node bench/cni-add-del.ts --iterations ${N} --concurrency ${C} --rounds ${ROUNDS} --write\` (as root, LocalStack running; part of \`npm run bench\`; written by the script).`,
       `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, kernel ${(await run('uname', ['-r'])).stdout.trim()}, load average at the end ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} (a shared machine: medians move with its load).`,
-      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=0; bundled and with its V8 flags, as the image runs it) runs the command and hands the pod's wiring (ADD) or host-side teardown (DEL) back as a plan, which the shim applies with netlink and reports; ptp uses host-local and installs its ipMasq iptables rules. "p99" needs at least 1,000 samples, else the max is shown.`,
+      `Each sample is one plugin execution as a runtime does it (\`ip netns exec <node> <plugin>\`, env + stdin) on a fresh pod netns; ${N} sequential ADD+DEL pairs per plugin, order alternating; then ${ROUNDS} rounds of ${C} concurrent ADDs per plugin, order alternating. vpc-cni is the static shim: vpc-ipamd (warm pool, IP_COOLDOWN_PERIOD=${OURS_COOLDOWN_S}: with a cooldown its DEL removes the pod's rules and host route and leaves the veth pair to the netns deletion, as the AWS plugin's DEL does; bundled and with its V8 flags, as the image runs it) runs the command and hands the pod's wiring (ADD) or host-side teardown (DEL) back as a plan, which the shim applies with netlink and reports; ptp uses host-local and installs its ipMasq iptables rules. After each DEL the pod's netns is deleted, as a runtime does, for every plugin (not timed). "p99" needs at least 1,000 samples, else the max is shown.`,
       '',
       '## Goals',
       '',
@@ -450,14 +488,15 @@ async function main(): Promise<void> {
       '| component | time |',
       '|---|---:|',
       `| the shim's exec + one socket round trip (VERSION through the daemon, median) | ${fmt(shimExec)} ms |`,
-      `| teardown: the plan to the shim, applied there with netlink, reported back (median; ${delByShim} of ${delDone.length} DELs cleaned by the shim, the rest by \`ip\` in the daemon) | ${fmt(median(delDone.map((l) => l.wireMs ?? Number.NaN)))} ms |`,
+      `| teardown: the plan to the shim, applied there with netlink, reported back (median; ${delByShim} of ${delDone.length} DELs cleaned by the shim, the rest by \`ip\` in the daemon; ${delLeft} left the veth pair to the netns deletion) | ${fmt(median(delDone.map((l) => l.wireMs ?? Number.NaN)))} ms |`,
       `| in the daemon: the whole DEL, from the shim's request to the IP released (median) | ${fmt(median(delDone.map((l) => l.ms ?? Number.NaN)))} ms |`,
-      `| of which the kernel deleting the veth pair (one \`ip\` deleting a pair minus one that only reads, medians of 30 interleaved) | ${fmt(median(vethDel) - median(ipSpawn))} ms |`,
+      `| the kernel deleting a veth pair, which a DEL leaving it does not wait for (one \`ip\` deleting a pair minus one that only reads, medians of 30 interleaved) | ${fmt(median(vethDel) - median(ipSpawn))} ms |`,
+      `| host veths of ours still on the node after the run (every pod netns deleted; up to 10 s for the kernel and the sweep) | ${vethsLeft} |`,
       '',
       '## The real AWS VPC CNI',
       '',
       a.add.length > 0
-        ? `v1.23.2 built from the Go module proxy (scripts/build-aws-vpc-cni.sh): aws-k8s-agent on the seed's m5.large node (its own netns and mount namespace, LocalStack's EC2 through test/helpers/ec2-proxy.ts, ec2-metadata-mock, a real kube-apiserver; IP_COOLDOWN_PERIOD=0 as ours, WARM_IP_TARGET=8, MINIMUM_IP_TARGET=10), its routed-eni-cni-plugin exec'd per pod by \`nsenter\` into that node (test/helpers/aws-node.ts). Its pods are on another node than ours, so ADDs do not contend; the ${C}-pod bursts are not run for it (29 pods fit an m5.large).`
+        ? `v1.23.2 built from the Go module proxy (scripts/build-aws-vpc-cni.sh): aws-k8s-agent on the seed's m5.large node (its own netns and mount namespace, LocalStack's EC2 through test/helpers/ec2-proxy.ts, ec2-metadata-mock, a real kube-apiserver; IP_COOLDOWN_PERIOD=0: its DEL does the same work whatever the cooldown, its ipamd only marks the IP, and its m5.large's 29 IPs must not run out; WARM_IP_TARGET=8, MINIMUM_IP_TARGET=10), its routed-eni-cni-plugin exec'd per pod by \`nsenter\` into that node (test/helpers/aws-node.ts). Its pods are on another node than ours, so ADDs do not contend; the ${C}-pod bursts are not run for it (29 pods fit an m5.large).`
         : `ADD/DEL: not measured. ${awsReason[0]?.toUpperCase()}${awsReason.slice(1)}.`,
       '',
     ].join('\n');
