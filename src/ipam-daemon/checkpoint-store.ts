@@ -18,7 +18,7 @@
 // it (a reader would drop them) and everything after go into a fresh snapshot.
 
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, write as writeFd } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
@@ -197,7 +197,7 @@ export class CheckpointStore {
     try {
       if (this.opts.beforeJournalSync) await this.opts.beforeJournalSync(j.path);
       // O_DSYNC: durable when the write returns.
-      const { bytesWritten } = await j.fh.write(bytes, 0, bytes.length, offset);
+      const bytesWritten = await writeAt(j.fh.fd, bytes, offset);
       if (bytesWritten !== bytes.length) throw new Error(`short journal write (${bytesWritten} bytes)`);
       w.state = 'durable';
       this.stats.journalLines++;
@@ -313,6 +313,16 @@ export class CheckpointStore {
       await unlink(old.path).catch(() => {});
     }
   }
+}
+
+/**
+ * One positioned write by descriptor: the callback API costs the main thread less per call than
+ * FileHandle.write (no handle bookkeeping; the store closes the handle only with no write in flight).
+ */
+function writeAt(fd: number, bytes: Buffer, offset: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    writeFd(fd, bytes, 0, bytes.length, offset, (err, n) => (err ? reject(err) : resolve(n)));
+  });
 }
 
 async function syncDir(dir: string): Promise<void> {
