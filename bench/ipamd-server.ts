@@ -72,7 +72,10 @@ process.on('SIGUSR2', () => {
   } catch {
     // nothing logged yet
   }
-  process.stdout.write(`${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites, logLines })}\n`);
+  const { idle, active } = performance.eventLoopUtilization();
+  process.stdout.write(
+    `${JSON.stringify({ ...m, spaces, writes: daemon.checkpointWrites, logLines, loop: { idle, active } })}\n`,
+  );
 });
 // SIGUSR1: allocate + release cycles through the API's routes in this process, no socket (the
 // same validation, handlers and group commit): what the daemon costs without its transport.

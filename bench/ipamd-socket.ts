@@ -148,6 +148,8 @@ interface Report {
   external: number;
   writes: { snapshots: number; journalLines: number; snapshotMs: number; journalMs: number };
   logLines: number;
+  /** The daemon's event loop since its start (performance.eventLoopUtilization()), ms. */
+  loop: { idle: number; active: number };
 }
 
 /** Bench servers being stopped (any other exit is reported: a daemon that died mid-run). */
@@ -300,7 +302,23 @@ async function run(
     }),
   );
   await progress;
-  return { cyclesPerSec: total / ((performance.now() - t0) / 1000), alloc, release };
+  const wallMs = performance.now() - t0;
+  return { cyclesPerSec: total / (wallMs / 1000), wallMs, alloc, release };
+}
+
+/** Durable writes (journal records and snapshots) between two reports, and their summed time. */
+function flushesBetween(a: Report, b: Report): { flushes: number; flushMs: number } {
+  const [w0, w1] = [a.writes, b.writes];
+  return {
+    flushes: w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots),
+    flushMs: w1.journalMs - w0.journalMs + (w1.snapshotMs - w0.snapshotMs),
+  };
+}
+
+/** The share of time (%) the daemon's event loop (its main thread) was busy between two reports. */
+function loopBusy(a: Report, b: Report): number {
+  const active = b.loop.active - a.loop.active;
+  return (100 * active) / Math.max(1e-9, active + b.loop.idle - a.loop.idle);
 }
 
 async function throughput(
@@ -314,19 +332,18 @@ async function throughput(
     const rows: string[] = [];
     const verdicts: string[] = [];
     const measure = async (c: number, n: number, keepAlive: boolean, framing: Framing) => {
-      const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
+      const [cpu0, rep0] = [await server.cpuSeconds(), await server.report()];
       const wake = await WakeProbe.start();
       const own0 = process.cpuUsage();
       const r = await run(server, n, c, keepAlive, framing);
       const own = process.cpuUsage(own0);
       const woke = await wake.stop();
-      const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
-      const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
-      const flushMs = w1.journalMs - w0.journalMs + (w1.snapshotMs - w0.snapshotMs);
+      const [cpu1, rep1] = [await server.cpuSeconds(), await server.report()];
+      const { flushes, flushMs } = flushesBetween(rep0, rep1);
       const at = tail(r.alloc);
       const rt = tail(r.release);
       rows.push(
-        `| ${where} | ${framing === 'frame' ? 'frames' : 'HTTP/1.1'}, ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((own.user + own.system) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(woke, 2)} |`,
+        `| ${where} | ${framing === 'frame' ? 'frames' : 'HTTP/1.1'}, ${keepAlive ? 'keep-alive' : 'new connection'} | ${c} | ${n} | ${r.cyclesPerSec.toFixed(0)} | ${fmt(median(r.alloc), 2)} | ${fmt(at.value, 2)} (${at.label}) | ${fmt(median(r.release), 2)} | ${fmt(rt.value, 2)} (${rt.label}) | ${fmt(((cpu1 - cpu0) * 1e6) / n, 0)} | ${fmt((own.user + own.system) / n, 0)} | ${fmt((2 * n) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(flushMs / r.wallMs, 2)} | ${fmt(loopBusy(rep0, rep1), 0)} | ${fmt(woke, 2)} |`,
       );
       return { r, tail: at, woke };
     };
@@ -362,13 +379,12 @@ async function throughput(
     // work and the group commit cost, so the rows above tell the transport's share.
     if (!values.profile) {
       const c = Math.max(...levels);
-      const [cpu0, w0] = [await server.cpuSeconds(), (await server.report()).writes];
+      const [cpu0, rep0] = [await server.cpuSeconds(), await server.report()];
       const perSec = await server.inProcess();
-      const [cpu1, w1] = [await server.cpuSeconds(), (await server.report()).writes];
-      const flushes = w1.journalLines - w0.journalLines + (w1.snapshots - w0.snapshots);
-      const flushMs = w1.journalMs - w0.journalMs + (w1.snapshotMs - w0.snapshotMs);
+      const [cpu1, rep1] = [await server.cpuSeconds(), await server.report()];
+      const { flushes, flushMs } = flushesBetween(rep0, rep1);
       rows.push(
-        `| ${where} | in-process, no socket | ${c} | ${cycles} | ${perSec.toFixed(0)} | — | — | — | — | ${fmt(((cpu1 - cpu0) * 1e6) / cycles, 0)} | — | ${fmt((2 * cycles) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | — |`,
+        `| ${where} | in-process, no socket | ${c} | ${cycles} | ${perSec.toFixed(0)} | — | — | — | — | ${fmt(((cpu1 - cpu0) * 1e6) / cycles, 0)} | — | ${fmt((2 * cycles) / Math.max(1, flushes), 1)} | ${fmt(flushMs / Math.max(1, flushes), 2)} | ${fmt(flushMs / ((cycles / perSec) * 1000), 2)} | ${fmt(loopBusy(rep0, rep1), 0)} | — |`,
       );
     }
     return { rows, verdicts, logLines: (await server.report()).logLines, pool: server.pool, singleWake };
@@ -501,7 +517,7 @@ try {
     `Command: \`${cmd}\` (written by the script).`,
     `Run: ${new Date().toISOString()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}, load average at the start ${LOAD_AT_START}, at the end ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')} (the machine is shared: wall-clock figures move with its load; CPU per cycle much less).`,
     '',
-    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "in-process, no socket": the same cycles inside the daemon through its API routes (same validation, handlers and group commit), so the other rows tell what the socket transport adds. "clients' CPU": the benchmark's own process, all its clients together (on the same machine, sharing its CPUs with the daemon). "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
+    `\`bench/ipamd-server.ts\` runs the real Daemon, datastore, checkpoint (group commit), metrics and socket server in its own process, as production runs the daemon: bundled into plain JavaScript (\`scripts/bundle-daemon.ts\`) and with the daemon's V8 flags (\`${DAEMON_NODE_FLAGS.join(' ')}\`). One cycle = allocate + release of a fresh container id. "tail" is the p99 with at least 1,000 samples, else the max. "in-process, no socket": the same cycles inside the daemon through its API routes (same validation, handlers and group commit), so the other rows tell what the socket transport adds. "clients' CPU": the benchmark's own process, all its clients together (on the same machine, sharing its CPUs with the daemon). "changes per disk flush": answered changes per durable write (group commit batches); "ms per disk flush": the daemon's own mean time per durable write (journal record or snapshot), from issuing it to its completion being handled on the daemon's main thread; "disk writes in flight": their summed time over the row's wall time (the group commit keeps up to two journal writes in flight); "daemon event loop busy": the share of the row the daemon's main thread was running (performance.eventLoopUtilization(); below 100 % the daemon waits for the disk or its clients, not for its CPU). "wake-up delay": how late another process on the machine wakes from a 1 ms sleep during the row (p99) — the wait for a CPU that every hop of a request (client, daemon, the daemon's I/O thread, client) pays on a loaded machine.`,
     '',
     '## Goals',
     '',
@@ -521,8 +537,8 @@ try {
     '',
     `Warm pool: ${tp.pool} IPs (m5.4xlarge, in-memory cloud). The goals are judged on the first filesystem (the checkpoint on a disk, as on a node)${tpCompare ? '; the same rows with the checkpoint on tmpfs (no disk flush) show what the daemon itself costs' : ''}. The daemon logs at its default level (info) to a file: ${tp.logLines} lines over the rows below.`,
     '',
-    "| checkpoint on | framing, connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | clients' CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | wake-up delay p99 ms |",
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    "| checkpoint on | framing, connection | clients | cycles | cycles/s | alloc p50 ms | alloc tail ms | release p50 ms | release tail ms | daemon CPU µs/cycle | clients' CPU µs/cycle | changes per disk flush | ms per disk flush (mean) | disk writes in flight (mean) | daemon event loop busy % | wake-up delay p99 ms |",
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...tp.rows,
     ...(tpCompare?.rows ?? []),
     '',
