@@ -226,7 +226,8 @@ export const DAEMON_ENV_VARS: readonly EnvVarSpec[] = [
     name: 'IP_COOLDOWN_PERIOD',
     default: '30',
     accepted: 'whole seconds >= 0',
-    description: 'A released IP waits this long before it is handed out again or returned to the cloud.',
+    description:
+      'A released IP waits this long before it is handed out again or returned to the cloud, and in any case until the host veth a DEL left for it is gone (docs/cni.md, "DEL leaves the veth"); with 0 the DEL deletes that veth itself.',
     group: 'warm-pool',
     parse: int(0, 86400),
   },
