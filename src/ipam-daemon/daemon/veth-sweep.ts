@@ -113,7 +113,8 @@ export class VethSweep {
       return;
     }
     const doomed = due.filter(([, p]) => present.get(p.hostName) === p.ifindex);
-    const problems = doomed.length > 0 ? await links.del(doomed.map(([, p]) => p.hostName)) : [];
+    const problems =
+      doomed.length > 0 ? await links.del(doomed.map(([, p]) => p.hostName)).catch((e) => [errText(e)]) : [];
     if (problems.length > 0) {
       log.warn(
         { problems, veths: doomed.map(([, p]) => p.hostName) },
