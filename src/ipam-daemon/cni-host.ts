@@ -29,7 +29,7 @@ import { clientOver, type Transport } from '../cni/daemon-client.ts';
 import { ApplyCancelledError } from '../cni/plugin.ts';
 import { type CniOutcome, runCni } from '../cni/run.ts';
 import { CniError, ErrorCode, formatError, LATEST_VERSION } from '../cni/spec.ts';
-import { type AppliedLinks, checkNetPlan, type NetPlan } from '../cni/wiring/net-ops.ts';
+import { type AppliedLinks, checkNetPlan, type NetPlan, PLAN_IFNAME } from '../cni/wiring/net-ops.ts';
 import type { ApiError } from './api-types.ts';
 import type { VethSweep } from './daemon/veth-sweep.ts';
 import { KeyedMutex } from './key-lock.ts';
@@ -123,8 +123,7 @@ export function parseAppliedReport(body: unknown): AppliedReport {
     entries === null ||
     entries.length > MAX_REPORTED_LINKS ||
     !entries.every(
-      ([name, index]) =>
-        /^[A-Za-z0-9_.-]{1,15}$/.test(name) && Number.isSafeInteger(index) && (index as number) > 0,
+      ([name, index]) => PLAN_IFNAME.test(name) && Number.isSafeInteger(index) && (index as number) > 0,
     )
   ) {
     throw new ValidationError(`links must map at most ${MAX_REPORTED_LINKS} interface names to ifindexes`);

@@ -131,9 +131,12 @@ export function ipArgv(o: NetOp): string[] {
   }
 }
 
+/** The interface names a plan may carry (and the shim's report may name back, AppliedLinks). */
+export const PLAN_IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
 /** Validates a plan the daemon is about to send: every op complete, names and addresses sane. */
 export function checkNetPlan(plan: NetPlan): void {
-  const ifname = /^[A-Za-z0-9_.-]{1,15}$/;
+  const ifname = PLAN_IFNAME;
   const mac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
   const ip = /^\d{1,3}(\.\d{1,3}){3}$/;
   const cidr = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;

@@ -3,6 +3,7 @@
 // (see docs/daemon.md, "Modules"); daemon.ts wires them and is the public face.
 
 import type { Logger } from '../../lib/log.ts';
+import type { VethLinks } from '../../netutils/host-veths.ts';
 import type { PodHostRoute } from '../../netutils/pod-routes.ts';
 import { isProviderError } from '../../providers/errors.ts';
 import type { CloudProvider, InterfaceInfo, NodeInfo } from '../../providers/types.ts';
@@ -21,7 +22,7 @@ import type { Requests } from './requests.ts';
 import type { RouteGuard } from './route-guard.ts';
 import { poolStatus } from './status.ts';
 import type { PodSubnets } from './subnets.ts';
-import type { VethLinks, VethSweep } from './veth-sweep.ts';
+import type { VethSweep } from './veth-sweep.ts';
 
 /**
  * Node-level networking the daemon keeps converged (implemented in node-setup/): called at start and

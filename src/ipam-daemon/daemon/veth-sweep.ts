@@ -10,17 +10,11 @@
 // route names (deleteOrphans), and holds the cooling IPs until that succeeded.
 
 import type { LeftVeth } from '../../cni/plugin.ts';
+import type { VethLinks } from '../../netutils/host-veths.ts';
 import { HOST_VETH_PREFIX, hostVethName, hostVethPattern } from '../../netutils/names.ts';
 import { keyOf } from '../datastore.ts';
 import { KeyedMutex } from '../key-lock.ts';
 import { type DaemonCore, errText } from './core.ts';
-
-/** The node's veth links (`ip -j link show type veth`) and their deletion (best effort). */
-export interface VethLinks {
-  list(): Promise<Array<{ name: string; index: number }>>;
-  /** Deletes the links; returns unexpected errors (not "already gone"). */
-  del(names: string[]): Promise<string[]>;
-}
 
 /** How long after a DEL its veth is looked at: the runtime's netns deletion usually wins by then. */
 export const VETH_SWEEP_DELAY_MS = 2_000;

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { LeftVeth } from '../../../../src/cni/plugin.ts';
-import type { VethLinks } from '../../../../src/ipam-daemon/daemon/veth-sweep.ts';
+import type { VethLinks } from '../../../../src/netutils/host-veths.ts';
 import { hostVethName } from '../../../../src/netutils/names.ts';
 import { type Harness, startHarness } from '../harness.ts';
 
