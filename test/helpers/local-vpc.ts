@@ -19,6 +19,7 @@ import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { DescribeNetworkInterfacesCommand, type EC2Client } from '@aws-sdk/client-ec2';
+import { waitFor } from '../../cluster/proc.ts';
 import { localEc2Client, type SeedInstance, type SeedResult } from '../../localstack/seed.ts';
 import { DAEMON_NODE_FLAGS } from '../../src/ipam-daemon/node-flags.ts';
 import { normalizeMac } from '../../src/providers/aws/mac.ts';
@@ -445,13 +446,15 @@ export class LocalVpc {
  * `withinMs`.
  */
 export async function vethGoneWithin(nodeNs: string, name: string, withinMs = scaled(15_000)): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const links = await ipJson<{ ifname: string }>(nodeNs, 'link', 'show', 'type', 'veth');
-    if (!links.some((l) => l.ifname === name)) return;
-    if (Date.now() > deadline) throw new Error(`host veth ${name} still in ${nodeNs} after ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(
+    `host veth ${name} gone from ${nodeNs}`,
+    async () => {
+      const links = await ipJson<{ ifname: string }>(nodeNs, 'link', 'show', 'type', 'veth');
+      return links.some((l) => l.ifname === name) ? undefined : true;
+    },
+    withinMs,
+    100,
+  );
 }
 
 /** SIGTERM, then SIGKILL after 8 s; resolves when the child has exited. */
