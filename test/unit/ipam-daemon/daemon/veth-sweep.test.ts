@@ -27,6 +27,13 @@ function fakeLinks(initial: Array<{ name: string; index: number }> = []) {
 
 const COOLDOWN = 1000;
 
+/** A daemon with this cooldown whose veth links are the fake's. */
+async function sweepHarness(cooldownMs: number) {
+  const k = fakeLinks();
+  const h = await startHarness({ pool: { cooldownMs }, daemon: { vethLinks: k.links } });
+  return { k, h };
+}
+
 function stateOf(h: Harness, ip: string): string | undefined {
   return h.daemon
     .status()
@@ -45,8 +52,7 @@ async function delLeavingVeth(h: Harness, id: string, ifindex: number): Promise<
 
 describe('veth sweep: a DEL leaves the veth, the IP cools until it is gone', () => {
   test('the IP stays cooling past its cooldown while the old veth exists; free once the sweep deleted it', async () => {
-    const k = fakeLinks();
-    const h = await startHarness({ pool: { cooldownMs: COOLDOWN }, daemon: { vethLinks: k.links } });
+    const { k, h } = await sweepHarness(COOLDOWN);
     try {
       await h.daemon.reconcileNow();
       assert.ok(h.daemon.veths.enabled);
@@ -72,8 +78,7 @@ describe('veth sweep: a DEL leaves the veth, the IP cools until it is gone', () 
   });
 
   test('a veth already gone (netns deleted) is confirmed without deleting anything; not before it is due', async () => {
-    const k = fakeLinks();
-    const h = await startHarness({ pool: { cooldownMs: COOLDOWN }, daemon: { vethLinks: k.links } });
+    const { k, h } = await sweepHarness(COOLDOWN);
     try {
       await h.daemon.reconcileNow();
       const v = await delLeavingVeth(h, 'c2', 9);
@@ -91,8 +96,7 @@ describe('veth sweep: a DEL leaves the veth, the IP cools until it is gone', () 
   });
 
   test('a new veth of the same name (a re-ADD) is not deleted: the ifindex differs', async () => {
-    const k = fakeLinks();
-    const h = await startHarness({ pool: { cooldownMs: COOLDOWN }, daemon: { vethLinks: k.links } });
+    const { k, h } = await sweepHarness(COOLDOWN);
     try {
       await h.daemon.reconcileNow();
       const v = await delLeavingVeth(h, 'c3', 11);
@@ -108,8 +112,7 @@ describe('veth sweep: a DEL leaves the veth, the IP cools until it is gone', () 
   });
 
   test('no cooldown: nothing is left to the sweep (the DEL deletes its veth)', async () => {
-    const k = fakeLinks();
-    const h = await startHarness({ pool: { cooldownMs: 0 }, daemon: { vethLinks: k.links } });
+    const { h } = await sweepHarness(0);
     try {
       assert.equal(h.daemon.veths.enabled, false);
     } finally {
