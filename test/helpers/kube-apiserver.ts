@@ -75,6 +75,15 @@ export interface KubeApiServer {
     name: string,
     meta?: { labels?: Record<string, string>; annotations?: Record<string, string> },
   ): Promise<V1Node>;
+  /**
+   * The Node's labels and annotations become exactly these (as a user's kubectl label/annotate).
+   * Read-modify-replace, re-read on a 409: the controller-manager's node controllers update a
+   * fresh Node (taints, conditions) at the same time.
+   */
+  setNodeMeta(
+    name: string,
+    meta: { labels?: Record<string, string>; annotations?: Record<string, string> },
+  ): Promise<V1Node>;
   /** A pod bound to a node (as the scheduler would bind it; no kubelet runs it). */
   createPod(
     namespace: string,
@@ -215,6 +224,17 @@ export async function startKubeApiServer(
     },
     createNode(nodeName, meta = {}) {
       return core.createNode({ body: { metadata: { name: nodeName, ...meta } } });
+    },
+    async setNodeMeta(nodeName, meta) {
+      for (let attempt = 1; ; attempt++) {
+        const current = await core.readNode({ name: nodeName });
+        current.metadata = { ...current.metadata, ...meta };
+        try {
+          return await core.replaceNode({ name: nodeName, body: current });
+        } catch (e) {
+          if ((e as { code?: number }).code !== 409 || attempt >= 10) throw e;
+        }
+      }
     },
     createPod(namespace, podName, nodeName, annotations) {
       return core.createNamespacedPod({

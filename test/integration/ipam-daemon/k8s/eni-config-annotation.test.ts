@@ -44,11 +44,8 @@ describe('custom networking under the AWS VPC CNI names', { timeout: 300_000 }, 
   });
 
   /** The Node's labels and annotations become exactly these (as a user's kubectl label/annotate). */
-  const node = async (labels: Record<string, string>, annotations: Record<string, string> = {}) => {
-    const current = await kube.core.readNode({ name: NODE });
-    current.metadata = { ...current.metadata, labels, annotations };
-    await kube.core.replaceNode({ name: NODE, body: current });
-  };
+  const node = (labels: Record<string, string>, annotations: Record<string, string> = {}) =>
+    kube.setNodeMeta(NODE, { labels, annotations });
   const resolve = (env: Record<string, string>) =>
     resolveCustomNetworking({
       settings: loadKubernetesSettings(env, base),

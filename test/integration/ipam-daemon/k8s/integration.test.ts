@@ -310,11 +310,7 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       subnetIds: ['subnet-zone-a'],
       securityGroupIds: ['sg-a'],
     });
-    const label = async (labels: Record<string, string>) => {
-      const current = await kube.core.readNode({ name: node.name });
-      current.metadata = { ...current.metadata, labels };
-      await kube.core.replaceNode({ name: node.name, body: current });
-    };
+    const label = (labels: Record<string, string>) => kube.setNodeMeta(node.name, { labels });
     await label({ 'topology.kubernetes.io/zone': 'us-east-1a', 'vpc-ipam.io/network-config': 'special' });
     const byLabel = await resolveCustomNetworking({ settings: s, logger, kubeConfig: kc });
     assert.equal(byLabel?.name, 'special');
