@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import {
   ApiextensionsV1Api,
+  AuthorizationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
@@ -127,6 +128,29 @@ export async function startKubeApiServer(
   const custom = admin.makeApiClient(CustomObjectsApi);
   const objects = KubernetesObjectApi.makeApiClient(admin);
   const extensions = admin.makeApiClient(ApiextensionsV1Api);
+  const authz = admin.makeApiClient(AuthorizationV1Api);
+  /**
+   * Returns once the authorizer grants this ServiceAccount the verb: RBAC objects are served by
+   * an informer, so a binding just created may not be in force for the first request.
+   */
+  const untilAuthorized = (sa: string, verb: string, resource: string, group = '', namespace?: string) =>
+    waitFor(
+      `${sa} may ${verb} ${resource}`,
+      async () => {
+        const review = await authz.createSubjectAccessReview({
+          body: {
+            spec: {
+              user: `system:serviceaccount:${RELEASE_NAMESPACE}:${sa}`,
+              groups: ['system:serviceaccounts', `system:serviceaccounts:${RELEASE_NAMESPACE}`],
+              resourceAttributes: { verb, resource, group, ...(namespace ? { namespace } : {}) },
+            },
+          },
+        });
+        return review.status?.allowed ? true : undefined;
+      },
+      30_000,
+      100,
+    );
   let crdsApplied = false;
 
   const tokenKubeConfig = (token: string, server = cp.server): KubeConfig => {
@@ -204,6 +228,11 @@ export async function startKubeApiServer(
         }
       }
       if (!daemonSa) throw new Error(`helm template ${release}: the chart rendered no daemon ServiceAccount`);
+      await untilAuthorized(daemonSa, 'get', 'nodes');
+      if (janitorSa) {
+        await untilAuthorized(janitorSa, 'list', 'nodes');
+        await untilAuthorized(janitorSa, 'create', 'leases', 'coordination.k8s.io', RELEASE_NAMESPACE);
+      }
       const daemonToken = await saToken(daemonSa);
       return {
         release,

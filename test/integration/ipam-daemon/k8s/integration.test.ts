@@ -134,13 +134,16 @@ describe('daemon Kubernetes integration against the real kube-apiserver', { time
       })) as
       | { metadata: { ownerReferences?: { kind: string; uid: string }[] }; status?: Record<string, unknown> }
       | undefined;
+  /** The daemon's own Events on a Node (the node lifecycle controller adds its RegisteredNode there too). */
   const eventsOf = async (node: string) =>
     (
-      await kube.core.listNamespacedEvent({
-        namespace: 'default',
-        fieldSelector: `involvedObject.name=${node}`,
-      })
-    ).items as NodeEvent[];
+      (
+        await kube.core.listNamespacedEvent({
+          namespace: 'default',
+          fieldSelector: `involvedObject.name=${node}`,
+        })
+      ).items as NodeEvent[]
+    ).filter((e) => e.source?.component === 'vpc-ipamd');
 
   /** The integration started as the daemon starts it, for a Node of this test's own. */
   const startOnNewNode = async () => {

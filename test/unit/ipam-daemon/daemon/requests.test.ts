@@ -33,7 +33,8 @@ describe('requests', () => {
         assert.match(e.message, /3 allocations are already waiting/);
         return true;
       });
-      assert.ok(Date.now() - started < 300, 'refused without waiting');
+      // Below the provider's 600 ms latency: the refusal did not wait for a grow.
+      assert.ok(Date.now() - started < 500, 'refused without waiting');
       const served = await Promise.all(waiting);
       assert.equal(new Set(served.map((a) => a.ip)).size, 3, 'the waiting three are served');
     } finally {
