@@ -57,6 +57,7 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
     (await api.readNamespacedLease({ name, namespace: 'kube-system' })).spec as {
       holderIdentity: string;
       leaseTransitions: number;
+      renewTime: Date | string;
     };
 
   test('five replicas starting together: exactly one wins, via optimistic concurrency', async () => {
@@ -131,6 +132,9 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
 
   test('real timers: two running electors, the leader is cut off, the other takes over after expiry', async () => {
     const lease = `live-${n++}`;
+    // Margins for a loaded machine: a renewal (GET + PUT through the relay) may take a second or
+    // more without a losing its lead, and the takeover is timed from a's last write, not the cut.
+    const LEASE_S = 4;
     // "a" reaches the API server through a relay; cutting it is a leader that crashed or lost the
     // network mid-term: none of its lease writes get through, while b's still do.
     const relay = new TcpRelay(cp.apiPort);
@@ -150,8 +154,8 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
         namespace: 'kube-system',
         name: lease,
         identity,
-        leaseDurationSeconds: 2,
-        renewDeadlineMs: 1200,
+        leaseDurationSeconds: LEASE_S,
+        renewDeadlineMs: 2500,
         retryPeriodMs: 100,
         logger,
       });
@@ -161,6 +165,7 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
     await until('a leads', () => a.isLeader(), 30_000);
     b.start();
     let both = 0;
+    let following = true;
     const watchOverlap = async (stop: () => boolean, timeoutMs: number) => {
       const deadline = Date.now() + timeoutMs;
       while (!stop() && Date.now() < deadline) {
@@ -173,14 +178,33 @@ describe('janitor lease election against the real kube-apiserver', { timeout: 30
       assert.equal(a.isLeader(), true);
       assert.equal(b.isLeader(), false);
       await relay.down();
-      const cutAt = Date.now();
-      await watchOverlap(() => b.isLeader(), 15_000);
-      const tookMs = Date.now() - cutAt;
+      // a's last renewal may have been sent well before the cut (a slow PUT), or land just after
+      // it (a request the server had read in full): follow the Lease until b holds it and keep
+      // the newest renewTime a wrote. b cannot replace a record before it stood a full lease, so
+      // a poll every 100 ms sees a's last one.
+      let aRenewedAt = 0;
+      const followA = (async () => {
+        while (following) {
+          const spec = await leaseSpec(lease).catch(() => null);
+          if (spec && spec.holderIdentity !== 'a') return;
+          if (spec) aRenewedAt = Math.max(aRenewedAt, new Date(spec.renewTime).getTime());
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      await watchOverlap(() => b.isLeader(), 30_000);
+      const tookOverAt = Date.now();
       assert.equal(b.isLeader(), true, 'b took over');
       assert.equal(a.isLeader(), false, 'a stepped down after its renew deadline');
       assert.equal(both, 0, 'never two leaders at once');
-      assert.ok(tookMs >= 1700, `took over after ${tookMs} ms, before the 2 s lease could expire`);
+      await followA;
+      assert.ok(aRenewedAt > 0, "a's renewTime was read");
+      const sinceRenewal = tookOverAt - aRenewedAt;
+      assert.ok(
+        sinceRenewal >= LEASE_S * 1000 - 50,
+        `took over ${sinceRenewal} ms after a's last renewal, before its ${LEASE_S} s lease could expire`,
+      );
     } finally {
+      following = false;
       await a.stop();
       await b.stop();
       await relay.down();
