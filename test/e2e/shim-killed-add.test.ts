@@ -6,7 +6,7 @@
 // attachment and the policy rules keyed by the IP, which would now be another pod's.
 // The killed shim is played by hand: POST /v1/cni with apply:1 on the daemon's socket, and no
 // POST /v1/cni/applied ever (a real shim killed at that moment sends exactly this and nothing
-// more). The report timeout is shortened (VPC_IPAM_CNI_APPLY_TIMEOUT=1) and each case waits past it.
+// more). The report timeout is shortened (VPC_IPAM_CNI_APPLY_TIMEOUT=5) and each case waits past it.
 // Needs: root, iproute2, iptables, nsenter, LocalStack on VPC_IPAM_EC2_ENDPOINT. Unit level:
 // test/unit/ipam-daemon/cni-host.test.ts (session cancel), test/unit/cni/plugin-add-rollback.test.ts.
 import assert from 'node:assert/strict';
@@ -31,8 +31,12 @@ import { probeEventually, startProbeServer } from '../helpers/probe.ts';
 import { scaled } from '../helpers/slowdown.ts';
 
 const PORT = 7000;
-/** VPC_IPAM_CNI_APPLY_TIMEOUT in the daemon, and how long each case waits after the stale ADD. */
-const REPORT_TIMEOUT_S = 1;
+/**
+ * VPC_IPAM_CNI_APPLY_TIMEOUT in the daemon, and how long each case waits after the stale ADD. The
+ * stale ADD must still be waiting when the case's next command (a retry, a DEL, a kill) arrives, or
+ * it has already rolled back and the case tests nothing: 5 s covers a plugin start on a loaded node.
+ */
+const REPORT_TIMEOUT_S = Math.ceil(scaled(5_000) / 1000);
 const PAST_TIMEOUT_MS = REPORT_TIMEOUT_S * 1000 + 2000;
 
 interface Pod {
