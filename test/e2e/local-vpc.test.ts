@@ -590,7 +590,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
       }
     });
     assert.equal(
-      await probeEventually(from.ns, candidate, PORT + 1, 10_000),
+      await probeEventually(from.ns, candidate, PORT + 1, scaled(10_000)),
       from.ip,
       'delivered once LocalStack says so',
     );
@@ -598,7 +598,7 @@ describe('local VPC e2e (LocalStack + netns + dist/vpc-cni)', { timeout: scaled(
       new UnassignPrivateIpAddressesCommand({ NetworkInterfaceId: eni, PrivateIpAddresses: [candidate] }),
     );
     assigned = false;
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + scaled(10_000);
     let stillDelivered = true;
     while (stillDelivered && Date.now() < deadline) {
       stillDelivered = await probe(from.ns, candidate, PORT + 1, 1000).then(
