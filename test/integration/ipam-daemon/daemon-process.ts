@@ -9,7 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Allocation } from '../../../src/ipam-daemon/api-types.ts';
+import type { Allocation, ApiError } from '../../../src/ipam-daemon/api-types.ts';
 import type { ImdsFake } from '../../fakes/imds-aws.ts';
 import {
   ec2Endpoint,
@@ -18,18 +18,39 @@ import {
   type SeedResult,
   startInstanceImds,
 } from '../../helpers/localstack.ts';
-import { call } from '../../unit/ipam-daemon/harness.ts';
+import { call, type SocketResponse } from '../../unit/ipam-daemon/harness.ts';
 
 export const MAIN = resolve('src/ipam-daemon/main.ts');
 
-/** POST /v1/allocate for pod `id` (namespace default) on the daemon at `socketPath`; asserts 200. */
+/** The /v1/allocate body for pod `id` in namespace default. */
+export const allocateRequest = (id: string) => ({
+  containerId: id,
+  ifName: 'eth0',
+  podNamespace: 'default',
+  podName: id,
+});
+
+/**
+ * POST /v1/allocate for pod `id` (namespace default) on the daemon at `socketPath`. While the pool
+ * grows the answer is a retryable 503 pool-growing, which the runtime would retry: so does this,
+ * every 250 ms for up to 15 s (a loaded machine's LocalStack can outlast the daemon's allocate
+ * wait). Any other answer, and the last pool-growing one, is returned as it came.
+ */
+export async function allocateRetryingGrowth(socketPath: string, id: string): Promise<SocketResponse> {
+  const req = allocateRequest(id);
+  const growing = (r: SocketResponse) =>
+    r.status === 503 && (r.body as ApiError | undefined)?.reason === 'pool-growing';
+  let r = await call(socketPath, 'POST', '/v1/allocate', req);
+  for (let wait = 0; growing(r) && wait < 60; wait++) {
+    await new Promise((res) => setTimeout(res, 250));
+    r = await call(socketPath, 'POST', '/v1/allocate', req);
+  }
+  return r;
+}
+
+/** allocateRetryingGrowth, asserting the pod got its IP (200). */
 export async function allocatePod(socketPath: string, id: string): Promise<Allocation> {
-  const r = await call(socketPath, 'POST', '/v1/allocate', {
-    containerId: id,
-    ifName: 'eth0',
-    podNamespace: 'default',
-    podName: id,
-  });
+  const r = await allocateRetryingGrowth(socketPath, id);
   assert.equal(r.status, 200, r.text);
   return r.body as Allocation;
 }

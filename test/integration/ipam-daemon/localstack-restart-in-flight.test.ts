@@ -24,7 +24,13 @@ import { OWNER_TAGS } from '../../../src/providers/types.ts';
 import { type FaultProxy, startFaultProxy } from '../../fakes/fault-proxy.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { allocatePod, type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
+import {
+  allocatePod,
+  allocateRequest,
+  type DaemonProcess,
+  LocalStackNode,
+  startDaemonProcess,
+} from './daemon-process.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -188,7 +194,9 @@ describe('vpc-ipamd on LocalStack: kill -9 with a cloud change in flight', { tim
     await waitFor('2 warm IPs, pool equal to EC2', 30_000, warm);
     const k = killOn('AssignPrivateIpAddresses', 'delay-before');
     // Pods beyond the warm IPs: the pool grows (the last ones wait for it, and see the daemon die).
-    for (let i = 0; i < 3; i++) void allocate(`as-${i}`).catch(() => {});
+    // One request each, no retry: a retry could reach the restarted daemon and grow its pool.
+    for (let i = 0; i < 3; i++)
+      void call(daemon.socketPath, 'POST', '/v1/allocate', allocateRequest(`as-${i}`)).catch(() => {});
     await k.killed;
     await start();
     // The restarted daemon grows the pool itself; only then does the dead one's assign land.

@@ -20,7 +20,13 @@ import { createAwsProvider } from '../../../src/providers/aws/index.ts';
 import { OWNER_TAGS } from '../../../src/providers/types.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, killAllDaemons, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
+import {
+  allocatePod,
+  type DaemonProcess,
+  killAllDaemons,
+  LocalStackNode,
+  startDaemonProcess,
+} from './daemon-process.ts';
 
 // Fixed ports from the range this suite owns (27000-27999): introspection and /metrics.
 const INTROSPECTION = '127.0.0.1:27461';
@@ -119,21 +125,9 @@ describe('subnet discovery and extra ENI tags on LocalStack', { timeout: 300_000
   ): Promise<NetworkInterface[]> {
     let enis = await secondaryEnis();
     for (let n = 0; n < 30 && !done(enis); n++) {
-      const req = {
-        containerId: `${tag}${n}`,
-        ifName: 'eth0',
-        podNamespace: 'default',
-        podName: `${tag}${n}`,
-      };
-      let r = await call(d.socketPath, 'POST', '/v1/allocate', req);
-      // While the pool grows (or frees a slot) the answer is a retryable 503, as the runtime would
-      // retry it; an instance limit is not (m5.large: 27 pod IPs, far more than this loop takes).
-      for (let wait = 0; r.status === 503 && wait < 60; wait++) {
-        assert.equal((r.body as { reason?: string }).reason, 'pool-growing', r.text);
-        await new Promise((res) => setTimeout(res, 250));
-        r = await call(d.socketPath, 'POST', '/v1/allocate', req);
-      }
-      assert.equal(r.status, 200, r.text);
+      // While the pool grows (or frees a slot) the answer is a retryable 503, retried as the
+      // runtime would; an instance limit is not (m5.large: 27 pod IPs, far more than this loop takes).
+      await allocatePod(d.socketPath, `${tag}${n}`);
       enis = await secondaryEnis();
     }
     return enis;

@@ -9,8 +9,12 @@ import { CreateNetworkInterfaceCommand } from '@aws-sdk/client-ec2';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import type { Allocation, ApiError } from '../../../src/ipam-daemon/api-types.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
-import { call } from '../../unit/ipam-daemon/harness.ts';
-import { type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
+import {
+  allocateRetryingGrowth,
+  type DaemonProcess,
+  LocalStackNode,
+  startDaemonProcess,
+} from './daemon-process.ts';
 
 describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
   const node = new LocalStackNode('ipamd-sub');
@@ -50,13 +54,9 @@ describe('vpc-ipamd on LocalStack: a full subnet', { timeout: 300_000 }, () => {
 
   after(() => node.tearDown());
 
-  const allocate = (n: number) =>
-    call(daemon?.socketPath ?? '', 'POST', '/v1/allocate', {
-      containerId: `sub${n}`,
-      ifName: 'eth0',
-      podNamespace: 'default',
-      podName: `sub${n}`,
-    });
+  // A pool-growing 503 is retried (the runtime would; a slow LocalStack outlasts the 3 s allocate
+  // wait): the first other refusal is the answer under test.
+  const allocate = (n: number) => allocateRetryingGrowth(daemon?.socketPath ?? '', `sub${n}`);
 
   test('pods confined to the tiny subnet run it dry and get subnet-full, naming it', async () => {
     daemon = await startDaemonProcess(
