@@ -112,14 +112,19 @@ describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180
     assert.match((await pool()).plan, /at target/);
 
     // Behind the daemon's back: X and the pod's IP go to someone else's interface; Y arrives.
+    // Three EC2 calls, and the daemon resyncs between them: Y is assigned first, so no state in
+    // between has fewer free IPs than WARM_IP_TARGET (unassigning first left 2, and the pool grew
+    // by the same lowest-free pick as below, taking back X, the pod's IP or Y).
+    const [squatterIp, y] = pickFreeAddresses(subnet.cidr, await takenInSubnet(), 2) as [string, string];
+    await ec2.send(
+      new AssignPrivateIpAddressesCommand({ NetworkInterfaceId: eni0, PrivateIpAddresses: [y] }),
+    );
     await ec2.send(
       new UnassignPrivateIpAddressesCommand({
         NetworkInterfaceId: eni0,
         PrivateIpAddresses: [freeX, podA.ip],
       }),
     );
-    const taken = new Set([...(await takenInSubnet()), freeX, podA.ip]);
-    const [squatterIp, y] = pickFreeAddresses(subnet.cidr, taken, 2) as [string, string];
     await ec2.send(
       new CreateNetworkInterfaceCommand({
         SubnetId: subnet.id,
@@ -130,9 +135,6 @@ describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180
         ],
         Description: 'vpc-ipam test: another tool took these addresses',
       }),
-    );
-    await ec2.send(
-      new AssignPrivateIpAddressesCommand({ NetworkInterfaceId: eni0, PrivateIpAddresses: [y] }),
     );
     const removed = new Set([freeX, podA.ip]);
 
