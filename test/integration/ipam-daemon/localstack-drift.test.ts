@@ -17,6 +17,7 @@ import {
   type EC2Client,
   UnassignPrivateIpAddressesCommand,
 } from '@aws-sdk/client-ec2';
+import { freePort } from '../../../cluster/proc.ts';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import type { Allocation, PoolStatus } from '../../../src/ipam-daemon/api-types.ts';
 import { pickFreeAddresses } from '../../../src/providers/aws/ipv4.ts';
@@ -71,7 +72,7 @@ describe('vpc-ipamd on LocalStack: drift repaired while running', { timeout: 180
     await ec2.send(
       new AssignPrivateIpAddressesCommand({ NetworkInterfaceId: eni0, PrivateIpAddresses: ips }),
     );
-    metricsPort = 20_000 + Math.floor(Math.random() * 20_000);
+    metricsPort = await freePort();
   });
 
   after(async () => {
