@@ -23,7 +23,10 @@ import {
   startInstanceImds,
 } from '../../../helpers/localstack.ts';
 
-const TIMEOUT_MS = 800;
+// The client's timeout applies to every EC2 call through the proxy, not only the faulted one: it
+// must outlast an ordinary call to a LocalStack on a loaded machine (800 ms did not), while the
+// held answer (delay-after, 2x this) still comes well past it.
+const TIMEOUT_MS = 2500;
 const cluster = new LocalStackCluster('aws-unknown');
 let seed: SeedResult;
 let imds: ImdsFake;
