@@ -136,7 +136,6 @@ export const PLAN_IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /** Validates a plan the daemon is about to send: every op complete, names and addresses sane. */
 export function checkNetPlan(plan: NetPlan): void {
-  const ifname = PLAN_IFNAME;
   const mac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
   const ip = /^\d{1,3}(\.\d{1,3}){3}$/;
   const cidr = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
@@ -148,16 +147,17 @@ export function checkNetPlan(plan: NetPlan): void {
     const guard = step.onlyIfRoute;
     if (
       guard &&
-      (!cidr.test(guard.dst) || guard.devs.length === 0 || !guard.devs.every((d) => ifname.test(d)))
+      (!cidr.test(guard.dst) || guard.devs.length === 0 || !guard.devs.every((d) => PLAN_IFNAME.test(d)))
     ) {
       throw new Error(`bad onlyIfRoute: ${JSON.stringify(guard)}`);
     }
     for (const o of step.ops) {
       const dev = o.op === 'veth' ? o.name : o.op === 'rule' || o.op === 'ruleDel' ? undefined : o.dev;
-      if (dev !== undefined && !ifname.test(dev)) throw bad(o, 'interface name');
+      if (dev !== undefined && !PLAN_IFNAME.test(dev)) throw bad(o, 'interface name');
       switch (o.op) {
         case 'veth':
-          if (!ifname.test(o.peer) || !mac.test(o.mac) || !mac.test(o.peerMac)) throw bad(o, 'names/MACs');
+          if (!PLAN_IFNAME.test(o.peer) || !mac.test(o.mac) || !mac.test(o.peerMac))
+            throw bad(o, 'names/MACs');
           if (!o.peerNetns.startsWith('/') || !(o.mtu >= 68 && o.mtu <= 65535)) throw bad(o, 'netns/mtu');
           break;
         case 'addr':
