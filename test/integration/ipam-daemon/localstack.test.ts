@@ -5,10 +5,10 @@
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DescribeNetworkInterfacesCommand, type NetworkInterface } from '@aws-sdk/client-ec2';
+import { freePort } from '../../../cluster/proc.ts';
 import { localEc2Client } from '../../../localstack/seed.ts';
 import type { Allocation, ApiError, PoolStatus } from '../../../src/ipam-daemon/api-types.ts';
 import { normalizeMac } from '../../../src/providers/aws/mac.ts';
@@ -16,16 +16,6 @@ import { OWNER_TAGS } from '../../../src/providers/types.ts';
 import { ec2Endpoint, region } from '../../helpers/localstack.ts';
 import { call } from '../../unit/ipam-daemon/harness.ts';
 import { type DaemonProcess, LocalStackNode, startDaemonProcess } from './daemon-process.ts';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

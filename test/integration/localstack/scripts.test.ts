@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { freePort } from '../../../cluster/proc.ts';
 import { ec2Endpoint, requireLocalStack } from '../../helpers/localstack.ts';
 
 const run = promisify(execFile);
@@ -25,14 +25,6 @@ async function script(name: string, env: Record<string, string>) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
     return { code: e.code ?? -1, out: (e.stdout ?? '') + (e.stderr ?? '') };
   }
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
 }
 
 async function healthy(port: number): Promise<boolean> {
